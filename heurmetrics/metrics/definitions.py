@@ -1,0 +1,220 @@
+"""The one definition of every Prometheus metric heurmetrics exposes.
+
+The exporter, the Grafana dashboards, the alert rules and ``docs/metrics.md`` all import from here:
+a name, a label, a bucket boundary or a budget is written once, in this module.
+
+Naming follows the Prometheus conventions (base units, ``_total`` only on counters, ``_ratio`` for
+0-1 values, ``_timestamp_seconds`` for points in time, ``_info`` for metadata). The dotted names of
+the design notes (``heuristic.execution``, ``backtest.result``, ``rule.version.performance``) map to
+families here through :attr:`MetricSpec.design_name`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+MetricKind = Literal["counter", "gauge", "histogram", "info"]
+
+# --- label names -------------------------------------------------------------------------------
+RULE: Final = "rule"
+RULE_VERSION: Final = "rule_version"
+MODE: Final = "mode"
+STATUS: Final = "status"
+OUTCOME: Final = "outcome"
+CONTENT_HASH: Final = "content_hash"
+KIND: Final = "kind"
+RESULT: Final = "result"
+OPERATION: Final = "operation"
+REASON: Final = "reason"
+
+# --- bounded label values (validated on ingest; anything else is rejected) ---------------------
+EXECUTION_STATUSES: Final = ("ok", "error", "timeout")
+EXECUTION_MODES: Final = ("live", "paper", "backtest")
+BACKTEST_STATUSES: Final = ("completed", "failed")
+#: Outcome label used when an execution produced no outcome (errors, timeouts).
+NO_OUTCOME: Final = "none"
+#: Outcomes the reference rules emit; any label matching ``LABEL_VALUE_PATTERN`` is accepted.
+WELL_KNOWN_OUTCOMES: Final = ("bullish", "bearish", "neutral", "no_signal")
+#: Rule names, versions and outcomes become label values: a bounded, exposition-safe alphabet.
+LABEL_VALUE_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,63}$"
+LABEL_VALUE_MAX_LENGTH: Final = 64
+
+# --- buckets -----------------------------------------------------------------------------------
+#: Rule latency: 100 us to 10 s. Rules run in milliseconds (the app budget was 300 ms for a chart
+#: analysis), so the default web buckets (5 ms..10 s) would put every fast rule in one bucket.
+#: 0.3 is a boundary on purpose: the latency budget must be a bucket edge for an exact SLO ratio.
+EXECUTION_DURATION_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)
+CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+#: Backtests take seconds to an hour.
+BACKTEST_DURATION_BUCKETS: Final = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+#: Store writes: one batched statement, sub-millisecond (SQLite) to seconds (large Postgres batch).
+STORE_WRITE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# --- budgets shared by the exporter and the alerts ------------------------------------------
+#: p95 execution latency budget (seconds): the app's chart-analysis budget.
+EXECUTION_LATENCY_BUDGET_SECONDS: Final = 0.3
+#: Error-ratio SLO objective for rule executions (99 % of runs succeed).
+EXECUTION_SUCCESS_OBJECTIVE: Final = 0.99
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family: everything a consumer needs to know about it.
+
+    ``name`` is the exposed family name *without* the ``_total`` suffix for counters (that is how
+    prometheus_client names families); :attr:`sample_name` is what appears in PromQL.
+    """
+
+    name: str
+    kind: MetricKind
+    documentation: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+    #: Grafana unit id for panels that show this metric.
+    unit: str = "short"
+    #: The dotted name of the design notes this family reports, if any.
+    design_name: str | None = None
+    #: Where the values come from: ``"ingest"`` (updated per event) or ``"store"`` (a collector
+    #: that reads the database on scrape).
+    source: Literal["ingest", "store", "process"] = "ingest"
+
+    @property
+    def sample_name(self) -> str:
+        """Name of the series as it appears in PromQL (``_total`` on counters, ``_info`` kept)."""
+        if self.kind == "counter":
+            return f"{self.name}_total"
+        if self.kind == "info":
+            return f"{self.name}_info"
+        return self.name
+
+    def series_names(self) -> tuple[str, ...]:
+        """Every series name this family produces in the text exposition."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.kind == "counter":
+            return (f"{self.name}_total", f"{self.name}_created")
+        return (self.sample_name,)
+
+
+_RV = (RULE, RULE_VERSION)
+
+HEURISTIC_EXECUTIONS = MetricSpec(
+    "heuristic_executions", "counter",
+    "Rule (heuristic) executions, every single one, by outcome and status.",
+    (*_RV, MODE, STATUS, OUTCOME), unit="short", design_name="heuristic.execution",
+)
+HEURISTIC_EXECUTION_DURATION = MetricSpec(
+    "heuristic_execution_duration_seconds", "histogram",
+    "Wall-clock duration of one rule execution.",
+    (*_RV, MODE), EXECUTION_DURATION_BUCKETS, unit="s", design_name="heuristic.execution",
+)
+HEURISTIC_EXECUTION_CONFIDENCE = MetricSpec(
+    "heuristic_execution_confidence", "histogram",
+    "Confidence (0-1) that an execution attached to its outcome; executions without one are not observed.",
+    (*_RV, MODE), CONFIDENCE_BUCKETS, unit="percentunit", design_name="heuristic.execution",
+)
+BACKTEST_RUNS = MetricSpec(
+    "backtest_runs", "counter", "Backtest runs by final status.",
+    (*_RV, STATUS), unit="short", design_name="backtest.result",
+)
+BACKTEST_DURATION = MetricSpec(
+    "backtest_duration_seconds", "histogram", "Wall-clock duration of one backtest run.",
+    _RV, BACKTEST_DURATION_BUCKETS, unit="s", design_name="backtest.result",
+)
+BACKTEST_RESULT_SHARPE = MetricSpec(
+    "backtest_result_sharpe_ratio", "gauge",
+    "Annualised Sharpe ratio of the latest completed backtest of a rule version.",
+    _RV, unit="none", design_name="backtest.result", source="store",
+)
+BACKTEST_RESULT_MAX_DRAWDOWN = MetricSpec(
+    "backtest_result_max_drawdown_ratio", "gauge",
+    "Maximum drawdown (negative fraction, -0.25 = 25 %) of the latest completed backtest.",
+    _RV, unit="percentunit", design_name="backtest.result", source="store",
+)
+BACKTEST_RESULT_TOTAL_RETURN = MetricSpec(
+    "backtest_result_total_return_ratio", "gauge",
+    "Total return (fraction) of the latest completed backtest.",
+    _RV, unit="percentunit", design_name="backtest.result", source="store",
+)
+BACKTEST_RESULT_CAGR = MetricSpec(
+    "backtest_result_cagr_ratio", "gauge",
+    "Compound annual growth rate (fraction) of the latest completed backtest.",
+    _RV, unit="percentunit", design_name="backtest.result", source="store",
+)
+BACKTEST_RESULT_TIMESTAMP = MetricSpec(
+    "backtest_result_timestamp_seconds", "gauge",
+    "Unix time at which the latest completed backtest of a rule version finished.",
+    _RV, unit="dateTimeFromNow", design_name="backtest.result", source="store",
+)
+RULE_VERSION_INFO = MetricSpec(
+    "rule_version", "info", "A registered rule version; value 1. The content hash identifies it.",
+    (*_RV, CONTENT_HASH), unit="none", design_name="rule.version", source="store",
+)
+
+# --- self-monitoring: the pipeline's own health guards the 100 % promise ------------------------
+INGESTED_EVENTS = MetricSpec(
+    "heurmetrics_ingested_events", "counter",
+    "Events offered to ingest, by kind (execution, backtest, rule_version) and result "
+    "(accepted, duplicate, rejected).",
+    (KIND, RESULT), unit="short", source="ingest",
+)
+STORE_WRITE_DURATION = MetricSpec(
+    "heurmetrics_store_write_duration_seconds", "histogram",
+    "Duration of one batched store write (one transaction).",
+    (OPERATION,), STORE_WRITE_BUCKETS, unit="s",
+)
+STORE_WRITE_ERRORS = MetricSpec(
+    "heurmetrics_store_write_errors", "counter",
+    "Store writes that failed (each is retried; see dropped events for anything given up).",
+    (OPERATION,), unit="short",
+)
+WRITER_QUEUE_EVENTS = MetricSpec(
+    "heurmetrics_writer_queue_events", "gauge",
+    "Events accepted by the SDK but not yet durable in the store.", (), unit="short",
+)
+DROPPED_EVENTS = MetricSpec(
+    "heurmetrics_dropped_events", "counter",
+    "Events that were acknowledged to a caller but could not be stored. Must stay 0.",
+    (REASON,), unit="short",
+)
+BUILD_INFO = MetricSpec(
+    "heurmetrics_build", "info", "heurmetrics build information; value 1.",
+    ("version", "python_version"), unit="none", source="process",
+)
+
+ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
+    HEURISTIC_EXECUTIONS,
+    HEURISTIC_EXECUTION_DURATION,
+    HEURISTIC_EXECUTION_CONFIDENCE,
+    BACKTEST_RUNS,
+    BACKTEST_DURATION,
+    BACKTEST_RESULT_SHARPE,
+    BACKTEST_RESULT_MAX_DRAWDOWN,
+    BACKTEST_RESULT_TOTAL_RETURN,
+    BACKTEST_RESULT_CAGR,
+    BACKTEST_RESULT_TIMESTAMP,
+    RULE_VERSION_INFO,
+    INGESTED_EVENTS,
+    STORE_WRITE_DURATION,
+    STORE_WRITE_ERRORS,
+    WRITER_QUEUE_EVENTS,
+    DROPPED_EVENTS,
+    BUILD_INFO,
+)
+
+#: Latest-backtest gauges, keyed by the headline metric they export.
+BACKTEST_RESULT_GAUGES: Final = {
+    "sharpe": BACKTEST_RESULT_SHARPE,
+    "max_drawdown": BACKTEST_RESULT_MAX_DRAWDOWN,
+    "total_return": BACKTEST_RESULT_TOTAL_RETURN,
+    "cagr": BACKTEST_RESULT_CAGR,
+}
+
+
+def by_series_name() -> dict[str, MetricSpec]:
+    """Map every exposed series name (``_bucket``, ``_total``, ...) to its family."""
+    return {series: spec for spec in ALL_METRICS for series in spec.series_names()}

@@ -1,0 +1,186 @@
+"""ORM rows of the store (SQLAlchemy 2 typed declarative).
+
+Table and column names are a public, documented contract (``docs/schema.md``): auditors and
+Grafana SQL panels query them directly. Change them only with a migration and a docs update.
+Domain objects live in :mod:`heurmetrics.domain`; these rows never leave the store package.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so migrations can refer to them on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every dialect.
+
+    Postgres stores ``timestamptz``; SQLite has no time zones, so values are normalised to UTC
+    on the way in and get ``tzinfo=UTC`` on the way out. Naive datetimes are refused: a time
+    without a zone is ambiguous, and an audit trail must not guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: heurmetrics stores timezone-aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSON columns are JSONB on Postgres (indexable, queryable from Grafana) and JSON elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# An auto-incrementing 64-bit key; SQLite only auto-increments "INTEGER PRIMARY KEY".
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class RuleRow(Base):
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class RuleVersionRow(Base):
+    __tablename__ = "rule_versions"
+    __table_args__ = (UniqueConstraint("rule_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id"))
+    version: Mapped[str] = mapped_column(String(64))
+    #: sha256 of the canonical JSON of {"params": ..., "source": ...} (see heurmetrics.canonical).
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class ExecutionRow(Base):
+    __tablename__ = "heuristic_executions"
+    __table_args__ = (
+        Index("ix_heuristic_executions_rule_version_id_started_at", "rule_version_id", "started_at"),
+        CheckConstraint("status IN ('ok', 'error', 'timeout')", name="status"),
+        CheckConstraint("mode IN ('live', 'paper', 'backtest')", name="mode"),
+        CheckConstraint("duration_seconds >= 0", name="duration_nonnegative"),
+        CheckConstraint("confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence_range"),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"))
+    started_at: Mapped[datetime]
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    signal: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    mode: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(128))
+    backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("backtest_runs.run_id"), index=True)
+    ingested_at: Mapped[datetime]
+
+
+class BacktestRunRow(Base):
+    __tablename__ = "backtest_runs"
+    __table_args__ = (
+        Index("ix_backtest_runs_rule_version_id_finished_at", "rule_version_id", "finished_at"),
+        CheckConstraint("status IN ('completed', 'failed')", name="status"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # "single" or "walk_forward"
+    dataset: Mapped[str] = mapped_column(String(256))
+    dataset_hash: Mapped[str | None] = mapped_column(String(64))
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    periods_per_year: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    total_return: Mapped[float | None] = mapped_column(Float)
+    cagr: Mapped[float | None] = mapped_column(Float)
+    volatility: Mapped[float | None] = mapped_column(Float)
+    sharpe: Mapped[float | None] = mapped_column(Float)
+    max_drawdown: Mapped[float | None] = mapped_column(Float)
+    observations: Mapped[int] = mapped_column(Integer)
+    missing: Mapped[int] = mapped_column(Integer)
+    #: Every metric of the performance suite (the headline columns above are copies for SQL panels).
+    metrics: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class BacktestFoldRow(Base):
+    __tablename__ = "backtest_folds"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("backtest_runs.run_id"), primary_key=True)
+    fold_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    in_sample_start: Mapped[datetime]
+    in_sample_end: Mapped[datetime]
+    out_of_sample_start: Mapped[datetime]
+    out_of_sample_end: Mapped[datetime]
+    params: Mapped[dict[str, Any]]
+    trials: Mapped[int] = mapped_column(Integer)
+    in_sample_metrics: Mapped[dict[str, Any]]
+    out_of_sample_metrics: Mapped[dict[str, Any]]
+
+
+class EquityPointRow(Base):
+    __tablename__ = "equity_points"
+    __table_args__ = (Index("ix_equity_points_run_id_fold_index_ts", "run_id", "fold_index", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("backtest_runs.run_id"))
+    #: NULL for the run's (stitched) curve, the fold index for a fold's own curve.
+    fold_index: Mapped[int | None] = mapped_column(Integer)
+    ts: Mapped[datetime]
+    equity: Mapped[float] = mapped_column(Float)
+    drawdown: Mapped[float] = mapped_column(Float)
