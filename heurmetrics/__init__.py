@@ -1,3 +1,39 @@
-"""heurmetrics: every rule execution and backtest, counted in Prometheus and stored versioned."""
+"""heurmetrics: every rule execution and backtest, counted in Prometheus and stored versioned.
+
+Public API::
+
+    from heurmetrics import Recorder
+    with Recorder() as rec:
+        rv = rec.register_rule_version("range_bias", "1.0.0", params={"window_hours": 24}, source=src)
+        with rec.execution(rv, mode="live") as ex:
+            ex.set_result(outcome="bullish", signal=1.0, confidence=0.72)
+"""
 
 __version__ = "0.1.0"
+
+from heurmetrics.domain import BacktestRun, RuleVersion  # noqa: E402
+from heurmetrics.errors import (  # noqa: E402
+    HeurmetricsError,
+    InvalidEvent,
+    SchemaNotAtHead,
+    StoreUnavailable,
+    UnknownRuleVersion,
+    VersionConflict,
+)
+from heurmetrics.sdk.recorder import ExecutionContext, Recorder  # noqa: E402
+from heurmetrics.sdk.writer import FlushResult  # noqa: E402
+
+__all__ = [
+    "BacktestRun",
+    "ExecutionContext",
+    "FlushResult",
+    "HeurmetricsError",
+    "InvalidEvent",
+    "Recorder",
+    "RuleVersion",
+    "SchemaNotAtHead",
+    "StoreUnavailable",
+    "UnknownRuleVersion",
+    "VersionConflict",
+    "__version__",
+]

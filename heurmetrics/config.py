@@ -1,0 +1,33 @@
+"""Configuration from ``HEURMETRICS_*`` environment variables; CLI options override them."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite:///heurmetrics.db"
+
+
+class Settings(BaseSettings):
+    """Runtime settings. ``Settings()`` reads the environment; keyword arguments win."""
+
+    model_config = SettingsConfigDict(env_prefix="HEURMETRICS_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path.db (default ./heurmetrics.db) or "
+        "postgresql+psycopg://user@host:port/db",
+    )
+    api_token: SecretStr | None = Field(None, description="Bearer token required on every POST when set.")
+    metrics_cache_seconds: float = Field(
+        15.0, ge=0, description="How long gauges read from the store are cached between scrapes."
+    )
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe for logs and error messages: the password is masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still carry a secret: show nothing of it
+        return "<unparsable database URL>"

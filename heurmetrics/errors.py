@@ -1,0 +1,68 @@
+"""Exceptions of heurmetrics. Each message says exactly what clashed and what to do."""
+
+from __future__ import annotations
+
+
+class HeurmetricsError(Exception):
+    """Base class of every error heurmetrics raises on purpose."""
+
+
+class InvalidEvent(HeurmetricsError, ValueError):
+    """An event or request field failed validation; nothing was written.
+
+    ``field`` names the offending field (``executions[3].confidence`` over HTTP), so a caller can fix
+    exactly that.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def at(self, prefix: str) -> InvalidEvent:
+        """The same error with its field path prefixed (for items inside a batch)."""
+        return InvalidEvent(f"{prefix}.{self.field}", self.message)
+
+
+class VersionConflict(HeurmetricsError):
+    """The same rule and version were registered before with different content; nothing was written."""
+
+    def __init__(self, rule: str, version: str, existing_hash: str, new_hash: str) -> None:
+        super().__init__(
+            f"rule version {rule}@{version} already exists with content hash {existing_hash}; "
+            f"the new content hashes to {new_hash}. A version is immutable: register the change "
+            "under a new version string."
+        )
+        self.rule = rule
+        self.version = version
+        self.existing_hash = existing_hash
+        self.new_hash = new_hash
+
+
+class UnknownRuleVersion(HeurmetricsError, LookupError):
+    """An event names a rule version that was never registered."""
+
+    def __init__(self, rule: str, version: str) -> None:
+        super().__init__(
+            f"unknown rule version {rule}@{version}: register it first "
+            "(Recorder.register_rule_version or POST /v1/rule-versions)"
+        )
+        self.rule = rule
+        self.version = version
+
+
+class SchemaNotAtHead(HeurmetricsError):
+    """The database schema is not at the revision this code expects."""
+
+    def __init__(self, url: str, current: str | None, head: str) -> None:
+        where = "an empty database" if current is None else f"revision {current}"
+        super().__init__(
+            f"database {url} is at {where}, but this heurmetrics needs revision {head}. "
+            "Run `heurmetrics db upgrade` (with the same HEURMETRICS_DATABASE_URL) first."
+        )
+        self.current = current
+        self.head = head
+
+
+class StoreUnavailable(HeurmetricsError):
+    """The database could not be reached or refused the write; the caller may retry."""

@@ -1,0 +1,202 @@
+"""The one ingest path: validation, persistence and metric updates, shared by the SDK and HTTP.
+
+    runner ─┬─ SDK (Recorder → background writer) ─┐
+            └─ HTTP (heurmetrics serve) ───────────┴─→ Ingest ─→ {SqlStore, PipelineMetrics}
+
+An event is counted in Prometheus exactly once, when it is known to be new: the store returns
+the ids it inserted, and only those are counted (the SDK counts ids it generated itself up front,
+because they cannot collide). So after any number of re-sent batches, counts equal rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from heurmetrics.backtest.record import build_backtest
+from heurmetrics.canonical import canonical_json
+from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
+from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.metrics.store_collector import StoreCollector
+from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.validation import check_execution, check_label_value, check_timestamp
+
+T = TypeVar("T")
+
+
+class Ingest:
+    """Validates, stores and counts rule versions, executions and backtests.
+
+    Thread-safe. Every write method either commits completely (and then updates the metrics)
+    or raises with nothing written and nothing counted.
+    """
+
+    def __init__(self, store: SqlStore, metrics: PipelineMetrics, collector: StoreCollector | None = None) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.collector = collector
+        self._versions: dict[tuple[str, str], RuleVersion] = {}
+        self._lock = threading.Lock()
+
+    # --- rule versions ----------------------------------------------------------------------
+    def register_rule_version(
+        self,
+        rule: str,
+        version: str,
+        *,
+        params: dict[str, Any] | None = None,
+        source: str = "",
+        created_by: str = "unknown",
+        description: str | None = None,
+    ) -> tuple[RuleVersion, bool]:
+        """Register (idempotently) a rule version; see :meth:`SqlStore.register_rule_version`."""
+        check_label_value("rule", rule)
+        check_label_value("version", version)
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise InvalidEvent("params", f"must be a JSON object, got {type(params).__name__}")
+        if not isinstance(source, str):
+            raise InvalidEvent("source", f"must be a string, got {type(source).__name__}")
+        try:
+            canonical_json(params)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent("params", f"must be JSON-serialisable without NaN/inf: {exc}") from None
+        try:
+            rv, created = self._timed("register_rule_version", lambda: self.store.register_rule_version(
+                rule, version, params=params, source=source, created_by=created_by, description=description,
+            ))
+        except Exception:
+            self.metrics.ingested.labels("rule_version", "rejected").inc()
+            raise
+        with self._lock:
+            self._versions[(rule, version)] = rv
+        self.metrics.prepare_rule_version(rv)
+        self.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
+        if created and self.collector is not None:
+            self.collector.invalidate()
+        return rv, created
+
+    def rule_version(self, rule: str, version: str) -> RuleVersion:
+        """The registered version ``rule@version`` (cached); :class:`UnknownRuleVersion` if none."""
+        rv = self._versions.get((rule, version))
+        if rv is None:
+            rv = self.store.find_rule_version(rule, version)
+            if rv is None:
+                raise UnknownRuleVersion(rule, version)
+            with self._lock:
+                self._versions[(rule, version)] = rv
+            self.metrics.prepare_rule_version(rv)
+        return rv
+
+    # --- executions -------------------------------------------------------------------------
+    @staticmethod
+    def make_execution(
+        rv: RuleVersion,
+        *,
+        duration_seconds: float,
+        status: str = "ok",
+        outcome: str | None = None,
+        signal: float | None = None,
+        confidence: float | None = None,
+        mode: str = "live",
+        started_at: float | None = None,
+        error_type: str | None = None,
+        event_id: uuid.UUID | None = None,
+        backtest_run_id: uuid.UUID | None = None,
+    ) -> ExecutionEvent:
+        """Validate one execution and build its event (``counted`` False: count after insert).
+
+        ``started_at`` is Unix seconds; it defaults to now minus the duration.
+        """
+        check_execution(
+            status=status, mode=mode, duration_seconds=duration_seconds, outcome=outcome, signal=signal,
+            confidence=confidence, error_type=error_type,
+        )
+        now = time.time()
+        started = now - duration_seconds if started_at is None else check_timestamp("started_at", started_at, now=now)
+        return ExecutionEvent(
+            event_id=uuid.uuid4() if event_id is None else event_id, rule_version=rv, started_at=started,
+            duration_seconds=float(duration_seconds), status=status, outcome=outcome,
+            signal=None if signal is None else float(signal),
+            confidence=None if confidence is None else float(confidence), mode=mode, error_type=error_type,
+            backtest_run_id=backtest_run_id,
+        )
+
+    def write_executions(self, events: Sequence[ExecutionEvent]) -> IngestResult:
+        """Store a batch (one transaction) and count the events that were new.
+
+        Repeated ids inside the batch and ids already stored are duplicates: skipped, not counted.
+        Raises :class:`StoreUnavailable` when the write failed; then nothing was stored or counted.
+        """
+        unique: dict[uuid.UUID, ExecutionEvent] = {}
+        for event in events:
+            unique.setdefault(event.event_id, event)
+        batch = list(unique.values())
+        inserted = self._timed("insert_executions", lambda: self.store.insert_executions(batch))
+        observe = self.metrics.observe_execution
+        for event in batch:
+            if not event.counted and event.event_id in inserted:
+                observe(event)
+        duplicates = len(events) - len(inserted)
+        self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
+        if duplicates:
+            self.metrics.ingested.labels("execution", "duplicate").inc(duplicates)
+        return IngestResult(len(inserted), duplicates, tuple(e.event_id for e in batch))
+
+    def count_rejected(self, kind: str, n: int = 1) -> None:
+        self.metrics.ingested.labels(kind, "rejected").inc(n)
+
+    # --- backtests --------------------------------------------------------------------------
+    def record_backtest(
+        self,
+        rv: RuleVersion,
+        equity: pd.Series,
+        *,
+        dataset: str,
+        periods_per_year: float,
+        risk_free_rate: float = 0.0,
+        trades: pd.DataFrame | None = None,
+        dataset_hash: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        run_id: uuid.UUID | None = None,
+        config: dict[str, Any] | None = None,
+        kind: str = "single",
+        folds: Sequence[BacktestFold] = (),
+        fold_equity: dict[int, pd.Series] | None = None,
+    ) -> BacktestRun:
+        """Compute the performance metrics of ``equity``, store the run, count it; returns the run.
+
+        Re-sending a run with the same ``run_id`` stores and counts nothing new.
+        """
+        run, points = build_backtest(
+            rv, equity, dataset=dataset, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate,
+            trades=trades, dataset_hash=dataset_hash, started_at=started_at,
+            finished_at=finished_at or datetime.now(UTC), run_id=run_id or uuid.uuid4(), config=config or {},
+            kind=kind, fold_equity=fold_equity,
+        )
+        created = self._timed("insert_backtest", lambda: self.store.insert_backtest(run, points, folds))
+        self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
+        if created:
+            self.metrics.observe_backtest(run)
+            if self.collector is not None:
+                self.collector.invalidate()
+        return run
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _timed(self, operation: str, write: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = write()
+        except StoreUnavailable:
+            self.metrics.store_write_errors.labels(operation).inc()
+            raise
+        self.metrics.store_write_duration.labels(operation).observe(time.perf_counter() - started)
+        return result

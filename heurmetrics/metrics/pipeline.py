@@ -1,0 +1,96 @@
+"""Ingest-side Prometheus metrics: exact counters and histograms, updated once per new event.
+
+All families come from :mod:`heurmetrics.metrics.definitions`. Children are cached per label
+combination because ``labels(...)`` costs more than the increment itself (the SDK hot path).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from heurmetrics import __version__
+from heurmetrics.domain import BacktestRun, ExecutionEvent, RuleVersion
+from heurmetrics.metrics import definitions as d
+
+_CLASSES: dict[str, Any] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "info": Info}
+
+
+def build_metric(spec: d.MetricSpec, registry: CollectorRegistry) -> Any:
+    """Create the prometheus_client object that exposes ``spec`` on ``registry``."""
+    # An Info's labels are the keys of the dict passed to .info(), not label names.
+    kwargs: dict[str, Any] = {"registry": registry}
+    if spec.kind != "info":
+        kwargs["labelnames"] = spec.labels
+    if spec.buckets is not None:
+        kwargs["buckets"] = spec.buckets
+    return _CLASSES[spec.kind](spec.name, spec.documentation, **kwargs)
+
+
+class PipelineMetrics:
+    """The metrics ingest updates: executions, backtests and the pipeline's own health.
+
+    One instance per registry. :meth:`observe_execution` is called exactly once per event that is
+    new to the store (or, in the SDK, per event whose id cannot collide), so counts equal rows.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.executions = build_metric(d.HEURISTIC_EXECUTIONS, registry)
+        self.execution_duration = build_metric(d.HEURISTIC_EXECUTION_DURATION, registry)
+        self.execution_confidence = build_metric(d.HEURISTIC_EXECUTION_CONFIDENCE, registry)
+        self.backtest_runs = build_metric(d.BACKTEST_RUNS, registry)
+        self.backtest_duration = build_metric(d.BACKTEST_DURATION, registry)
+        self.ingested = build_metric(d.INGESTED_EVENTS, registry)
+        self.store_write_duration = build_metric(d.STORE_WRITE_DURATION, registry)
+        self.store_write_errors = build_metric(d.STORE_WRITE_ERRORS, registry)
+        self.writer_queue = build_metric(d.WRITER_QUEUE_EVENTS, registry)
+        self.dropped = build_metric(d.DROPPED_EVENTS, registry)
+        build_metric(d.BUILD_INFO, registry).info(
+            {"version": __version__, "python_version": platform.python_version()}
+        )
+        self._execution_children: dict[tuple[int, str, str, str | None], tuple[Any, Any, Any]] = {}
+        # Series that must read 0, not be missing, from the first scrape on.
+        self.dropped.labels(reason="store_unavailable")
+        for kind in ("execution", "backtest", "rule_version"):
+            for result in ("accepted", "duplicate", "rejected"):
+                self.ingested.labels(kind=kind, result=result)
+
+    def prepare_rule_version(self, rv: RuleVersion) -> None:
+        """Pre-initialise the error series of a version so error ratios read 0, not nothing."""
+        for mode in d.EXECUTION_MODES:
+            for status in ("ok", "error", "timeout"):
+                if status != "ok":
+                    self.executions.labels(rv.rule, rv.version, mode, status, d.NO_OUTCOME)
+        for status in d.BACKTEST_STATUSES:
+            self.backtest_runs.labels(rv.rule, rv.version, status)
+
+    def observe_execution(self, event: ExecutionEvent) -> None:
+        """Count one execution (hot path: one dict lookup, three cached children)."""
+        rv = event.rule_version
+        key = (rv.id, event.mode, event.status, event.outcome)
+        children = self._execution_children.get(key)
+        if children is None:
+            children = self._children_for(rv, event.mode, event.status, event.outcome)
+        exemplar = {"event_id": str(event.event_id)}
+        children[0].inc(1, exemplar)
+        children[1].observe(event.duration_seconds, exemplar)
+        if event.confidence is not None:
+            children[2].observe(event.confidence, exemplar)
+
+    def _children_for(self, rv: RuleVersion, mode: str, status: str, outcome: str | None) -> tuple[Any, Any, Any]:
+        children = (
+            self.executions.labels(rv.rule, rv.version, mode, status, outcome or d.NO_OUTCOME),
+            self.execution_duration.labels(rv.rule, rv.version, mode),
+            self.execution_confidence.labels(rv.rule, rv.version, mode),
+        )
+        self._execution_children[(rv.id, mode, status, outcome)] = children
+        return children
+
+    def observe_backtest(self, run: BacktestRun) -> None:
+        rv = run.rule_version
+        exemplar = {"run_id": str(run.run_id)}
+        self.backtest_runs.labels(rv.rule, rv.version, run.status).inc(1, exemplar)
+        self.backtest_duration.labels(rv.rule, rv.version).observe(run.duration_seconds, exemplar)

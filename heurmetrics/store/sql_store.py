@@ -1,0 +1,334 @@
+"""The SQL store: SQLite (embedded default) and PostgreSQL behind one interface.
+
+Writes are batched, never row by row. On PostgreSQL executions and equity points go through
+psycopg 3 ``COPY`` into a per-connection staging table followed by one
+``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` (idempotent on the event id at near-COPY
+speed); on SQLite one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per batch. The ids returned
+are exactly the rows that were new, which is what keeps Prometheus counts equal to stored rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from heurmetrics.canonical import content_hash as compute_content_hash
+from heurmetrics.config import redact_url
+from heurmetrics.domain import (
+    BacktestFold,
+    BacktestRun,
+    EquityPoint,
+    ExecutionEvent,
+    LatestBacktest,
+    RuleVersion,
+)
+from heurmetrics.errors import StoreUnavailable, VersionConflict
+from heurmetrics.store import migrations
+from heurmetrics.store.engine import create_store_engine
+from heurmetrics.store.schema import (
+    BacktestFoldRow,
+    BacktestRunRow,
+    EquityPointRow,
+    ExecutionRow,
+    RuleRow,
+    RuleVersionRow,
+)
+
+_EXECUTION_COLUMNS = (
+    "event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
+    "confidence", "mode", "error_type", "backtest_run_id", "ingested_at",
+)
+# Binary COPY needs the Postgres type of every column, in order.
+_EXECUTION_PG_TYPES = (
+    "uuid", "int4", "timestamptz", "float8", "text", "text", "float8", "float8", "text", "text", "uuid",
+    "timestamptz",
+)
+_EQUITY_COLUMNS = ("run_id", "fold_index", "ts", "equity", "drawdown")
+_EQUITY_PG_TYPES = ("uuid", "int4", "timestamptz", "float8", "float8")
+_HEADLINE = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown")
+
+
+def _utc(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+class SqlStore:
+    """Persistence of rule versions, executions and backtests.
+
+    Thread-safe (one SQLAlchemy engine with a connection pool). Every public write is one
+    transaction: it either commits completely or raises and leaves nothing behind.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # --- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, initialize_empty: bool = False, **engine_kwargs: Any) -> SqlStore:
+        """Open the database at ``url`` and check that its schema is at head.
+
+        ``initialize_empty`` migrates a database that has no tables at all (a fresh SQLite file):
+        there is nothing to lose. A database at any other revision is refused with
+        :class:`~heurmetrics.errors.SchemaNotAtHead` naming the command to run.
+        """
+        engine = create_store_engine(url, **engine_kwargs)
+        try:
+            if initialize_empty and migrations.is_empty(engine):
+                migrations.upgrade(engine)
+            migrations.require_head(engine)
+        except OperationalError as exc:
+            engine.dispose()
+            raise StoreUnavailable(f"cannot reach database {redact_url(url)}: {exc.orig}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise when the database is unreachable or not at head (readiness)."""
+        migrations.require_head(self.engine)
+
+    # --- rule versions ----------------------------------------------------------------------
+    def register_rule_version(
+        self,
+        rule: str,
+        version: str,
+        *,
+        params: dict[str, Any],
+        source: str,
+        created_by: str,
+        description: str | None = None,
+    ) -> tuple[RuleVersion, bool]:
+        """Store a rule version; returns it and whether it was created.
+
+        Identical content under an existing version is a no-op (``created`` False); different
+        content raises :class:`VersionConflict` and writes nothing. Safe under concurrent
+        registration from several processes (the unique constraint arbitrates).
+        """
+        digest = compute_content_hash(params, source)
+        now = datetime.now(UTC)
+        for _attempt in range(3):
+            existing = self.find_rule_version(rule, version)
+            if existing is not None:
+                if existing.content_hash != digest:
+                    raise VersionConflict(rule, version, existing.content_hash, digest)
+                return existing, False
+            try:
+                with self.engine.begin() as conn:
+                    rule_id = self._ensure_rule(conn, rule, now)
+                    conn.execute(
+                        RuleVersionRow.__table__.insert().values(
+                            rule_id=rule_id, version=version, content_hash=digest, params=params,
+                            source=source, created_at=now, created_by=created_by, description=description,
+                        )
+                    )
+            except IntegrityError:
+                continue  # another writer registered it first: re-read and compare
+            created = self.find_rule_version(rule, version)
+            assert created is not None
+            return created, True
+        raise StoreUnavailable(f"could not register {rule}@{version}: concurrent writers kept conflicting")
+
+    def _ensure_rule(self, conn: Connection, rule: str, now: datetime) -> int:
+        table = RuleRow.__table__
+        insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+        conn.execute(insert.values(name=rule, created_at=now).on_conflict_do_nothing(index_elements=["name"]))
+        return int(conn.execute(select(RuleRow.id).where(RuleRow.name == rule)).scalar_one())
+
+    def find_rule_version(self, rule: str, version: str) -> RuleVersion | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._version_query().where(RuleRow.name == rule, RuleVersionRow.version == version)).first()
+        return None if row is None else self._to_version(row)
+
+    def list_rule_versions(self) -> list[RuleVersion]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._version_query().order_by(RuleRow.name, RuleVersionRow.id)).all()
+        return [self._to_version(r) for r in rows]
+
+    @staticmethod
+    def _version_query() -> Any:
+        return select(
+            RuleVersionRow.id, RuleRow.name, RuleVersionRow.version, RuleVersionRow.content_hash,
+            RuleVersionRow.params, RuleVersionRow.source, RuleVersionRow.created_at,
+            RuleVersionRow.created_by, RuleVersionRow.description,
+        ).join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
+
+    @staticmethod
+    def _to_version(row: Any) -> RuleVersion:
+        return RuleVersion(
+            id=row.id, rule=row.name, version=row.version, content_hash=row.content_hash,
+            params=row.params, source=row.source, created_at=row.created_at, created_by=row.created_by,
+            description=row.description,
+        )
+
+    # --- executions -------------------------------------------------------------------------
+    def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
+        """Insert a batch in one transaction; returns the ids that were new.
+
+        Ids already stored (a retry) or repeated inside the batch are skipped, never duplicated.
+        """
+        if not events:
+            return set()
+        now = datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    return self._insert_executions_pg(conn, events, now)
+                return self._insert_executions_sqlite(conn, events, now)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"writing {len(events)} executions failed: {exc.orig}") from exc
+
+    def _insert_executions_pg(self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime) -> set[uuid.UUID]:
+        cols = ", ".join(_EXECUTION_COLUMNS)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
+            "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(f"COPY _hm_stage_executions ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_EXECUTION_PG_TYPES)
+            write = copy.write_row
+            for e in events:
+                write((
+                    e.event_id, e.rule_version.id, _utc(e.started_at), e.duration_seconds, e.status,
+                    e.outcome, e.signal, e.confidence, e.mode, e.error_type, e.backtest_run_id, now,
+                ))
+        cursor.execute(
+            f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
+        inserted = {row[0] for row in cursor.fetchall()}
+        cursor.execute("TRUNCATE _hm_stage_executions")  # the same transaction may stage again
+        return inserted
+
+    def _insert_executions_sqlite(
+        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
+    ) -> set[uuid.UUID]:
+        table = ExecutionRow.__table__
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
+        rows = [
+            {
+                "event_id": e.event_id, "rule_version_id": e.rule_version.id, "started_at": _utc(e.started_at),
+                "duration_seconds": e.duration_seconds, "status": e.status, "outcome": e.outcome,
+                "signal": e.signal, "confidence": e.confidence, "mode": e.mode, "error_type": e.error_type,
+                "backtest_run_id": e.backtest_run_id, "ingested_at": now,
+            }
+            for e in events
+        ]
+        return set(conn.execute(statement, rows).scalars().all())
+
+    def count_executions(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ExecutionRow)).scalar_one())
+
+    # --- backtests --------------------------------------------------------------------------
+    def insert_backtest(
+        self,
+        run: BacktestRun,
+        equity: Iterable[EquityPoint] = (),
+        folds: Iterable[BacktestFold] = (),
+    ) -> bool:
+        """Store a run with its equity points and folds in one transaction.
+
+        Returns False (and writes nothing) when a run with this id is already stored: a re-sent
+        run is a no-op, like a re-sent execution.
+        """
+        row = {
+            "run_id": run.run_id, "rule_version_id": run.rule_version.id, "kind": run.kind,
+            "dataset": run.dataset, "dataset_hash": run.dataset_hash, "period_start": run.period_start,
+            "period_end": run.period_end, "periods_per_year": run.periods_per_year, "status": run.status,
+            "started_at": run.started_at, "finished_at": run.finished_at,
+            "duration_seconds": run.duration_seconds, "metrics": run.metrics, "config": run.config,
+            "observations": int(run.metrics.get("observations") or 0),
+            "missing": int(run.metrics.get("missing") or 0), "error_message": run.error_message,
+            **{name: run.headline(name) for name in _HEADLINE},
+        }
+        try:
+            with self.engine.begin() as conn:
+                table = BacktestRunRow.__table__
+                insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+                result = conn.execute(
+                    insert.values(row).on_conflict_do_nothing(index_elements=["run_id"]).returning(table.c.run_id)
+                )
+                if result.first() is None:
+                    return False
+                fold_rows = [
+                    {"run_id": run.run_id, "fold_index": f.fold_index, "in_sample_start": f.in_sample_start,
+                     "in_sample_end": f.in_sample_end, "out_of_sample_start": f.out_of_sample_start,
+                     "out_of_sample_end": f.out_of_sample_end, "params": f.params, "trials": f.trials,
+                     "in_sample_metrics": f.in_sample_metrics, "out_of_sample_metrics": f.out_of_sample_metrics}
+                    for f in folds
+                ]
+                if fold_rows:
+                    conn.execute(BacktestFoldRow.__table__.insert(), fold_rows)
+                self._insert_equity(conn, run.run_id, equity)
+        except OperationalError as exc:
+            raise StoreUnavailable(f"writing backtest run {run.run_id} failed: {exc.orig}") from exc
+        return True
+
+    def _insert_equity(self, conn: Connection, run_id: uuid.UUID, points: Iterable[EquityPoint]) -> None:
+        if self.dialect == "postgresql":
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cols = ", ".join(_EQUITY_COLUMNS)
+            with cursor.copy(f"COPY equity_points ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_EQUITY_PG_TYPES)
+                for p in points:
+                    copy.write_row((run_id, p.fold_index, p.ts, p.equity, p.drawdown))
+            return
+        rows = [
+            {"run_id": run_id, "fold_index": p.fold_index, "ts": p.ts, "equity": p.equity, "drawdown": p.drawdown}
+            for p in points
+        ]
+        if rows:
+            conn.execute(EquityPointRow.__table__.insert(), rows)
+
+    def latest_backtests(self) -> list[LatestBacktest]:
+        """The latest completed run of every rule version that has one."""
+        latest = (
+            select(BacktestRunRow.rule_version_id, func.max(BacktestRunRow.finished_at).label("finished_at"))
+            .where(BacktestRunRow.status == "completed")
+            .group_by(BacktestRunRow.rule_version_id)
+            .subquery()
+        )
+        query = (
+            select(
+                RuleRow.name, RuleVersionRow.version, BacktestRunRow.finished_at, BacktestRunRow.total_return,
+                BacktestRunRow.cagr, BacktestRunRow.sharpe, BacktestRunRow.max_drawdown,
+            )
+            .join(latest, (latest.c.rule_version_id == BacktestRunRow.rule_version_id)
+                  & (latest.c.finished_at == BacktestRunRow.finished_at))
+            .join(RuleVersionRow, RuleVersionRow.id == BacktestRunRow.rule_version_id)
+            .join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
+            .where(BacktestRunRow.status == "completed")
+            .order_by(RuleRow.name, RuleVersionRow.version)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for r in rows:  # two runs finishing in the same instant: keep one
+            if (r.name, r.version) not in seen:
+                seen.add((r.name, r.version))
+                out.append(LatestBacktest(r.name, r.version, r.finished_at, r.total_return, r.cagr, r.sharpe, r.max_drawdown))
+        return out
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every heurmetrics table (for the demo summary and tests)."""
+        counts = {}
+        with self.engine.connect() as conn:
+            for table in ("rules", "rule_versions", "heuristic_executions", "backtest_runs", "backtest_folds", "equity_points"):
+                counts[table] = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+        return counts
+

@@ -1,0 +1,98 @@
+"""Value rules for everything ingested, written once and shared by the SDK and the HTTP API.
+
+Every check raises :class:`~heurmetrics.errors.InvalidEvent` naming the field. The checks are
+cheap on purpose: ``check_execution`` runs on the SDK hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Final
+
+from heurmetrics.errors import InvalidEvent
+from heurmetrics.metrics import definitions as d
+
+_LABEL_RE: Final = re.compile(d.LABEL_VALUE_PATTERN)
+_STATUSES: Final = frozenset(d.EXECUTION_STATUSES)
+_MODES: Final = frozenset(d.EXECUTION_MODES)
+#: Events may be stamped at most this far in the future (clock skew allowance).
+MAX_FUTURE_SKEW_SECONDS: Final = 300.0
+#: Nothing before 2000-01-01 is a plausible execution or bar time.
+MIN_TIMESTAMP: Final = 946_684_800.0
+#: Label values already validated: the set is bounded by the cardinality of valid labels.
+_valid_labels: set[str] = set()
+
+
+def check_label_value(field: str, value: object) -> str:
+    """A value that becomes a Prometheus label: bounded alphabet and length (no injection)."""
+    if value in _valid_labels:
+        return value  # type: ignore[return-value]
+    if not isinstance(value, str):
+        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
+    if not _LABEL_RE.match(value):
+        raise InvalidEvent(
+            field,
+            f"{value[:80]!r} is not a valid name: 1-{d.LABEL_VALUE_MAX_LENGTH} characters of "
+            "letters, digits and _ . : + - , starting with a letter or digit",
+        )
+    if len(_valid_labels) < 100_000:
+        _valid_labels.add(value)
+    return value
+
+
+def check_finite(field: str, value: object, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite number, optionally within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(field, f"must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidEvent(field, f"must be finite, got {value!r}")
+    if low is not None and v < low:
+        raise InvalidEvent(field, f"must be >= {low}, got {value!r}")
+    if high is not None and v > high:
+        raise InvalidEvent(field, f"must be <= {high}, got {value!r}")
+    return v
+
+
+def check_timestamp(field: str, epoch_seconds: float, *, now: float | None = None) -> float:
+    """A plausible event time: after 2000 and not more than five minutes in the future."""
+    now = time.time() if now is None else now
+    if not math.isfinite(epoch_seconds) or epoch_seconds < MIN_TIMESTAMP:
+        raise InvalidEvent(field, f"{epoch_seconds!r} is before 2000-01-01 or not a time")
+    if epoch_seconds > now + MAX_FUTURE_SKEW_SECONDS:
+        raise InvalidEvent(
+            field, f"is {epoch_seconds - now:.0f} s in the future (at most {MAX_FUTURE_SKEW_SECONDS:.0f} s allowed)"
+        )
+    return epoch_seconds
+
+
+def check_execution(
+    *,
+    status: str,
+    mode: str,
+    duration_seconds: float,
+    outcome: str | None,
+    signal: float | None,
+    confidence: float | None,
+    error_type: str | None,
+) -> None:
+    """All value rules of one execution (``heuristic.execution``)."""
+    if status not in _STATUSES:
+        raise InvalidEvent("status", f"{status!r} is not one of {', '.join(d.EXECUTION_STATUSES)}")
+    if mode not in _MODES:
+        raise InvalidEvent("mode", f"{mode!r} is not one of {', '.join(d.EXECUTION_MODES)}")
+    if (
+        duration_seconds.__class__ is not float
+        or not 0.0 <= duration_seconds < math.inf
+    ):
+        check_finite("duration_seconds", duration_seconds, low=0.0)
+    if outcome is not None:
+        check_label_value("outcome", outcome)
+    if signal is not None:
+        check_finite("signal", signal)
+    if confidence is not None and (confidence.__class__ is not float or not 0.0 <= confidence <= 1.0):
+        check_finite("confidence", confidence, low=0.0, high=1.0)
+    if error_type is not None and (not isinstance(error_type, str) or len(error_type) > 128):
+        raise InvalidEvent("error_type", "must be a string of at most 128 characters")
