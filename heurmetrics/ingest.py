@@ -171,10 +171,10 @@ class Ingest:
         kind: str = "single",
         folds: Sequence[BacktestFold] = (),
         fold_equity: dict[int, pd.Series] | None = None,
-    ) -> BacktestRun:
-        """Compute the performance metrics of ``equity``, store the run, count it; returns the run.
+    ) -> tuple[BacktestRun, bool]:
+        """Compute the performance metrics of ``equity``, store the run and count it.
 
-        Re-sending a run with the same ``run_id`` stores and counts nothing new.
+        Returns the run and whether it was new: re-sending a ``run_id`` stores and counts nothing.
         """
         run, points = build_backtest(
             rv, equity, dataset=dataset, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate,
@@ -188,7 +188,7 @@ class Ingest:
             self.metrics.observe_backtest(run)
             if self.collector is not None:
                 self.collector.invalidate()
-        return run
+        return run, created
 
     # --- helpers ----------------------------------------------------------------------------
     def _timed(self, operation: str, write: Callable[[], T]) -> T:

@@ -157,13 +157,13 @@ def compute_metrics(
     trade_frame = _check_trades(trades)
 
     level = values[finite]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
         returns = level[1:] / level[:-1] - 1.0
     defined = level[:-1] > 0.0
-    starts = ends = None
+    bounds = None
     if isinstance(equity.index, pd.DatetimeIndex):
         times = equity.index[finite]
-        starts, ends = times[:-1], times[1:]
+        bounds = (times[:-1], times[1:])
     return _assemble(
         returns,
         defined,
@@ -172,7 +172,7 @@ def compute_metrics(
         rf=rf,
         missing=int(values.size - level.size),
         trades=trade_frame,
-        period_bounds=(starts, ends) if starts is not None and ends is not None else None,
+        period_bounds=bounds,
     )
 
 
@@ -187,19 +187,20 @@ def compute_metrics_from_returns(
 
     Non-finite returns are missing: dropped and counted, not filled. The wealth curve is
     ``1.0`` followed by ``cumprod(1 + r)`` over the finite returns. With trade times and a
-    ``DatetimeIndex``, period ``i`` spans ``(t_{i-1}, t_i]``; the first period is the instant
-    ``t_0``. Errors as in :func:`compute_metrics`.
+    ``DatetimeIndex``, period ``i`` spans ``(t_{i-1}, t_i]``; the first period, whose start is
+    unknown, is exposed when a trade is open across ``t_0``. Errors as in :func:`compute_metrics`.
     """
     annual, rf = _check_args(periods_per_year, risk_free_rate)
     values, finite = _series_values(returns, "returns")
     trade_frame = _check_trades(trades)
 
     r = values[finite]
-    level = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    with np.errstate(all="ignore"):
+        level = np.concatenate(([1.0], np.cumprod(1.0 + r)))
     bounds = None
     if isinstance(returns.index, pd.DatetimeIndex):
         idx = returns.index
-        starts = idx[np.concatenate(([0], np.arange(idx.size - 1)))] if idx.size else idx
+        starts = idx[np.maximum(np.arange(idx.size) - 1, 0)]
         bounds = (starts[finite], idx[finite])
     return _assemble(
         r,
@@ -236,7 +237,10 @@ def compute_trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
     (open trades) are excluded and counted. Raises ``TypeError`` for a non-DataFrame or
     non-numeric ``pnl``, ``ValueError`` naming a missing column or for ``exit_time < entry_time``.
     """
-    return _trade_metrics(_check_trades(trades))
+    frame = _check_trades(trades)
+    if frame is None:
+        raise TypeError("trades must be a pandas DataFrame, got None")
+    return _trade_metrics(frame)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,30 +326,31 @@ def _assemble(
     rf: float,
     missing: int,
     trades: pd.DataFrame | None,
-    period_bounds: tuple[pd.Index, pd.Index] | None,
+    period_bounds: tuple[pd.DatetimeIndex, pd.DatetimeIndex] | None,
 ) -> PerformanceMetrics:
     """Shared body of both entry points.
 
     ``returns[i]`` is the return of period ``i`` (into ``level[i + 1]``), ``defined`` masks the
-    ones usable as statistics, ``level`` is the wealth / equity curve including its anchor point.
+    ones usable as statistics, ``level`` is the wealth / equity curve including its anchor point,
+    ``period_bounds`` the (start, end) times of every period when the series is time-indexed.
     """
     r = returns[defined]
-    exposed: BoolArray | None = None
-    if trades is not None and period_bounds is not None and "entry_time" in trades.columns:
-        starts, ends = period_bounds
-        exposed = _trade_exposure(_ns(starts), _ns(ends), trades)[defined]
-    stats = _return_stats(r, annual=annual, rf=rf, exposed=exposed)
     n = r.size
-    growth = level[-1] / level[0] if n and level[0] > 0 else _NAN
-    mdd, duration = _drawdown_summary(level) if n else (_NAN, 0)
-    cagr = _cagr(growth, n, annual)
-    calmar = cagr / abs(mdd) if mdd < 0 else _NAN
+    exposed = None
+    if trades is not None and period_bounds is not None and "entry_time" in trades.columns:
+        exposed = _trade_exposure(*period_bounds, trades)[defined]
+    with np.errstate(all="ignore"):
+        stats = _return_stats(r, annual=annual, rf=rf, exposed=exposed)
+        growth = float(level[-1] / level[0]) if n and level[0] > 0 else _NAN
+        mdd, duration = _drawdown_summary(level) if n else (_NAN, 0)
+        # A return across non-positive equity is undefined: then no growth rate is defined either.
+        cagr = _cagr(growth, n, annual) if n == returns.size else _NAN
     return PerformanceMetrics(
         total_return=growth - 1.0,
         cagr=cagr,
         max_drawdown=mdd,
         max_drawdown_duration=duration,
-        calmar=calmar,
+        calmar=cagr / abs(mdd) if mdd < 0 else _NAN,
         observations=n,
         missing=missing,
         undefined_returns=int(returns.size - n),
@@ -356,84 +361,64 @@ def _assemble(
     )
 
 
-def _return_stats(r: FloatArray, *, annual: float, rf: float, exposed: BoolArray | None) -> dict[str, Any]:
-    """Moment- and quantile-based statistics of finite returns ``r`` (one pass for each kind)."""
+def _return_stats(r: FloatArray, *, annual: float, rf: float, exposed: BoolArray | None) -> dict[str, float]:
+    """Moment- and quantile-based statistics of finite returns ``r`` (moments computed once).
+
+    Scalars stay ``np.float64`` under the caller's ``np.errstate`` so overflow gives inf, not
+    ``OverflowError``.
+    """
     n = r.size
-    stats: dict[str, Any] = dict.fromkeys(
-        (
-            "volatility",
-            "sharpe",
-            "sortino",
-            "var_95",
-            "cvar_95",
-            "skew",
-            "kurtosis",
-            "tail_ratio",
-            "probabilistic_sharpe",
-            "best_period",
-            "worst_period",
-            "exposure",
-        ),
-        _NAN,
-    )
+    keys = ("volatility", "sharpe", "sortino", "skew", "kurtosis", "probabilistic_sharpe")
+    stats: dict[str, float] = dict.fromkeys(keys, _NAN)
     if n == 0:
+        stats.update(dict.fromkeys(("var_95", "cvar_95", "tail_ratio", "best_period", "worst_period"), _NAN))
+        stats["exposure"] = _NAN
         return stats
-    rf_p = (1.0 + rf) ** (1.0 / annual) - 1.0
-    best, worst = float(r.max()), float(r.min())
-    exposure = float(np.count_nonzero(r) if exposed is None else np.count_nonzero(exposed)) / n
+    best, worst = r.max(), r.min()
     var, cvar, tail = _tail_stats(r)
-    stats.update(
-        best_period=best, worst_period=worst, exposure=exposure, var_95=var, cvar_95=cvar, tail_ratio=tail
-    )
-    if n < 2:
-        return stats
-
-    mean = float(r.mean())
-    if best == worst:  # zero dispersion: exact zero, not a rounding residue of the mean
-        m2 = m3 = m4 = 0.0
-    else:
-        dev = r - mean
-        sq = dev * dev
-        m2, m3, m4 = float(sq.sum()), float(np.dot(sq, dev)), float(np.dot(sq, sq))
-    std = math.sqrt(m2 / (n - 1))
-    excess = mean - rf_p
-    downside = np.minimum(r - rf_p, 0.0)
-    semi = math.sqrt(float(np.dot(downside, downside)) / n)
-    sr = _ratio(excess, std)  # per period
-    sqrt_a = math.sqrt(annual)
-    skew = kurt = psr = _NAN
-    if m2 > 0:
-        var_pop = m2 / n
-        skew = (m3 / n) / var_pop**1.5
-        kurt = (m4 / n) / var_pop**2 - 3.0
-        psr = _probabilistic_sharpe(sr, n, skew, kurt)
-    stats.update(
-        volatility=std * sqrt_a,
-        sharpe=sr * sqrt_a,
-        sortino=_ratio(excess * sqrt_a, semi),
-        skew=skew,
-        kurtosis=kurt,
-        probabilistic_sharpe=psr,
-    )
-    return stats
+    in_market = np.count_nonzero(r) if exposed is None else np.count_nonzero(exposed)
+    stats.update(best_period=best, worst_period=worst, exposure=in_market / n)
+    stats.update(var_95=var, cvar_95=cvar, tail_ratio=tail)
+    if n >= 2:
+        if best == worst:  # zero dispersion: exact zeros, not rounding residues of the mean
+            mean, m2, m3, m4 = best, np.float64(0.0), np.float64(0.0), np.float64(0.0)
+        else:
+            mean = r.mean()
+            dev = r - mean
+            sq = dev * dev
+            m2, m3, m4 = sq.sum(), np.dot(sq, dev), np.dot(sq, sq)
+        rf_p = np.expm1(np.log1p(rf) / annual)  # (1 + rf)^(1/A) - 1
+        excess = mean - rf_p
+        std = np.sqrt(m2 / (n - 1))
+        downside = np.minimum(r - rf_p, 0.0)
+        semi = np.sqrt(np.dot(downside, downside) / n)
+        sr = _ratio(excess, std)  # per period
+        sqrt_a = np.sqrt(annual)
+        stats.update(volatility=std * sqrt_a, sharpe=sr * sqrt_a, sortino=_ratio(excess * sqrt_a, semi))
+        if m2 > 0:
+            var_pop = m2 / n
+            skew = (m3 / n) / (var_pop * np.sqrt(var_pop))
+            kurt = (m4 / n) / (var_pop * var_pop) - 3.0
+            psr = _probabilistic_sharpe(sr, n, skew, kurt)
+            stats.update(skew=skew, kurtosis=kurt, probabilistic_sharpe=psr)
+    return {key: float(value) for key, value in stats.items()}
 
 
-def _ratio(num: float, den: float) -> float:
-    """num / den with den >= 0: +-inf when only den is 0, NaN when both are."""
+def _ratio(num: Any, den: Any) -> Any:
+    """num / den for den >= 0: +-inf when only den is 0, NaN when both are (or either is NaN)."""
     if den > 0:
         return num / den
-    return math.copysign(math.inf, num) if num != 0 else _NAN
+    return np.sign(num) * np.inf if num != 0 else _NAN
 
 
 def _cagr(growth: float, n: int, annual: float) -> float:
     """Period-count CAGR ``growth^(A / n) - 1``; NaN for n == 0 or negative growth; may be inf."""
     if n == 0 or not growth >= 0:
         return _NAN
-    with np.errstate(over="ignore"):
-        return float(np.power(np.float64(growth), annual / n)) - 1.0
+    return float(np.power(np.float64(growth), annual / n) - 1.0)
 
 
-def _probabilistic_sharpe(sr: float, n: int, skew: float, kurt: float) -> float:
+def _probabilistic_sharpe(sr: Any, n: int, skew: Any, kurt: Any) -> float:
     """PSR against SR* = 0: Phi(SR * sqrt(n - 1) / sqrt(1 - g1 * SR + (g2 + 2) / 4 * SR^2)).
 
     ``sr`` is the per-period Sharpe, ``kurt`` the excess kurtosis (so (gamma4 - 1) / 4 =
@@ -442,7 +427,7 @@ def _probabilistic_sharpe(sr: float, n: int, skew: float, kurt: float) -> float:
     var_term = 1.0 - skew * sr + (kurt + 2.0) / 4.0 * sr * sr
     if not var_term > 0:
         return _NAN
-    z = sr * math.sqrt(n - 1) / math.sqrt(var_term)
+    z = float(sr * np.sqrt(n - 1) / np.sqrt(var_term))
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
@@ -460,24 +445,23 @@ def _tail_stats(r: FloatArray) -> tuple[float, float, float]:
     var = _lerp(part, lo)
     cvar = float(part[: int(lo) + 1].mean())
     upper = _lerp(part, hi)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tail = float(np.float64(abs(upper)) / np.float64(abs(var)))
-    return var, cvar, tail
+    return var, cvar, float(np.abs(np.float64(upper)) / np.abs(np.float64(var)))
 
 
 def _lerp(part: FloatArray, index: float) -> float:
     """Value at fractional ``index`` of the (partitioned) order statistics, as numpy computes it."""
     i = int(index)
-    a, b = float(part[i]), float(part[min(i + 1, part.size - 1)])
+    a, b = part[i], part[min(i + 1, part.size - 1)]
     t = index - i
-    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+    return float(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)
 
 
 def _drawdown(level: FloatArray) -> FloatArray:
     """Drawdown of each point of a level curve against its running peak; NaN where the peak <= 0."""
     peak = np.maximum.accumulate(level) if level.size else level
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(peak > 0, level / peak - 1.0, np.nan)
+        dd: FloatArray = np.where(peak > 0, level / peak - 1.0, np.nan)
+    return dd
 
 
 def _drawdown_summary(level: FloatArray) -> tuple[float, int]:
@@ -490,39 +474,33 @@ def _drawdown_summary(level: FloatArray) -> tuple[float, int]:
     return mdd, duration
 
 
-def _ns(times: pd.Index) -> npt.NDArray[np.int64]:
-    """UTC nanoseconds of a DatetimeIndex (naive times are taken as UTC)."""
+def _ns(times: pd.DatetimeIndex | pd.Series, utc: bool) -> npt.NDArray[np.int64]:
+    """Nanoseconds since the epoch (UTC when tz-aware); NaT stays the minimum int64."""
     idx = pd.DatetimeIndex(times)
+    if (idx.tz is not None) != utc:
+        raise ValueError("trade times and the series index must both be tz-aware or both be naive")
     if idx.tz is not None:
-        idx = idx.tz_convert("UTC").tz_localize(None)
+        idx = idx.tz_convert("UTC")
     return idx.as_unit("ns").asi8
 
 
-def _ns_column(column: pd.Series, missing: int) -> npt.NDArray[np.int64]:
-    values = _ns(pd.Index(column))
-    return np.where(pd.isna(column.to_numpy()), missing, values)
+def _trade_exposure(starts: pd.DatetimeIndex, ends: pd.DatetimeIndex, trades: pd.DataFrame) -> BoolArray:
+    """Whether each period ``(start, end]`` overlaps a trade ``[entry, exit]`` (open trade: exit = +inf).
 
-
-def _trade_exposure(
-    starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], trades: pd.DataFrame
-) -> BoolArray:
-    """Whether period ``(start, end]`` overlaps any trade ``[entry, exit]`` (open trades: exit = +inf).
-
-    For entry <= exit, the trades overlapping the period are those entered before ``end`` minus
-    those exited at or before ``start``.
+    For entry <= exit, the trades overlapping ``(a, b]`` are those entered before ``b`` minus those
+    exited at or before ``a`` (both counted by binary search on the sorted times). A zero-length
+    period ``a == b`` is exposed when a trade is open strictly across ``a``.
     """
-    has_entry = trades["entry_time"].notna().to_numpy()
-    rows = trades[has_entry]
-    entry = np.sort(_ns_column(rows["entry_time"], 0))
-    exit_ = np.sort(_ns_column(rows["exit_time"], np.iinfo(np.int64).max))
-    open_count = np.searchsorted(entry, ends, "left") - np.searchsorted(exit_, starts, "right")
-    out: BoolArray = open_count > 0
-    # Single-instant periods (start == end) are exposed when a trade spans that instant.
-    instant = starts == ends
-    if instant.any():
-        at = np.searchsorted(entry, ends[instant], "right") - np.searchsorted(exit_, starts[instant], "left")
-        out[instant] = at > 0
-    return out
+    utc = ends.tz is not None
+    rows = trades[trades["entry_time"].notna()]
+    entry = np.sort(_ns(rows["entry_time"], utc))
+    exit_ns = _ns(rows["exit_time"], utc)
+    exit_ns = np.sort(np.where(rows["exit_time"].isna().to_numpy(), np.iinfo(np.int64).max, exit_ns))
+    open_trades = np.searchsorted(entry, _ns(ends, utc), "left") - np.searchsorted(
+        exit_ns, _ns(starts, utc), "right"
+    )
+    exposed: BoolArray = open_trades > 0
+    return exposed
 
 
 def _trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
@@ -539,8 +517,10 @@ def _trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
     max_duration: float | None = None
     if timed:
         rows = trades[closed]
-        seconds = (rows["exit_time"] - rows["entry_time"]).dt.total_seconds().to_numpy(
-            dtype=np.float64, na_value=np.nan
+        seconds = (
+            (rows["exit_time"] - rows["entry_time"])
+            .dt.total_seconds()
+            .to_numpy(dtype=np.float64, na_value=np.nan)
         )
         seconds = seconds[np.isfinite(seconds)]
         avg_duration = float(seconds.mean()) if seconds.size else _NAN

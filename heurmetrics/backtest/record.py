@@ -78,6 +78,9 @@ def build_backtest(
     from heurmetrics.backtest import compute_metrics
 
     equity = check_equity("equity", equity)
+    for name, value in (("started_at", started_at), ("finished_at", finished_at)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidEvent(name, "naive datetime: pass a timezone-aware time (e.g. UTC)")
     periods_per_year = check_finite("periods_per_year", periods_per_year, low=1e-9)
     check_finite("risk_free_rate", risk_free_rate, low=-1.0)
     if not isinstance(dataset, str) or not 0 < len(dataset) <= 256:

@@ -130,13 +130,15 @@ class Recorder:
         self._put(event)
         return event.event_id
 
-    def execution(self, rule_version: RuleVersion, *, mode: str = "live") -> ExecutionContext:
+    def execution(
+        self, rule_version: RuleVersion, *, mode: str = "live", backtest_run_id: uuid.UUID | None = None
+    ) -> ExecutionContext:
         """Time a block as one execution: ``with rec.execution(rv) as ex: ex.set_result(...)``.
 
         An exception leaving the block records status ``error`` (``timeout`` for TimeoutError)
         with its type in ``error_type``, and is re-raised.
         """
-        return ExecutionContext(self, rule_version, mode)
+        return ExecutionContext(self, rule_version, mode, backtest_run_id)
 
     # --- backtests --------------------------------------------------------------------------
     def record_backtest(
@@ -162,12 +164,13 @@ class Recorder:
         ``equity`` is a Series indexed by time; ``periods_per_year`` is explicit (365*24 for
         hourly crypto bars, 252 for daily equities). Returns the stored run with its metrics.
         """
-        return self.ingest.record_backtest(
+        run, _created = self.ingest.record_backtest(
             rule_version, equity, dataset=dataset, periods_per_year=periods_per_year,
             risk_free_rate=risk_free_rate, trades=trades, dataset_hash=dataset_hash, started_at=started_at,
             finished_at=finished_at, run_id=run_id, config=config, kind=kind, folds=folds,
             fold_equity=fold_equity,
         )
+        return run
 
     # --- lifecycle ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
@@ -199,10 +202,15 @@ class Recorder:
 class ExecutionContext:
     """Times one execution; see :meth:`Recorder.execution`."""
 
-    __slots__ = ("_confidence", "_mode", "_outcome", "_recorder", "_rv", "_signal", "_start", "_t0", "event_id")
+    __slots__ = (
+        "_confidence", "_mode", "_outcome", "_recorder", "_run_id", "_rv", "_signal", "_start", "_t0", "event_id",
+    )
 
-    def __init__(self, recorder: Recorder, rule_version: RuleVersion, mode: str) -> None:
+    def __init__(
+        self, recorder: Recorder, rule_version: RuleVersion, mode: str, backtest_run_id: uuid.UUID | None
+    ) -> None:
         self._recorder = recorder
+        self._run_id = backtest_run_id
         self._rv = rule_version
         self._mode = mode
         self._outcome: str | None = None
@@ -226,13 +234,14 @@ class ExecutionContext:
             self.event_id = self._recorder.record_execution(
                 self._rv, duration_seconds=duration, outcome=self._outcome, signal=self._signal,
                 confidence=self._confidence, mode=self._mode, started_at=self._start,
+                backtest_run_id=self._run_id,
             )
             return
         # The rule failed: record it without the (possibly half-set) result and let it propagate.
         status = "timeout" if issubclass(exc_type, TimeoutError) else "error"
         self.event_id = self._recorder.record_execution(
             self._rv, duration_seconds=duration, status=status, mode=self._mode, started_at=self._start,
-            error_type=exc_type.__qualname__[:128],
+            error_type=exc_type.__qualname__[:128], backtest_run_id=self._run_id,
         )
 
 

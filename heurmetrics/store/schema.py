@@ -122,7 +122,10 @@ class ExecutionRow(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     mode: Mapped[str] = mapped_column(String(16))
     error_type: Mapped[str | None] = mapped_column(String(128))
-    backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("backtest_runs.run_id"), index=True)
+    #: The backtest run this execution belongs to (mode ``backtest``). Refers to
+    #: ``backtest_runs.run_id`` but is not a foreign key: a runner records a backtest's executions
+    #: while it runs, before the finished run itself is stored.
+    backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     ingested_at: Mapped[datetime]
 
 

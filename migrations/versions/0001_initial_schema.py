@@ -151,11 +151,6 @@ def upgrade() -> None:
             "duration_seconds >= 0", name=op.f("ck_heuristic_executions_duration_nonnegative")
         ),
         sa.ForeignKeyConstraint(
-            ["backtest_run_id"],
-            ["backtest_runs.run_id"],
-            name=op.f("fk_heuristic_executions_backtest_run_id_backtest_runs"),
-        ),
-        sa.ForeignKeyConstraint(
             ["rule_version_id"],
             ["rule_versions.id"],
             name=op.f("fk_heuristic_executions_rule_version_id_rule_versions"),

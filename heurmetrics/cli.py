@@ -1,0 +1,146 @@
+"""The ``heurmetrics`` command line. Options override ``HEURMETRICS_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from heurmetrics.config import Settings, redact_url
+from heurmetrics.errors import HeurmetricsError
+
+app = typer.Typer(
+    name="heurmetrics",
+    help="Heuristic-metrics exporter: every rule execution and backtest, counted and stored.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema: migrations and status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL [env: HEURMETRICS_DATABASE_URL; default sqlite:///heurmetrics.db]"),
+]
+
+
+def _settings(database_url: str | None = None, **overrides: object) -> Settings:
+    values = {k: v for k, v in {"database_url": database_url, **overrides}.items() if v is not None}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = None) -> None:
+    """Apply all migrations up to head (forward-only). Safe to run repeatedly."""
+    from heurmetrics.store import migrations
+    from heurmetrics.store.engine import create_store_engine
+
+    settings = _settings(database_url)
+    engine = create_store_engine(settings.database_url)
+    try:
+        before, after = migrations.upgrade(engine)
+    except Exception as exc:
+        raise _fail(f"upgrading {redact_url(settings.database_url)} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"{redact_url(settings.database_url)} is already at head ({after}).")
+    else:
+        console.print(f"{redact_url(settings.database_url)} upgraded from {before or 'empty'} to {after}.")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the schema revision of the database and the head this version needs."""
+    from heurmetrics.store import migrations
+    from heurmetrics.store.engine import create_store_engine
+
+    settings = _settings(database_url)
+    engine = create_store_engine(settings.database_url)
+    try:
+        current, head = migrations.current_revision(engine), migrations.head_revision()
+    finally:
+        engine.dispose()
+    state = "at head" if current == head else "NOT at head: run `heurmetrics db upgrade`"
+    console.print(f"current: {current or 'empty'}  head: {head}  ({state})")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 9464,
+    database_url: DatabaseUrl = None,
+    api_token: Annotated[
+        str | None, typer.Option(help="Bearer token required on POST [env: HEURMETRICS_API_TOKEN].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the exporter: HTTP ingest under /v1 and the Prometheus page at /metrics."""
+    import uvicorn
+
+    from heurmetrics.server.app import create_app
+
+    settings = _settings(database_url, api_token=api_token)
+    if settings.api_token is None and not _is_loopback(host):
+        raise _fail(
+            f"refusing to bind {host} without an API token: set HEURMETRICS_API_TOKEN (or --api-token), "
+            "or bind 127.0.0.1"
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        application = create_app(settings)
+    except HeurmetricsError as exc:
+        raise _fail(str(exc)) from None
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@app.command()
+def demo(
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Where to write (default: a fresh ./heurmetrics-demo.db SQLite file)."),
+    ] = None,
+    days: Annotated[int, typer.Option(help="Days of hourly synthetic data.")] = 540,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic market data.")] = 7,
+) -> None:
+    """Register three demo rules in two versions each, run and backtest them, print a summary."""
+    from heurmetrics.demo.run import DEMO_DATABASE, run_demo
+
+    url = database_url
+    if url is None:
+        path = Path(DEMO_DATABASE)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)  # the demo starts from a fresh file
+        url = f"sqlite:///{path}"
+    try:
+        run_demo(url, days=days, seed=seed, console=console)
+    except HeurmetricsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""The demo workload behind ``heurmetrics demo`` (and ``make demo``)."""

@@ -1,0 +1,149 @@
+"""``heurmetrics demo``: a realistic workload on the embedded store, then a summary.
+
+Three rules in two versions each are evaluated bar by bar over seeded synthetic hourly data:
+the first 80 % of the bars as a backtest (executions in mode ``backtest`` linked to the run), the
+rest as if live (the newer version ``live``, the older one ``paper``). A few bars carry injected
+data gaps, so error ratios are not all zero. Every evaluation is one recorded execution.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from heurmetrics.config import redact_url
+from heurmetrics.demo.data import dataset_hash, synthetic_ohlc
+from heurmetrics.demo.rules import DEMO_RULES, DataGap, DemoRule
+from heurmetrics.domain import BacktestRun, RuleVersion
+from heurmetrics.sdk.recorder import Recorder
+
+DEMO_DATABASE = "heurmetrics-demo.db"
+PERIODS_PER_YEAR = 365 * 24  # hourly crypto bars trade around the clock
+FEE_PER_TURN = 0.0005  # 5 bps per unit of position change
+BACKTEST_SHARE = 0.8
+
+
+def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Console | None = None) -> dict[str, object]:
+    """Run the demo workload into ``database_url`` and print the summary; returns its figures."""
+    console = console or Console()
+    started = time.perf_counter()
+    frame = synthetic_ohlc(days, seed=seed)
+    bars = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close")}
+    n = len(frame)
+    split = int(n * BACKTEST_SHARE)
+    gaps = set(np.random.default_rng(seed + 1).choice(n, size=max(1, n // 400), replace=False).tolist())
+    dataset = f"BTCUSD-1h synthetic (seed {seed}, {days} days)"
+    digest = dataset_hash(frame)
+    newest = {rule.name: rule.version for rule in DEMO_RULES}  # the last listed version of each rule
+    console.print(f"[bold]heurmetrics demo[/]: {n:,} hourly bars, {len(DEMO_RULES)} rule versions → "
+                  f"{redact_url(database_url)}")
+    runs: dict[str, BacktestRun] = {}
+    with Recorder(database_url, created_by="demo") as rec, Progress(
+        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as progress:
+        for rule in DEMO_RULES:
+            rv = rec.register_rule_version(
+                rule.name, rule.version, rule.params, rule.source, description=rule.description
+            )
+            live_mode = "live" if newest[rule.name] == rule.version else "paper"
+            task = progress.add_task(rv.key, total=n - rule.lookback)
+            positions, run_id, run_started = _evaluate(rec, rv, rule, bars, split, gaps, live_mode, progress, task)
+            equity = _equity(frame["close"], positions, rule.lookback, split)
+            runs[rv.key] = rec.record_backtest(
+                rv, equity, dataset=dataset, dataset_hash=digest, periods_per_year=PERIODS_PER_YEAR,
+                run_id=run_id, started_at=run_started, finished_at=datetime.now(UTC),
+                config={"fee_per_turn": FEE_PER_TURN, "bars": f"{rule.lookback}..{split}", "seed": seed},
+            )
+        flushed = rec.flush()
+        summary = _summary(rec, runs)
+        counts = rec.store.table_counts()
+    elapsed = time.perf_counter() - started
+    console.print(summary)
+    console.print(
+        f"Stored {counts['heuristic_executions']:,} executions, {counts['backtest_runs']} backtest runs and "
+        f"{counts['equity_points']:,} equity points in {elapsed:.1f} s "
+        f"({'all durable' if flushed.complete else f'{flushed.pending} NOT durable'})."
+    )
+    console.print(f"Data: {redact_url(database_url)}")
+    console.print(
+        "Next: serve and scrape it →\n"
+        f"  HEURMETRICS_DATABASE_URL={database_url} heurmetrics serve --port 9464\n"
+        "  curl -s localhost:9464/metrics | grep backtest_result_sharpe_ratio"
+    )
+    return {"counts": counts, "elapsed_seconds": elapsed, "pending": flushed.pending}
+
+
+def _evaluate(
+    rec: Recorder, rv: RuleVersion, rule: DemoRule, bars: dict[str, np.ndarray], split: int, gaps: set[int],
+    live_mode: str, progress: Progress, task: object,
+) -> tuple[np.ndarray, uuid.UUID, datetime]:
+    """Evaluate the rule on every bar, recording each evaluation; returns the positions taken."""
+    n = len(bars["close"])
+    positions = np.zeros(n)
+    run_id = uuid.uuid4()
+    run_started = datetime.now(UTC)
+    position = 0.0
+    lookback = rule.lookback
+    for i in range(lookback, n):
+        backtest = i < split
+        window = {k: v[i - lookback + 1 : i + 1] for k, v in bars.items()}
+        try:
+            with rec.execution(
+                rv, mode="backtest" if backtest else live_mode, backtest_run_id=run_id if backtest else None
+            ) as ex:
+                if i in gaps:
+                    raise DataGap(f"bar {i}: feed gap")
+                outcome, signal, confidence = rule.evaluate(window, rule.params)
+                ex.set_result(outcome, signal, confidence)
+            position = signal
+        except DataGap:
+            pass  # recorded as an error; keep the previous position, like a real runner would
+        positions[i] = position
+        if i % 500 == 0:
+            progress.update(task, completed=i - lookback)  # type: ignore[arg-type]
+    progress.update(task, completed=n - lookback)  # type: ignore[arg-type]
+    return positions, run_id, run_started
+
+
+def _equity(close: pd.Series, positions: np.ndarray, start: int, end: int) -> pd.Series:
+    """Equity of holding ``positions[i]`` over bar i+1, net of fees, over bars [start, end)."""
+    returns = close.pct_change().to_numpy()
+    held = np.concatenate(([0.0], positions[:-1]))  # decided at the close of bar i, earns bar i+1
+    turnover = np.abs(np.diff(held, prepend=0.0))
+    strategy = held * np.nan_to_num(returns) - turnover * FEE_PER_TURN
+    segment = pd.Series(strategy[start:end], index=close.index[start:end])
+    return (1.0 + segment).cumprod()
+
+
+def _summary(rec: Recorder, runs: dict[str, BacktestRun]) -> Table:
+    query = (
+        "SELECT r.name AS rule, v.version AS version, e.status AS status, e.duration_seconds AS duration "
+        "FROM heuristic_executions e JOIN rule_versions v ON v.id = e.rule_version_id "
+        "JOIN rules r ON r.id = v.rule_id"
+    )
+    with rec.store.engine.connect() as conn:
+        frame = pd.read_sql(query, conn)
+    table = Table(title="Rule versions (executions from the store, backtest of the first 80 % of bars)")
+    for column in ("rule version", "executions", "error ratio", "p95 latency", "Sharpe", "max drawdown", "total return"):
+        table.add_column(column, justify="left" if column == "rule version" else "right")
+    for (rule, version), group in frame.groupby(["rule", "version"], sort=True):
+        run = runs[f"{rule}@{version}"]
+        m = run.metrics
+        table.add_row(
+            f"{rule}@{version}", f"{len(group):,}", f"{(group['status'] != 'ok').mean():.2%}",
+            f"{group['duration'].quantile(0.95) * 1e3:.3f} ms", _fmt(m.get("sharpe"), "{:.2f}"),
+            _fmt(m.get("max_drawdown"), "{:.1%}"), _fmt(m.get("total_return"), "{:.1%}"),
+        )
+    return table
+
+
+def _fmt(value: object, pattern: str) -> str:
+    return pattern.format(value) if isinstance(value, int | float) else "n/a"

@@ -1,0 +1,229 @@
+"""The exporter service (``heurmetrics serve``): HTTP ingest and the Prometheus ``/metrics`` page.
+
+Every POST is acknowledged only after its rows are committed. The SDK and this API share one
+ingest path (:class:`heurmetrics.ingest.Ingest`): validation, persistence and counting are the same.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pandas as pd
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+
+from heurmetrics import __version__
+from heurmetrics.config import Settings, redact_url
+from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion, VersionConflict
+from heurmetrics.ingest import Ingest
+from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.metrics.store_collector import StoreCollector
+from heurmetrics.server.models import (
+    MAX_EXECUTIONS_PER_REQUEST,
+    BacktestIn,
+    BacktestOut,
+    ErrorOut,
+    ExecutionBatchIn,
+    ExecutionBatchOut,
+    RuleVersionIn,
+    RuleVersionOut,
+)
+from heurmetrics.store.sql_store import SqlStore
+
+log = logging.getLogger("heurmetrics.server")
+RETRY_AFTER_SECONDS = 5
+_bearer = HTTPBearer(auto_error=False)
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body ``{"detail": ...}``."""
+
+    def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if item == "body":
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "body"
+
+
+def create_app(settings: Settings | None = None, *, store: SqlStore | None = None) -> FastAPI:
+    """Build the exporter app. ``store`` defaults to ``settings.database_url`` (must be at head)."""
+    settings = settings or Settings()
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+    owns_store = store is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            app.state.ingest.store.close()
+
+    app = FastAPI(
+        title="heurmetrics exporter",
+        version=__version__,
+        lifespan=lifespan,
+        responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    )
+    store = store or SqlStore.open(settings.database_url)
+    registry = CollectorRegistry()
+    metrics = PipelineMetrics(registry)
+    collector = StoreCollector(store, ttl_seconds=settings.metrics_cache_seconds)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    ingest = Ingest(store, metrics, collector)
+    for rv in store.list_rule_versions():  # error series read 0 from the first scrape
+        metrics.prepare_rule_version(rv)
+    app.state.ingest = ingest
+    app.state.registry = registry
+    log.info("exporter using database %s", redact_url(settings.database_url))
+
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+        if token is None:
+            return
+        # Constant-time comparison: no timing oracle on the token.
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token):
+            raise ApiError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        log.info("rejected %s %s: %s", request.method, request.url.path, errors[:3])
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the store is unavailable; nothing was written, retry later"},
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    def invalid(kind: str, field: str, message: str, n: int = 1) -> ApiError:
+        ingest.count_rejected(kind, n)
+        return ApiError(422, [{"field": field, "message": message}])
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_page(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorOut}})
+    def readyz() -> Response:
+        """The database is reachable and its schema is at head."""
+        try:
+            store.ping()
+        except Exception as exc:
+            return JSONResponse({"detail": f"not ready: {type(exc).__name__}"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.post("/v1/rule-versions", response_model=RuleVersionOut, status_code=201,
+              responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}},
+              dependencies=[Depends(authorize)])
+    def register_rule_version(body: RuleVersionIn, response: Response) -> RuleVersionOut:
+        """Register a rule version: 201 created, 200 identical content exists, 409 conflict."""
+        try:
+            rv, created = ingest.register_rule_version(
+                body.rule, body.version, params=body.params, source=body.source,
+                created_by=body.created_by or "api", description=body.description,
+            )
+        except InvalidEvent as exc:
+            raise invalid("rule_version", exc.field, exc.message) from None
+        except VersionConflict as exc:
+            raise ApiError(409, str(exc)) from None
+        response.status_code = 201 if created else 200
+        return RuleVersionOut(rule=rv.rule, version=rv.version, content_hash=rv.content_hash)
+
+    @app.post("/v1/executions", response_model=ExecutionBatchOut, status_code=202,
+              responses={413: {"model": ErrorOut}}, dependencies=[Depends(authorize)])
+    def post_executions(body: ExecutionBatchIn) -> ExecutionBatchOut:
+        """Store a batch of executions; 202 only after the rows are committed.
+
+        Re-sending a batch (same event ids) stores and counts nothing twice. Any invalid item
+        rejects the whole batch with 422 naming it; nothing is written.
+        """
+        items = body.executions
+        if len(items) > MAX_EXECUTIONS_PER_REQUEST:
+            ingest.count_rejected("execution", len(items))
+            raise ApiError(413, f"batch of {len(items)} executions exceeds the limit of "
+                                f"{MAX_EXECUTIONS_PER_REQUEST} per request; split it")
+        events = []
+        for i, item in enumerate(items):
+            try:
+                rv = ingest.rule_version(item.rule, item.rule_version)
+            except UnknownRuleVersion as exc:
+                raise invalid("execution", f"executions[{i}].rule_version", str(exc), len(items)) from None
+            try:
+                events.append(ingest.make_execution(
+                    rv, duration_seconds=item.duration_seconds, status=item.status, outcome=item.outcome,
+                    signal=item.signal, confidence=item.confidence, mode=item.mode,
+                    started_at=None if item.started_at is None else _epoch(item.started_at),
+                    error_type=item.error_type, event_id=item.event_id, backtest_run_id=item.backtest_run_id,
+                ))
+            except InvalidEvent as exc:
+                raise invalid("execution", f"executions[{i}].{exc.field}", exc.message, len(items)) from None
+        result = ingest.write_executions(events)
+        return ExecutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
+
+    @app.post("/v1/backtests", response_model=BacktestOut, status_code=201,
+              responses={200: {"model": BacktestOut}}, dependencies=[Depends(authorize)])
+    def post_backtest(body: BacktestIn, response: Response) -> BacktestOut:
+        """Store a finished backtest run from its equity curve; metrics are computed here."""
+        try:
+            rv = ingest.rule_version(body.rule, body.rule_version)
+        except UnknownRuleVersion as exc:
+            raise invalid("backtest", "rule_version", str(exc)) from None
+        if len(body.equity.timestamps) != len(body.equity.values):
+            raise invalid("backtest", "equity.values",
+                          f"has {len(body.equity.values)} values for {len(body.equity.timestamps)} timestamps")
+        if any(ts.tzinfo is None for ts in body.equity.timestamps):
+            raise invalid("backtest", "equity.timestamps", "every timestamp needs a time zone (e.g. Z)")
+        equity = pd.Series(
+            [float("nan") if v is None else float(v) for v in body.equity.values],
+            index=pd.DatetimeIndex(body.equity.timestamps), dtype="float64",
+        )
+        try:
+            run, created = ingest.record_backtest(
+                rv, equity, dataset=body.dataset, periods_per_year=body.periods_per_year,
+                risk_free_rate=body.risk_free_rate, dataset_hash=body.dataset_hash,
+                started_at=body.started_at, finished_at=body.finished_at, run_id=body.run_id, config=body.config,
+            )
+        except InvalidEvent as exc:
+            raise invalid("backtest", exc.field, exc.message) from None
+        response.status_code = 201 if created else 200
+        return BacktestOut(run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created,
+                           metrics=run.metrics)
+
+    return app
+
+
+def _epoch(ts: Any) -> float:
+    if ts.tzinfo is None:
+        raise InvalidEvent("started_at", "needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+    return float(ts.timestamp())
