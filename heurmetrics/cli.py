@@ -23,8 +23,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: migrations and status.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages stay on one line (greppable)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrl = Annotated[
     str | None,

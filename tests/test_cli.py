@@ -1,0 +1,57 @@
+"""The command line in-process: db upgrade/current, demo, serve's refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from heurmetrics.cli import app
+from heurmetrics.store.sql_store import SqlStore
+
+runner = CliRunner()
+
+
+def test_db_upgrade_then_current(database_url: str) -> None:
+    before = runner.invoke(app, ["db", "current", "--database-url", database_url])
+    assert before.exit_code == 1 and "NOT at head" in before.output
+    first = runner.invoke(app, ["db", "upgrade", "--database-url", database_url])
+    assert first.exit_code == 0, first.output
+    assert "upgraded from empty" in first.output
+    again = runner.invoke(app, ["db", "upgrade", "--database-url", database_url])
+    assert again.exit_code == 0 and "already at head" in again.output
+    after = runner.invoke(app, ["db", "current", "--database-url", database_url])
+    assert after.exit_code == 0 and "at head" in after.output
+
+
+def test_password_never_printed_on_failure() -> None:
+    result = runner.invoke(app, ["db", "upgrade", "--database-url",
+                                 "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"])
+    assert result.exit_code == 1
+    assert "hunter2" not in result.output and "***" in result.output
+
+
+def test_serve_refuses_public_bind_without_token_and_unmigrated_database(sqlite_url: str) -> None:
+    public = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--database-url", sqlite_url], env={})
+    assert public.exit_code == 1 and "API token" in public.output
+    unmigrated = runner.invoke(app, ["serve", "--database-url", sqlite_url])
+    assert unmigrated.exit_code == 1 and "heurmetrics db upgrade" in unmigrated.output
+
+
+def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "heurmetrics-demo.db").write_text("stale file from an earlier run")
+    result = runner.invoke(app, ["demo", "--days", "30"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    for key in ("sma_cross@1.0.0", "atr_breakout@1.1.0", "range_bias@2.0.0", "Sharpe", "heurmetrics serve"):
+        assert key in result.output
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
+    counts = store.table_counts()
+    store.close()
+    bars = 30 * 24
+    # Every bar after each rule's lookback is one execution: nothing sampled, nothing lost.
+    lookbacks = {"sma_cross": 201, "atr_breakout": 16, "range_bias": 48}
+    assert counts["heuristic_executions"] == sum(2 * (bars - lb) for lb in lookbacks.values())
+    assert (counts["rules"], counts["rule_versions"], counts["backtest_runs"]) == (3, 6, 6)
+    assert f"Stored {counts['heuristic_executions']:,} executions" in result.output
