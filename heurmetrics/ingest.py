@@ -23,6 +23,7 @@ from heurmetrics.backtest.record import build_backtest
 from heurmetrics.canonical import canonical_json
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.store.sql_store import SqlStore
@@ -69,7 +70,7 @@ class Ingest:
         except (TypeError, ValueError) as exc:
             raise InvalidEvent("params", f"must be JSON-serialisable without NaN/inf: {exc}") from None
         try:
-            rv, created = self._timed("register_rule_version", lambda: self.store.register_rule_version(
+            rv, created = self._timed(d.OP_REGISTER_RULE_VERSION, lambda: self.store.register_rule_version(
                 rule, version, params=params, source=source, created_by=created_by, description=description,
             ))
         except Exception:
@@ -139,7 +140,7 @@ class Ingest:
         for event in events:
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
-        inserted = self._timed("insert_executions", lambda: self.store.insert_executions(batch))
+        inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
         observe = self.metrics.observe_execution
         for event in batch:
             if not event.counted and event.event_id in inserted:
@@ -182,7 +183,7 @@ class Ingest:
             finished_at=finished_at or datetime.now(UTC), run_id=run_id or uuid.uuid4(), config=config or {},
             kind=kind, fold_equity=fold_equity,
         )
-        created = self._timed("insert_backtest", lambda: self.store.insert_backtest(run, points, folds))
+        created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
         if created:
             self.metrics.observe_backtest(run)

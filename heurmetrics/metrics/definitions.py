@@ -32,6 +32,14 @@ REASON: Final = "reason"
 EXECUTION_STATUSES: Final = ("ok", "error", "timeout")
 EXECUTION_MODES: Final = ("live", "paper", "backtest")
 BACKTEST_STATUSES: Final = ("completed", "failed")
+#: Store write operations (label ``operation`` of the store self-monitoring metrics).
+OP_REGISTER_RULE_VERSION: Final = "register_rule_version"
+OP_INSERT_EXECUTIONS: Final = "insert_executions"
+OP_INSERT_BACKTEST: Final = "insert_backtest"
+STORE_WRITE_OPERATIONS: Final = (OP_REGISTER_RULE_VERSION, OP_INSERT_EXECUTIONS, OP_INSERT_BACKTEST)
+#: Kinds and results of ``heurmetrics_ingested_events_total``.
+INGEST_KINDS: Final = ("execution", "backtest", "rule_version")
+INGEST_RESULTS: Final = ("accepted", "duplicate", "rejected")
 #: Outcome label used when an execution produced no outcome (errors, timeouts).
 NO_OUTCOME: Final = "none"
 #: Outcomes the reference rules emit; any label matching ``LABEL_VALUE_PATTERN`` is accepted.

@@ -54,9 +54,11 @@ class PipelineMetrics:
         self._execution_children: dict[tuple[int, str, str, str | None], tuple[Any, Any, Any]] = {}
         # Series that must read 0, not be missing, from the first scrape on.
         self.dropped.labels(reason="store_unavailable")
-        for kind in ("execution", "backtest", "rule_version"):
-            for result in ("accepted", "duplicate", "rejected"):
+        for kind in d.INGEST_KINDS:
+            for result in d.INGEST_RESULTS:
                 self.ingested.labels(kind=kind, result=result)
+        for operation in d.STORE_WRITE_OPERATIONS:
+            self.store_write_errors.labels(operation)
 
     def prepare_rule_version(self, rv: RuleVersion) -> None:
         """Pre-initialise the error series of a version so error ratios read 0, not nothing."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,14 @@ MAX_EXECUTIONS_PER_REQUEST = 10_000
 
 
 class _Strict(BaseModel):
+    """Strict types (no "1.5" for a number, no 1 for a string) and no unknown fields."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# JSON has no UUID or datetime type: these two parse from strings (ISO 8601, canonical UUID).
+Uuid = Annotated[uuid.UUID, Field(strict=False)]
+Timestamp = Annotated[datetime, Field(strict=False)]
 
 
 class RuleVersionIn(_Strict):
@@ -36,10 +43,10 @@ class RuleVersionOut(BaseModel):
 
 
 class ExecutionIn(_Strict):
-    event_id: uuid.UUID | None = Field(None, description="Idempotency key; generated when absent.")
+    event_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
     rule: str
     rule_version: str
-    started_at: datetime | None = Field(None, description="ISO 8601 with a zone; default now minus duration.")
+    started_at: Timestamp | None = Field(None, description="ISO 8601 with a zone; default now minus duration.")
     duration_seconds: float | int
     status: str = "ok"
     outcome: str | None = None
@@ -47,7 +54,7 @@ class ExecutionIn(_Strict):
     confidence: float | int | None = None
     mode: str = "live"
     error_type: str | None = None
-    backtest_run_id: uuid.UUID | None = None
+    backtest_run_id: Uuid | None = None
 
 
 class ExecutionBatchIn(_Strict):
@@ -60,20 +67,20 @@ class ExecutionBatchOut(BaseModel):
 
 
 class EquityIn(_Strict):
-    timestamps: list[datetime]
+    timestamps: list[Timestamp]
     values: list[float | int | None] = Field(description="Equity per timestamp; null marks a missing point.")
 
 
 class BacktestIn(_Strict):
-    run_id: uuid.UUID | None = Field(None, description="Idempotency key; generated when absent.")
+    run_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
     rule: str
     rule_version: str
     dataset: str
     dataset_hash: str | None = None
     periods_per_year: float | int
     risk_free_rate: float | int = 0.0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     equity: EquityIn
     config: dict[str, Any] = Field(default_factory=dict)
 
