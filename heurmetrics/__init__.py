@@ -11,8 +11,8 @@ Public API::
 
 __version__ = "0.1.0"
 
-from heurmetrics.domain import BacktestRun, RuleVersion  # noqa: E402
-from heurmetrics.errors import (  # noqa: E402
+from heurmetrics.domain import BacktestRun, RuleVersion
+from heurmetrics.errors import (
     HeurmetricsError,
     InvalidEvent,
     SchemaNotAtHead,
@@ -20,8 +20,8 @@ from heurmetrics.errors import (  # noqa: E402
     UnknownRuleVersion,
     VersionConflict,
 )
-from heurmetrics.sdk.recorder import ExecutionContext, Recorder  # noqa: E402
-from heurmetrics.sdk.writer import FlushResult  # noqa: E402
+from heurmetrics.sdk.recorder import ExecutionContext, Recorder
+from heurmetrics.sdk.writer import FlushResult
 
 __all__ = [
     "BacktestRun",

@@ -28,7 +28,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="SQLAlchemy URL [env: HEURMETRICS_DATABASE_URL; default sqlite:///heurmetrics.db]"),
+    typer.Option(
+        "--database-url", help="SQLAlchemy URL [env: HEURMETRICS_DATABASE_URL; default sqlite:///heurmetrics.db]"
+    ),
 ]
 
 

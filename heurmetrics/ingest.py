@@ -70,9 +70,17 @@ class Ingest:
         except (TypeError, ValueError) as exc:
             raise InvalidEvent("params", f"must be JSON-serialisable without NaN/inf: {exc}") from None
         try:
-            rv, created = self._timed(d.OP_REGISTER_RULE_VERSION, lambda: self.store.register_rule_version(
-                rule, version, params=params, source=source, created_by=created_by, description=description,
-            ))
+            rv, created = self._timed(
+                d.OP_REGISTER_RULE_VERSION,
+                lambda: self.store.register_rule_version(
+                    rule,
+                    version,
+                    params=params,
+                    source=source,
+                    created_by=created_by,
+                    description=description,
+                ),
+            )
         except Exception:
             self.metrics.ingested.labels("rule_version", "rejected").inc()
             raise
@@ -117,16 +125,27 @@ class Ingest:
         ``started_at`` is Unix seconds; it defaults to now minus the duration.
         """
         check_execution(
-            status=status, mode=mode, duration_seconds=duration_seconds, outcome=outcome, signal=signal,
-            confidence=confidence, error_type=error_type,
+            status=status,
+            mode=mode,
+            duration_seconds=duration_seconds,
+            outcome=outcome,
+            signal=signal,
+            confidence=confidence,
+            error_type=error_type,
         )
         now = time.time()
         started = now - duration_seconds if started_at is None else check_timestamp("started_at", started_at, now=now)
         return ExecutionEvent(
-            event_id=uuid.uuid4() if event_id is None else event_id, rule_version=rv, started_at=started,
-            duration_seconds=float(duration_seconds), status=status, outcome=outcome,
+            event_id=uuid.uuid4() if event_id is None else event_id,
+            rule_version=rv,
+            started_at=started,
+            duration_seconds=float(duration_seconds),
+            status=status,
+            outcome=outcome,
             signal=None if signal is None else float(signal),
-            confidence=None if confidence is None else float(confidence), mode=mode, error_type=error_type,
+            confidence=None if confidence is None else float(confidence),
+            mode=mode,
+            error_type=error_type,
             backtest_run_id=backtest_run_id,
         )
 
@@ -178,10 +197,19 @@ class Ingest:
         Returns the run and whether it was new: re-sending a ``run_id`` stores and counts nothing.
         """
         run, points = build_backtest(
-            rv, equity, dataset=dataset, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate,
-            trades=trades, dataset_hash=dataset_hash, started_at=started_at,
-            finished_at=finished_at or datetime.now(UTC), run_id=run_id or uuid.uuid4(), config=config or {},
-            kind=kind, fold_equity=fold_equity,
+            rv,
+            equity,
+            dataset=dataset,
+            periods_per_year=periods_per_year,
+            risk_free_rate=risk_free_rate,
+            trades=trades,
+            dataset_hash=dataset_hash,
+            started_at=started_at,
+            finished_at=finished_at or datetime.now(UTC),
+            run_id=run_id or uuid.uuid4(),
+            config=config or {},
+            kind=kind,
+            fold_equity=fold_equity,
         )
         created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()

@@ -28,7 +28,7 @@ _valid_labels: set[str] = set()
 def check_label_value(field: str, value: object) -> str:
     """A value that becomes a Prometheus label: bounded alphabet and length (no injection)."""
     if value in _valid_labels:
-        return value  # type: ignore[return-value]
+        return value
     if not isinstance(value, str):
         raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
     if not _LABEL_RE.match(value):
@@ -83,10 +83,7 @@ def check_execution(
         raise InvalidEvent("status", f"{status!r} is not one of {', '.join(d.EXECUTION_STATUSES)}")
     if mode not in _MODES:
         raise InvalidEvent("mode", f"{mode!r} is not one of {', '.join(d.EXECUTION_MODES)}")
-    if (
-        duration_seconds.__class__ is not float
-        or not 0.0 <= duration_seconds < math.inf
-    ):
+    if duration_seconds.__class__ is not float or not 0.0 <= duration_seconds < math.inf:
         check_finite("duration_seconds", duration_seconds, low=0.0)
     if outcome is not None:
         check_label_value("outcome", outcome)

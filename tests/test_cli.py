@@ -26,8 +26,9 @@ def test_db_upgrade_then_current(database_url: str) -> None:
 
 
 def test_password_never_printed_on_failure() -> None:
-    result = runner.invoke(app, ["db", "upgrade", "--database-url",
-                                 "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"])
+    result = runner.invoke(
+        app, ["db", "upgrade", "--database-url", "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"]
+    )
     assert result.exit_code == 1
     assert "hunter2" not in result.output and "***" in result.output
 

@@ -28,11 +28,23 @@ def test_every_defined_metric_is_exposed_with_its_labels(sqlite_url: str) -> Non
     migrations.upgrade(create_store_engine(sqlite_url))
     client = TestClient(create_app(Settings(database_url=sqlite_url)))
     assert client.post("/v1/rule-versions", json={"rule": "r", "version": "1"}).status_code == 201
-    batch = {"executions": [{"event_id": str(uuid.uuid4()), "rule": "r", "rule_version": "1",
-                             "duration_seconds": 0.01, "outcome": "bullish", "confidence": 0.5}]}
+    batch = {
+        "executions": [
+            {
+                "event_id": str(uuid.uuid4()),
+                "rule": "r",
+                "rule_version": "1",
+                "duration_seconds": 0.01,
+                "outcome": "bullish",
+                "confidence": 0.5,
+            }
+        ]
+    }
     assert client.post("/v1/executions", json=batch).status_code == 202
-    equity = {"timestamps": ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"],
-              "values": [1.0, 0.9, 1.1]}
+    equity = {
+        "timestamps": ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"],
+        "values": [1.0, 0.9, 1.1],
+    }
     backtest = {"rule": "r", "rule_version": "1", "dataset": "d", "periods_per_year": 8760, "equity": equity}
     assert client.post("/v1/backtests", json=backtest).status_code == 201
     page = client.get("/metrics").text

@@ -20,8 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
     [wheel] = list(dist.glob("heurmetrics-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "heurmetrics/_migrations/env.py" in names
@@ -46,8 +49,14 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert "range_bias@2.0.0" in demo.stdout and (work / "heurmetrics-demo.db").exists()
 
     port = free_port()
-    server = subprocess.Popen([exe, "serve", "--port", str(port)], cwd=work, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [exe, "serve", "--port", str(port)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -60,8 +69,14 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert ready.status_code == 200
         # The installed code really is the wheel, not the checkout.
-        located = subprocess.run([venv / "bin" / "python", "-c", "import heurmetrics; print(heurmetrics.__file__)"],
-                                 cwd=work, env=env, capture_output=True, text=True, check=True)
+        located = subprocess.run(
+            [venv / "bin" / "python", "-c", "import heurmetrics; print(heurmetrics.__file__)"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert str(venv) in located.stdout
     finally:
         server.terminate()

@@ -47,8 +47,9 @@ EXECUTIONS = d.HEURISTIC_EXECUTIONS.sample_name
 
 def test_counts_equal_rows_after_flush(rec: Recorder, rv: RuleVersion) -> None:
     for i in range(3000):
-        rec.record_execution(rv, duration_seconds=0.001 * (i % 7), outcome=("bullish", "bearish")[i % 2],
-                             confidence=(i % 10) / 10)
+        rec.record_execution(
+            rv, duration_seconds=0.001 * (i % 7), outcome=("bullish", "bearish")[i % 2], confidence=(i % 10) / 10
+        )
     result = rec.flush(timeout=60)
     assert result.complete and result.pending == 0
     rows = rec.store.count_executions()
@@ -139,7 +140,9 @@ def test_exemplars_lead_from_a_graph_point_to_a_stored_row(rec: Recorder, rv: Ru
     page = generate_openmetrics(rec.registry).decode()
     counter_lines = [line for line in page.splitlines() if line.startswith(EXECUTIONS + "{") and "bullish" in line]
     assert any(f'event_id="{event_id}"' in line for line in counter_lines), counter_lines
-    bucket_lines = [line for line in page.splitlines() if line.startswith(d.HEURISTIC_EXECUTION_DURATION.name + "_bucket")]
+    bucket_lines = [
+        line for line in page.splitlines() if line.startswith(d.HEURISTIC_EXECUTION_DURATION.name + "_bucket")
+    ]
     assert any(str(event_id) in line for line in bucket_lines)
 
 

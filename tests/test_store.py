@@ -20,8 +20,14 @@ from heurmetrics.store.sql_store import SqlStore
 
 def _event(rv: RuleVersion, event_id: uuid.UUID | None = None, **overrides: object) -> ExecutionEvent:
     values: dict[str, object] = {
-        "event_id": event_id or uuid.uuid4(), "rule_version": rv, "started_at": time.time() - 1.0,
-        "duration_seconds": 0.004, "status": "ok", "outcome": "bullish", "signal": 1.0, "confidence": 0.7,
+        "event_id": event_id or uuid.uuid4(),
+        "rule_version": rv,
+        "started_at": time.time() - 1.0,
+        "duration_seconds": 0.004,
+        "status": "ok",
+        "outcome": "bullish",
+        "signal": 1.0,
+        "confidence": 0.7,
         "mode": "live",
     }
     values.update(overrides)
@@ -31,8 +37,9 @@ def _event(rv: RuleVersion, event_id: uuid.UUID | None = None, **overrides: obje
 def test_register_is_idempotent_and_hash_is_the_documented_canonical_form(store: SqlStore) -> None:
     params = {"window_hours": 24, "band": 0.02}
     rv, created = store.register_rule_version("range_bias", "1.0.0", params=params, source="src", created_by="ana")
-    again, created_again = store.register_rule_version("range_bias", "1.0.0", params=dict(params), source="src",
-                                                       created_by="bob")
+    again, created_again = store.register_rule_version(
+        "range_bias", "1.0.0", params=dict(params), source="src", created_by="bob"
+    )
     assert created and not created_again
     assert again.id == rv.id and again.created_by == "ana"
     # Anyone can recompute the hash from the documented canonical form.
@@ -67,8 +74,17 @@ def test_execution_values_round_trip(store: SqlStore) -> None:
     rv, _ = store.register_rule_version("range_bias", "1.0.0", params={}, source="", created_by="t")
     started = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC).timestamp()
     run_id = uuid.uuid4()
-    event = _event(rv, started_at=started, status="error", outcome=None, signal=None, confidence=None,
-                   mode="backtest", error_type="DataGap", backtest_run_id=run_id)
+    event = _event(
+        rv,
+        started_at=started,
+        status="error",
+        outcome=None,
+        signal=None,
+        confidence=None,
+        mode="backtest",
+        error_type="DataGap",
+        backtest_run_id=run_id,
+    )
     store.insert_executions([event])
     with store.engine.connect() as conn:
         row = conn.execute(select(ExecutionRow)).one()
@@ -88,11 +104,25 @@ def test_database_constraints_reject_what_validation_would(store: SqlStore) -> N
 
 def _run(rv: RuleVersion, finished: datetime, sharpe: float, status: str = "completed") -> BacktestRun:
     return BacktestRun(
-        run_id=uuid.uuid4(), rule_version=rv, kind="walk_forward", dataset="BTCUSD-1h", dataset_hash="ab" * 32,
-        period_start=finished - timedelta(days=30), period_end=finished, periods_per_year=8760.0, status=status,
-        started_at=finished - timedelta(seconds=3), finished_at=finished,
-        metrics={"sharpe": sharpe, "total_return": 0.1, "cagr": None, "max_drawdown": -0.2, "observations": 720,
-                 "missing": 2},
+        run_id=uuid.uuid4(),
+        rule_version=rv,
+        kind="walk_forward",
+        dataset="BTCUSD-1h",
+        dataset_hash="ab" * 32,
+        period_start=finished - timedelta(days=30),
+        period_end=finished,
+        periods_per_year=8760.0,
+        status=status,
+        started_at=finished - timedelta(seconds=3),
+        finished_at=finished,
+        metrics={
+            "sharpe": sharpe,
+            "total_return": 0.1,
+            "cagr": None,
+            "max_drawdown": -0.2,
+            "observations": 720,
+            "missing": 2,
+        },
         config={"fee": 0.0005},
     )
 
@@ -102,8 +132,17 @@ def test_backtest_with_folds_and_equity_and_latest_per_version(store: SqlStore) 
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     old, new = _run(rv, t0, 0.5), _run(rv, t0 + timedelta(hours=1), 1.5)
     failed = _run(rv, t0 + timedelta(hours=2), 9.9, status="failed")
-    fold = BacktestFold(0, t0 - timedelta(days=60), t0 - timedelta(days=30), t0 - timedelta(days=30), t0,
-                        {"fast": 20}, 12, {"sharpe": 2.0}, {"sharpe": 1.5})
+    fold = BacktestFold(
+        0,
+        t0 - timedelta(days=60),
+        t0 - timedelta(days=30),
+        t0 - timedelta(days=30),
+        t0,
+        {"fast": 20},
+        12,
+        {"sharpe": 2.0},
+        {"sharpe": 1.5},
+    )
     points = [EquityPoint(t0 + timedelta(hours=i), 1.0 + i / 100, 0.0) for i in range(48)]
     points.append(EquityPoint(t0, 1.0, 0.0, fold_index=0))
     assert store.insert_backtest(old)

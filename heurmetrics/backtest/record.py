@@ -92,10 +92,19 @@ def build_backtest(
     index = pd.DatetimeIndex(equity.index)
     period = index.tz_localize("UTC") if index.tz is None else index
     run = BacktestRun(
-        run_id=run_id, rule_version=rv, kind=kind, dataset=dataset, dataset_hash=dataset_hash,
-        period_start=period[0].to_pydatetime(), period_end=period[-1].to_pydatetime(),
-        periods_per_year=periods_per_year, status="completed", started_at=started_at or finished_at,
-        finished_at=finished_at, metrics={k: json_safe(v) for k, v in metrics.as_dict().items()},
-        config={**config, "risk_free_rate": risk_free_rate}, error_message=None,
+        run_id=run_id,
+        rule_version=rv,
+        kind=kind,
+        dataset=dataset,
+        dataset_hash=dataset_hash,
+        period_start=period[0].to_pydatetime(),
+        period_end=period[-1].to_pydatetime(),
+        periods_per_year=periods_per_year,
+        status="completed",
+        started_at=started_at or finished_at,
+        finished_at=finished_at,
+        metrics={k: json_safe(v) for k, v in metrics.as_dict().items()},
+        config={**config, "risk_free_rate": risk_free_rate},
+        error_message=None,
     )
     return run, points

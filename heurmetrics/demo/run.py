@@ -42,13 +42,21 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
     dataset = f"BTCUSD-1h synthetic (seed {seed}, {days} days)"
     digest = dataset_hash(frame)
     newest = {rule.name: rule.version for rule in DEMO_RULES}  # the last listed version of each rule
-    console.print(f"[bold]heurmetrics demo[/]: {n:,} hourly bars, {len(DEMO_RULES)} rule versions → "
-                  f"{redact_url(database_url)}")
+    console.print(
+        f"[bold]heurmetrics demo[/]: {n:,} hourly bars, {len(DEMO_RULES)} rule versions → {redact_url(database_url)}"
+    )
     runs: dict[str, BacktestRun] = {}
-    with Recorder(database_url, created_by="demo") as rec, Progress(
-        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
-    ) as progress:
+    with (
+        Recorder(database_url, created_by="demo") as rec,
+        Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress,
+    ):
         for rule in DEMO_RULES:
             rv = rec.register_rule_version(
                 rule.name, rule.version, rule.params, rule.source, description=rule.description
@@ -58,8 +66,14 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
             positions, run_id, run_started = _evaluate(rec, rv, rule, bars, split, gaps, live_mode, progress, task)
             equity = _equity(frame["close"], positions, rule.lookback, split)
             runs[rv.key] = rec.record_backtest(
-                rv, equity, dataset=dataset, dataset_hash=digest, periods_per_year=PERIODS_PER_YEAR,
-                run_id=run_id, started_at=run_started, finished_at=datetime.now(UTC),
+                rv,
+                equity,
+                dataset=dataset,
+                dataset_hash=digest,
+                periods_per_year=PERIODS_PER_YEAR,
+                run_id=run_id,
+                started_at=run_started,
+                finished_at=datetime.now(UTC),
                 config={"fee_per_turn": FEE_PER_TURN, "bars": f"{rule.lookback}..{split}", "seed": seed},
             )
         flushed = rec.flush()
@@ -82,8 +96,15 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
 
 
 def _evaluate(
-    rec: Recorder, rv: RuleVersion, rule: DemoRule, bars: dict[str, np.ndarray], split: int, gaps: set[int],
-    live_mode: str, progress: Progress, task: object,
+    rec: Recorder,
+    rv: RuleVersion,
+    rule: DemoRule,
+    bars: dict[str, np.ndarray],
+    split: int,
+    gaps: set[int],
+    live_mode: str,
+    progress: Progress,
+    task: object,
 ) -> tuple[np.ndarray, uuid.UUID, datetime]:
     """Evaluate the rule on every bar, recording each evaluation; returns the positions taken."""
     n = len(bars["close"])
@@ -132,15 +153,27 @@ def _summary(rec: Recorder, runs: dict[str, BacktestRun]) -> Table:
     with rec.store.engine.connect() as conn:
         frame = pd.read_sql(query, conn)
     table = Table(title="Rule versions (executions from the store, backtest of the first 80 % of bars)")
-    for column in ("rule version", "executions", "error ratio", "p95 latency", "Sharpe", "max drawdown", "total return"):
+    for column in (
+        "rule version",
+        "executions",
+        "error ratio",
+        "p95 latency",
+        "Sharpe",
+        "max drawdown",
+        "total return",
+    ):
         table.add_column(column, justify="left" if column == "rule version" else "right")
     for (rule, version), group in frame.groupby(["rule", "version"], sort=True):
         run = runs[f"{rule}@{version}"]
         m = run.metrics
         table.add_row(
-            f"{rule}@{version}", f"{len(group):,}", f"{(group['status'] != 'ok').mean():.2%}",
-            f"{group['duration'].quantile(0.95) * 1e3:.3f} ms", _fmt(m.get("sharpe"), "{:.2f}"),
-            _fmt(m.get("max_drawdown"), "{:.1%}"), _fmt(m.get("total_return"), "{:.1%}"),
+            f"{rule}@{version}",
+            f"{len(group):,}",
+            f"{(group['status'] != 'ok').mean():.2%}",
+            f"{group['duration'].quantile(0.95) * 1e3:.3f} ms",
+            _fmt(m.get("sharpe"), "{:.2f}"),
+            _fmt(m.get("max_drawdown"), "{:.1%}"),
+            _fmt(m.get("total_return"), "{:.1%}"),
         )
     return table
 

@@ -53,8 +53,23 @@ LABEL_VALUE_MAX_LENGTH: Final = 64
 #: analysis), so the default web buckets (5 ms..10 s) would put every fast rule in one bucket.
 #: 0.3 is a boundary on purpose: the latency budget must be a bucket edge for an exact SLO ratio.
 EXECUTION_DURATION_BUCKETS: Final = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 #: Backtests take seconds to an hour.
@@ -111,87 +126,148 @@ class MetricSpec:
 _RV = (RULE, RULE_VERSION)
 
 HEURISTIC_EXECUTIONS = MetricSpec(
-    "heuristic_executions", "counter",
+    "heuristic_executions",
+    "counter",
     "Rule (heuristic) executions, every single one, by outcome and status.",
-    (*_RV, MODE, STATUS, OUTCOME), unit="short", design_name="heuristic.execution",
+    (*_RV, MODE, STATUS, OUTCOME),
+    unit="short",
+    design_name="heuristic.execution",
 )
 HEURISTIC_EXECUTION_DURATION = MetricSpec(
-    "heuristic_execution_duration_seconds", "histogram",
+    "heuristic_execution_duration_seconds",
+    "histogram",
     "Wall-clock duration of one rule execution.",
-    (*_RV, MODE), EXECUTION_DURATION_BUCKETS, unit="s", design_name="heuristic.execution",
+    (*_RV, MODE),
+    EXECUTION_DURATION_BUCKETS,
+    unit="s",
+    design_name="heuristic.execution",
 )
 HEURISTIC_EXECUTION_CONFIDENCE = MetricSpec(
-    "heuristic_execution_confidence", "histogram",
+    "heuristic_execution_confidence",
+    "histogram",
     "Confidence (0-1) that an execution attached to its outcome; executions without one are not observed.",
-    (*_RV, MODE), CONFIDENCE_BUCKETS, unit="percentunit", design_name="heuristic.execution",
+    (*_RV, MODE),
+    CONFIDENCE_BUCKETS,
+    unit="percentunit",
+    design_name="heuristic.execution",
 )
 BACKTEST_RUNS = MetricSpec(
-    "backtest_runs", "counter", "Backtest runs by final status.",
-    (*_RV, STATUS), unit="short", design_name="backtest.result",
+    "backtest_runs",
+    "counter",
+    "Backtest runs by final status.",
+    (*_RV, STATUS),
+    unit="short",
+    design_name="backtest.result",
 )
 BACKTEST_DURATION = MetricSpec(
-    "backtest_duration_seconds", "histogram", "Wall-clock duration of one backtest run.",
-    _RV, BACKTEST_DURATION_BUCKETS, unit="s", design_name="backtest.result",
+    "backtest_duration_seconds",
+    "histogram",
+    "Wall-clock duration of one backtest run.",
+    _RV,
+    BACKTEST_DURATION_BUCKETS,
+    unit="s",
+    design_name="backtest.result",
 )
 BACKTEST_RESULT_SHARPE = MetricSpec(
-    "backtest_result_sharpe_ratio", "gauge",
+    "backtest_result_sharpe_ratio",
+    "gauge",
     "Annualised Sharpe ratio of the latest completed backtest of a rule version.",
-    _RV, unit="none", design_name="backtest.result", source="store",
+    _RV,
+    unit="none",
+    design_name="backtest.result",
+    source="store",
 )
 BACKTEST_RESULT_MAX_DRAWDOWN = MetricSpec(
-    "backtest_result_max_drawdown_ratio", "gauge",
+    "backtest_result_max_drawdown_ratio",
+    "gauge",
     "Maximum drawdown (negative fraction, -0.25 = 25 %) of the latest completed backtest.",
-    _RV, unit="percentunit", design_name="backtest.result", source="store",
+    _RV,
+    unit="percentunit",
+    design_name="backtest.result",
+    source="store",
 )
 BACKTEST_RESULT_TOTAL_RETURN = MetricSpec(
-    "backtest_result_total_return_ratio", "gauge",
+    "backtest_result_total_return_ratio",
+    "gauge",
     "Total return (fraction) of the latest completed backtest.",
-    _RV, unit="percentunit", design_name="backtest.result", source="store",
+    _RV,
+    unit="percentunit",
+    design_name="backtest.result",
+    source="store",
 )
 BACKTEST_RESULT_CAGR = MetricSpec(
-    "backtest_result_cagr_ratio", "gauge",
+    "backtest_result_cagr_ratio",
+    "gauge",
     "Compound annual growth rate (fraction) of the latest completed backtest.",
-    _RV, unit="percentunit", design_name="backtest.result", source="store",
+    _RV,
+    unit="percentunit",
+    design_name="backtest.result",
+    source="store",
 )
 BACKTEST_RESULT_TIMESTAMP = MetricSpec(
-    "backtest_result_timestamp_seconds", "gauge",
+    "backtest_result_timestamp_seconds",
+    "gauge",
     "Unix time at which the latest completed backtest of a rule version finished.",
-    _RV, unit="dateTimeFromNow", design_name="backtest.result", source="store",
+    _RV,
+    unit="dateTimeFromNow",
+    design_name="backtest.result",
+    source="store",
 )
 RULE_VERSION_INFO = MetricSpec(
-    "rule_version", "info", "A registered rule version; value 1. The content hash identifies it.",
-    (*_RV, CONTENT_HASH), unit="none", design_name="rule.version", source="store",
+    "rule_version",
+    "info",
+    "A registered rule version; value 1. The content hash identifies it.",
+    (*_RV, CONTENT_HASH),
+    unit="none",
+    design_name="rule.version",
+    source="store",
 )
 
 # --- self-monitoring: the pipeline's own health guards the 100 % promise ------------------------
 INGESTED_EVENTS = MetricSpec(
-    "heurmetrics_ingested_events", "counter",
-    "Events offered to ingest, by kind (execution, backtest, rule_version) and result "
-    "(accepted, duplicate, rejected).",
-    (KIND, RESULT), unit="short", source="ingest",
+    "heurmetrics_ingested_events",
+    "counter",
+    "Events offered to ingest, by kind (execution, backtest, rule_version) and result (accepted, duplicate, rejected).",
+    (KIND, RESULT),
+    unit="short",
+    source="ingest",
 )
 STORE_WRITE_DURATION = MetricSpec(
-    "heurmetrics_store_write_duration_seconds", "histogram",
+    "heurmetrics_store_write_duration_seconds",
+    "histogram",
     "Duration of one batched store write (one transaction).",
-    (OPERATION,), STORE_WRITE_BUCKETS, unit="s",
+    (OPERATION,),
+    STORE_WRITE_BUCKETS,
+    unit="s",
 )
 STORE_WRITE_ERRORS = MetricSpec(
-    "heurmetrics_store_write_errors", "counter",
+    "heurmetrics_store_write_errors",
+    "counter",
     "Store writes that failed (each is retried; see dropped events for anything given up).",
-    (OPERATION,), unit="short",
+    (OPERATION,),
+    unit="short",
 )
 WRITER_QUEUE_EVENTS = MetricSpec(
-    "heurmetrics_writer_queue_events", "gauge",
-    "Events accepted by the SDK but not yet durable in the store.", (), unit="short",
+    "heurmetrics_writer_queue_events",
+    "gauge",
+    "Events accepted by the SDK but not yet durable in the store.",
+    (),
+    unit="short",
 )
 DROPPED_EVENTS = MetricSpec(
-    "heurmetrics_dropped_events", "counter",
+    "heurmetrics_dropped_events",
+    "counter",
     "Events that were acknowledged to a caller but could not be stored. Must stay 0.",
-    (REASON,), unit="short",
+    (REASON,),
+    unit="short",
 )
 BUILD_INFO = MetricSpec(
-    "heurmetrics_build", "info", "heurmetrics build information; value 1.",
-    ("version", "python_version"), unit="none", source="process",
+    "heurmetrics_build",
+    "info",
+    "heurmetrics build information; value 1.",
+    ("version", "python_version"),
+    unit="none",
+    source="process",
 )
 
 ALL_METRICS: Final[tuple[MetricSpec, ...]] = (

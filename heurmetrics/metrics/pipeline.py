@@ -48,9 +48,7 @@ class PipelineMetrics:
         self.store_write_errors = build_metric(d.STORE_WRITE_ERRORS, registry)
         self.writer_queue = build_metric(d.WRITER_QUEUE_EVENTS, registry)
         self.dropped = build_metric(d.DROPPED_EVENTS, registry)
-        build_metric(d.BUILD_INFO, registry).info(
-            {"version": __version__, "python_version": platform.python_version()}
-        )
+        build_metric(d.BUILD_INFO, registry).info({"version": __version__, "python_version": platform.python_version()})
         self._execution_children: dict[tuple[int, str, str, str | None], tuple[Any, Any, Any]] = {}
         # Series that must read 0, not be missing, from the first scrape on.
         self.dropped.labels(reason="store_unavailable")

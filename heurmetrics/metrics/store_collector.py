@@ -54,7 +54,9 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         versions, backtests = self._refresh()
-        info = InfoMetricFamily(d.RULE_VERSION_INFO.name, d.RULE_VERSION_INFO.documentation, labels=d.RULE_VERSION_INFO.labels)
+        info = InfoMetricFamily(
+            d.RULE_VERSION_INFO.name, d.RULE_VERSION_INFO.documentation, labels=d.RULE_VERSION_INFO.labels
+        )
         for v in versions:
             info.add_metric([v.rule, v.version, v.content_hash], {})
         yield info

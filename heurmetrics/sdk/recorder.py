@@ -81,7 +81,11 @@ class Recorder:
         ``rule@version`` exists with other params or source (nothing is written).
         """
         rv, _created = self.ingest.register_rule_version(
-            rule, version, params=params, source=source, created_by=created_by or self.created_by,
+            rule,
+            version,
+            params=params,
+            source=source,
+            created_by=created_by or self.created_by,
             description=description,
         )
         return rv
@@ -113,8 +117,13 @@ class Recorder:
         if rule_version.__class__ is not RuleVersion:
             raise InvalidEvent("rule_version", "must be the RuleVersion returned by register_rule_version")
         check_execution(
-            status=status, mode=mode, duration_seconds=duration_seconds, outcome=outcome, signal=signal,
-            confidence=confidence, error_type=error_type,
+            status=status,
+            mode=mode,
+            duration_seconds=duration_seconds,
+            outcome=outcome,
+            signal=signal,
+            confidence=confidence,
+            error_type=error_type,
         )
         if started_at is None:
             started = time.time() - duration_seconds
@@ -122,8 +131,18 @@ class Recorder:
             started = check_timestamp("started_at", _epoch(started_at))
         generated = event_id is None
         event = ExecutionEvent(
-            self._ids.next() if generated else _as_uuid(event_id), rule_version, started, duration_seconds,
-            status, outcome, signal, confidence, mode, error_type, backtest_run_id, generated,
+            self._ids.next() if generated else _as_uuid(event_id),
+            rule_version,
+            started,
+            duration_seconds,
+            status,
+            outcome,
+            signal,
+            confidence,
+            mode,
+            error_type,
+            backtest_run_id,
+            generated,
         )
         if generated:  # a fresh id cannot be a duplicate: count now (others count after insert)
             self._observe(event)
@@ -165,9 +184,19 @@ class Recorder:
         hourly crypto bars, 252 for daily equities). Returns the stored run with its metrics.
         """
         run, _created = self.ingest.record_backtest(
-            rule_version, equity, dataset=dataset, periods_per_year=periods_per_year,
-            risk_free_rate=risk_free_rate, trades=trades, dataset_hash=dataset_hash, started_at=started_at,
-            finished_at=finished_at, run_id=run_id, config=config, kind=kind, folds=folds,
+            rule_version,
+            equity,
+            dataset=dataset,
+            periods_per_year=periods_per_year,
+            risk_free_rate=risk_free_rate,
+            trades=trades,
+            dataset_hash=dataset_hash,
+            started_at=started_at,
+            finished_at=finished_at,
+            run_id=run_id,
+            config=config,
+            kind=kind,
+            folds=folds,
             fold_equity=fold_equity,
         )
         return run
@@ -203,7 +232,16 @@ class ExecutionContext:
     """Times one execution; see :meth:`Recorder.execution`."""
 
     __slots__ = (
-        "_confidence", "_mode", "_outcome", "_recorder", "_run_id", "_rv", "_signal", "_start", "_t0", "event_id",
+        "_confidence",
+        "_mode",
+        "_outcome",
+        "_recorder",
+        "_run_id",
+        "_rv",
+        "_signal",
+        "_start",
+        "_t0",
+        "event_id",
     )
 
     def __init__(
@@ -218,7 +256,9 @@ class ExecutionContext:
         self._confidence: float | None = None
         self.event_id: uuid.UUID | None = None
 
-    def set_result(self, outcome: str | None = None, signal: float | None = None, confidence: float | None = None) -> None:
+    def set_result(
+        self, outcome: str | None = None, signal: float | None = None, confidence: float | None = None
+    ) -> None:
         self._outcome, self._signal, self._confidence = outcome, signal, confidence
 
     def __enter__(self) -> ExecutionContext:
@@ -232,16 +272,26 @@ class ExecutionContext:
         duration = time.perf_counter() - self._t0
         if exc_type is None:
             self.event_id = self._recorder.record_execution(
-                self._rv, duration_seconds=duration, outcome=self._outcome, signal=self._signal,
-                confidence=self._confidence, mode=self._mode, started_at=self._start,
+                self._rv,
+                duration_seconds=duration,
+                outcome=self._outcome,
+                signal=self._signal,
+                confidence=self._confidence,
+                mode=self._mode,
+                started_at=self._start,
                 backtest_run_id=self._run_id,
             )
             return
         # The rule failed: record it without the (possibly half-set) result and let it propagate.
         status = "timeout" if issubclass(exc_type, TimeoutError) else "error"
         self.event_id = self._recorder.record_execution(
-            self._rv, duration_seconds=duration, status=status, mode=self._mode, started_at=self._start,
-            error_type=exc_type.__qualname__[:128], backtest_run_id=self._run_id,
+            self._rv,
+            duration_seconds=duration,
+            status=status,
+            mode=self._mode,
+            started_at=self._start,
+            error_type=exc_type.__qualname__[:128],
+            backtest_run_id=self._run_id,
         )
 
 

@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         log.warning("store unavailable: %s", exc)
         return JSONResponse(
             {"detail": "the store is unavailable; nothing was written, retry later"},
-            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     def invalid(kind: str, field: str, message: str, n: int = 1) -> ApiError:
@@ -143,15 +144,23 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             return JSONResponse({"detail": f"not ready: {type(exc).__name__}"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.post("/v1/rule-versions", response_model=RuleVersionOut, status_code=201,
-              responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}},
-              dependencies=[Depends(authorize)])
+    @app.post(
+        "/v1/rule-versions",
+        response_model=RuleVersionOut,
+        status_code=201,
+        responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}},
+        dependencies=[Depends(authorize)],
+    )
     def register_rule_version(body: RuleVersionIn, response: Response) -> RuleVersionOut:
         """Register a rule version: 201 created, 200 identical content exists, 409 conflict."""
         try:
             rv, created = ingest.register_rule_version(
-                body.rule, body.version, params=body.params, source=body.source,
-                created_by=body.created_by or "api", description=body.description,
+                body.rule,
+                body.version,
+                params=body.params,
+                source=body.source,
+                created_by=body.created_by or "api",
+                description=body.description,
             )
         except InvalidEvent as exc:
             raise invalid("rule_version", exc.field, exc.message) from None
@@ -160,8 +169,13 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         response.status_code = 201 if created else 200
         return RuleVersionOut(rule=rv.rule, version=rv.version, content_hash=rv.content_hash)
 
-    @app.post("/v1/executions", response_model=ExecutionBatchOut, status_code=202,
-              responses={413: {"model": ErrorOut}}, dependencies=[Depends(authorize)])
+    @app.post(
+        "/v1/executions",
+        response_model=ExecutionBatchOut,
+        status_code=202,
+        responses={413: {"model": ErrorOut}},
+        dependencies=[Depends(authorize)],
+    )
     def post_executions(body: ExecutionBatchIn) -> ExecutionBatchOut:
         """Store a batch of executions; 202 only after the rows are committed.
 
@@ -171,8 +185,11 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         items = body.executions
         if len(items) > MAX_EXECUTIONS_PER_REQUEST:
             ingest.count_rejected("execution", len(items))
-            raise ApiError(413, f"batch of {len(items)} executions exceeds the limit of "
-                                f"{MAX_EXECUTIONS_PER_REQUEST} per request; split it")
+            raise ApiError(
+                413,
+                f"batch of {len(items)} executions exceeds the limit of "
+                f"{MAX_EXECUTIONS_PER_REQUEST} per request; split it",
+            )
         events = []
         for i, item in enumerate(items):
             try:
@@ -180,19 +197,33 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             except UnknownRuleVersion as exc:
                 raise invalid("execution", f"executions[{i}].rule_version", str(exc), len(items)) from None
             try:
-                events.append(ingest.make_execution(
-                    rv, duration_seconds=item.duration_seconds, status=item.status, outcome=item.outcome,
-                    signal=item.signal, confidence=item.confidence, mode=item.mode,
-                    started_at=None if item.started_at is None else _epoch(item.started_at),
-                    error_type=item.error_type, event_id=item.event_id, backtest_run_id=item.backtest_run_id,
-                ))
+                events.append(
+                    ingest.make_execution(
+                        rv,
+                        duration_seconds=item.duration_seconds,
+                        status=item.status,
+                        outcome=item.outcome,
+                        signal=item.signal,
+                        confidence=item.confidence,
+                        mode=item.mode,
+                        started_at=None if item.started_at is None else _epoch(item.started_at),
+                        error_type=item.error_type,
+                        event_id=item.event_id,
+                        backtest_run_id=item.backtest_run_id,
+                    )
+                )
             except InvalidEvent as exc:
                 raise invalid("execution", f"executions[{i}].{exc.field}", exc.message, len(items)) from None
         result = ingest.write_executions(events)
         return ExecutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
-    @app.post("/v1/backtests", response_model=BacktestOut, status_code=201,
-              responses={200: {"model": BacktestOut}}, dependencies=[Depends(authorize)])
+    @app.post(
+        "/v1/backtests",
+        response_model=BacktestOut,
+        status_code=201,
+        responses={200: {"model": BacktestOut}},
+        dependencies=[Depends(authorize)],
+    )
     def post_backtest(body: BacktestIn, response: Response) -> BacktestOut:
         """Store a finished backtest run from its equity curve; metrics are computed here."""
         try:
@@ -200,25 +231,37 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         except UnknownRuleVersion as exc:
             raise invalid("backtest", "rule_version", str(exc)) from None
         if len(body.equity.timestamps) != len(body.equity.values):
-            raise invalid("backtest", "equity.values",
-                          f"has {len(body.equity.values)} values for {len(body.equity.timestamps)} timestamps")
+            raise invalid(
+                "backtest",
+                "equity.values",
+                f"has {len(body.equity.values)} values for {len(body.equity.timestamps)} timestamps",
+            )
         if any(ts.tzinfo is None for ts in body.equity.timestamps):
             raise invalid("backtest", "equity.timestamps", "every timestamp needs a time zone (e.g. Z)")
         equity = pd.Series(
             [float("nan") if v is None else float(v) for v in body.equity.values],
-            index=pd.DatetimeIndex(body.equity.timestamps), dtype="float64",
+            index=pd.DatetimeIndex(body.equity.timestamps),
+            dtype="float64",
         )
         try:
             run, created = ingest.record_backtest(
-                rv, equity, dataset=body.dataset, periods_per_year=body.periods_per_year,
-                risk_free_rate=body.risk_free_rate, dataset_hash=body.dataset_hash,
-                started_at=body.started_at, finished_at=body.finished_at, run_id=body.run_id, config=body.config,
+                rv,
+                equity,
+                dataset=body.dataset,
+                periods_per_year=body.periods_per_year,
+                risk_free_rate=body.risk_free_rate,
+                dataset_hash=body.dataset_hash,
+                started_at=body.started_at,
+                finished_at=body.finished_at,
+                run_id=body.run_id,
+                config=body.config,
             )
         except InvalidEvent as exc:
             raise invalid("backtest", exc.field, exc.message) from None
         response.status_code = 201 if created else 200
-        return BacktestOut(run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created,
-                           metrics=run.metrics)
+        return BacktestOut(
+            run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics=run.metrics
+        )
 
     return app
 

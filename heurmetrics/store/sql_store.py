@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -43,17 +43,43 @@ from heurmetrics.store.schema import (
 )
 
 _EXECUTION_COLUMNS = (
-    "event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
-    "confidence", "mode", "error_type", "backtest_run_id", "ingested_at",
+    "event_id",
+    "rule_version_id",
+    "started_at",
+    "duration_seconds",
+    "status",
+    "outcome",
+    "signal",
+    "confidence",
+    "mode",
+    "error_type",
+    "backtest_run_id",
+    "ingested_at",
 )
 # Binary COPY needs the Postgres type of every column, in order.
 _EXECUTION_PG_TYPES = (
-    "uuid", "int4", "timestamptz", "float8", "text", "text", "float8", "float8", "text", "text", "uuid",
+    "uuid",
+    "int4",
+    "timestamptz",
+    "float8",
+    "text",
+    "text",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "uuid",
     "timestamptz",
 )
 _EQUITY_COLUMNS = ("run_id", "fold_index", "ts", "equity", "drawdown")
 _EQUITY_PG_TYPES = ("uuid", "int4", "timestamptz", "float8", "float8")
 _HEADLINE = ("total_return", "cagr", "volatility", "sharpe", "max_drawdown")
+
+
+def _table(row: type[Any]) -> Table:
+    """The Core table of an ORM row class (typed for the insert constructs)."""
+    table: Table = row.__table__
+    return table
 
 
 def _utc(epoch_seconds: float) -> datetime:
@@ -129,9 +155,15 @@ class SqlStore:
                 with self.engine.begin() as conn:
                     rule_id = self._ensure_rule(conn, rule, now)
                     conn.execute(
-                        RuleVersionRow.__table__.insert().values(
-                            rule_id=rule_id, version=version, content_hash=digest, params=params,
-                            source=source, created_at=now, created_by=created_by, description=description,
+                        _table(RuleVersionRow).insert().values(
+                            rule_id=rule_id,
+                            version=version,
+                            content_hash=digest,
+                            params=params,
+                            source=source,
+                            created_at=now,
+                            created_by=created_by,
+                            description=description,
                         )
                     )
             except IntegrityError:
@@ -142,14 +174,16 @@ class SqlStore:
         raise StoreUnavailable(f"could not register {rule}@{version}: concurrent writers kept conflicting")
 
     def _ensure_rule(self, conn: Connection, rule: str, now: datetime) -> int:
-        table = RuleRow.__table__
+        table = _table(RuleRow)
         insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
         conn.execute(insert.values(name=rule, created_at=now).on_conflict_do_nothing(index_elements=["name"]))
         return int(conn.execute(select(RuleRow.id).where(RuleRow.name == rule)).scalar_one())
 
     def find_rule_version(self, rule: str, version: str) -> RuleVersion | None:
         with self.engine.connect() as conn:
-            row = conn.execute(self._version_query().where(RuleRow.name == rule, RuleVersionRow.version == version)).first()
+            row = conn.execute(
+                self._version_query().where(RuleRow.name == rule, RuleVersionRow.version == version)
+            ).first()
         return None if row is None else self._to_version(row)
 
     def list_rule_versions(self) -> list[RuleVersion]:
@@ -160,16 +194,28 @@ class SqlStore:
     @staticmethod
     def _version_query() -> Any:
         return select(
-            RuleVersionRow.id, RuleRow.name, RuleVersionRow.version, RuleVersionRow.content_hash,
-            RuleVersionRow.params, RuleVersionRow.source, RuleVersionRow.created_at,
-            RuleVersionRow.created_by, RuleVersionRow.description,
+            RuleVersionRow.id,
+            RuleRow.name,
+            RuleVersionRow.version,
+            RuleVersionRow.content_hash,
+            RuleVersionRow.params,
+            RuleVersionRow.source,
+            RuleVersionRow.created_at,
+            RuleVersionRow.created_by,
+            RuleVersionRow.description,
         ).join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
 
     @staticmethod
     def _to_version(row: Any) -> RuleVersion:
         return RuleVersion(
-            id=row.id, rule=row.name, version=row.version, content_hash=row.content_hash,
-            params=row.params, source=row.source, created_at=row.created_at, created_by=row.created_by,
+            id=row.id,
+            rule=row.name,
+            version=row.version,
+            content_hash=row.content_hash,
+            params=row.params,
+            source=row.source,
+            created_at=row.created_at,
+            created_by=row.created_by,
             description=row.description,
         )
 
@@ -190,7 +236,9 @@ class SqlStore:
         except OperationalError as exc:
             raise StoreUnavailable(f"writing {len(events)} executions failed: {exc.orig}") from exc
 
-    def _insert_executions_pg(self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime) -> set[uuid.UUID]:
+    def _insert_executions_pg(
+        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
+    ) -> set[uuid.UUID]:
         cols = ", ".join(_EXECUTION_COLUMNS)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(
@@ -201,10 +249,22 @@ class SqlStore:
             copy.set_types(_EXECUTION_PG_TYPES)
             write = copy.write_row
             for e in events:
-                write((
-                    e.event_id, e.rule_version.id, _utc(e.started_at), e.duration_seconds, e.status,
-                    e.outcome, e.signal, e.confidence, e.mode, e.error_type, e.backtest_run_id, now,
-                ))
+                write(
+                    (
+                        e.event_id,
+                        e.rule_version.id,
+                        _utc(e.started_at),
+                        e.duration_seconds,
+                        e.status,
+                        e.outcome,
+                        e.signal,
+                        e.confidence,
+                        e.mode,
+                        e.error_type,
+                        e.backtest_run_id,
+                        now,
+                    )
+                )
         cursor.execute(
             f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -216,14 +276,22 @@ class SqlStore:
     def _insert_executions_sqlite(
         self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
     ) -> set[uuid.UUID]:
-        table = ExecutionRow.__table__
+        table = _table(ExecutionRow)
         statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
         rows = [
             {
-                "event_id": e.event_id, "rule_version_id": e.rule_version.id, "started_at": _utc(e.started_at),
-                "duration_seconds": e.duration_seconds, "status": e.status, "outcome": e.outcome,
-                "signal": e.signal, "confidence": e.confidence, "mode": e.mode, "error_type": e.error_type,
-                "backtest_run_id": e.backtest_run_id, "ingested_at": now,
+                "event_id": e.event_id,
+                "rule_version_id": e.rule_version.id,
+                "started_at": _utc(e.started_at),
+                "duration_seconds": e.duration_seconds,
+                "status": e.status,
+                "outcome": e.outcome,
+                "signal": e.signal,
+                "confidence": e.confidence,
+                "mode": e.mode,
+                "error_type": e.error_type,
+                "backtest_run_id": e.backtest_run_id,
+                "ingested_at": now,
             }
             for e in events
         ]
@@ -246,18 +314,28 @@ class SqlStore:
         run is a no-op, like a re-sent execution.
         """
         row = {
-            "run_id": run.run_id, "rule_version_id": run.rule_version.id, "kind": run.kind,
-            "dataset": run.dataset, "dataset_hash": run.dataset_hash, "period_start": run.period_start,
-            "period_end": run.period_end, "periods_per_year": run.periods_per_year, "status": run.status,
-            "started_at": run.started_at, "finished_at": run.finished_at,
-            "duration_seconds": run.duration_seconds, "metrics": run.metrics, "config": run.config,
+            "run_id": run.run_id,
+            "rule_version_id": run.rule_version.id,
+            "kind": run.kind,
+            "dataset": run.dataset,
+            "dataset_hash": run.dataset_hash,
+            "period_start": run.period_start,
+            "period_end": run.period_end,
+            "periods_per_year": run.periods_per_year,
+            "status": run.status,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "duration_seconds": run.duration_seconds,
+            "metrics": run.metrics,
+            "config": run.config,
             "observations": int(run.metrics.get("observations") or 0),
-            "missing": int(run.metrics.get("missing") or 0), "error_message": run.error_message,
+            "missing": int(run.metrics.get("missing") or 0),
+            "error_message": run.error_message,
             **{name: run.headline(name) for name in _HEADLINE},
         }
         try:
             with self.engine.begin() as conn:
-                table = BacktestRunRow.__table__
+                table = _table(BacktestRunRow)
                 insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
                 result = conn.execute(
                     insert.values(row).on_conflict_do_nothing(index_elements=["run_id"]).returning(table.c.run_id)
@@ -265,14 +343,22 @@ class SqlStore:
                 if result.first() is None:
                     return False
                 fold_rows = [
-                    {"run_id": run.run_id, "fold_index": f.fold_index, "in_sample_start": f.in_sample_start,
-                     "in_sample_end": f.in_sample_end, "out_of_sample_start": f.out_of_sample_start,
-                     "out_of_sample_end": f.out_of_sample_end, "params": f.params, "trials": f.trials,
-                     "in_sample_metrics": f.in_sample_metrics, "out_of_sample_metrics": f.out_of_sample_metrics}
+                    {
+                        "run_id": run.run_id,
+                        "fold_index": f.fold_index,
+                        "in_sample_start": f.in_sample_start,
+                        "in_sample_end": f.in_sample_end,
+                        "out_of_sample_start": f.out_of_sample_start,
+                        "out_of_sample_end": f.out_of_sample_end,
+                        "params": f.params,
+                        "trials": f.trials,
+                        "in_sample_metrics": f.in_sample_metrics,
+                        "out_of_sample_metrics": f.out_of_sample_metrics,
+                    }
                     for f in folds
                 ]
                 if fold_rows:
-                    conn.execute(BacktestFoldRow.__table__.insert(), fold_rows)
+                    conn.execute(_table(BacktestFoldRow).insert(), fold_rows)
                 self._insert_equity(conn, run.run_id, equity)
         except OperationalError as exc:
             raise StoreUnavailable(f"writing backtest run {run.run_id} failed: {exc.orig}") from exc
@@ -292,7 +378,7 @@ class SqlStore:
             for p in points
         ]
         if rows:
-            conn.execute(EquityPointRow.__table__.insert(), rows)
+            conn.execute(_table(EquityPointRow).insert(), rows)
 
     def latest_backtests(self) -> list[LatestBacktest]:
         """The latest completed run of every rule version that has one."""
@@ -304,11 +390,19 @@ class SqlStore:
         )
         query = (
             select(
-                RuleRow.name, RuleVersionRow.version, BacktestRunRow.finished_at, BacktestRunRow.total_return,
-                BacktestRunRow.cagr, BacktestRunRow.sharpe, BacktestRunRow.max_drawdown,
+                RuleRow.name,
+                RuleVersionRow.version,
+                BacktestRunRow.finished_at,
+                BacktestRunRow.total_return,
+                BacktestRunRow.cagr,
+                BacktestRunRow.sharpe,
+                BacktestRunRow.max_drawdown,
             )
-            .join(latest, (latest.c.rule_version_id == BacktestRunRow.rule_version_id)
-                  & (latest.c.finished_at == BacktestRunRow.finished_at))
+            .join(
+                latest,
+                (latest.c.rule_version_id == BacktestRunRow.rule_version_id)
+                & (latest.c.finished_at == BacktestRunRow.finished_at),
+            )
             .join(RuleVersionRow, RuleVersionRow.id == BacktestRunRow.rule_version_id)
             .join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
             .where(BacktestRunRow.status == "completed")
@@ -321,14 +415,22 @@ class SqlStore:
         for r in rows:  # two runs finishing in the same instant: keep one
             if (r.name, r.version) not in seen:
                 seen.add((r.name, r.version))
-                out.append(LatestBacktest(r.name, r.version, r.finished_at, r.total_return, r.cagr, r.sharpe, r.max_drawdown))
+                out.append(
+                    LatestBacktest(r.name, r.version, r.finished_at, r.total_return, r.cagr, r.sharpe, r.max_drawdown)
+                )
         return out
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every heurmetrics table (for the demo summary and tests)."""
         counts = {}
         with self.engine.connect() as conn:
-            for table in ("rules", "rule_versions", "heuristic_executions", "backtest_runs", "backtest_folds", "equity_points"):
+            for table in (
+                "rules",
+                "rule_versions",
+                "heuristic_executions",
+                "backtest_runs",
+                "backtest_folds",
+                "equity_points",
+            ):
                 counts[table] = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
         return counts
-

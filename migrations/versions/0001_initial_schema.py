@@ -92,12 +92,8 @@ def upgrade() -> None:
         sa.Column("out_of_sample_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("params", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
         sa.Column("trials", sa.Integer(), nullable=False),
-        sa.Column(
-            "in_sample_metrics", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
-        ),
-        sa.Column(
-            "out_of_sample_metrics", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
-        ),
+        sa.Column("in_sample_metrics", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("out_of_sample_metrics", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"], ["backtest_runs.run_id"], name=op.f("fk_backtest_folds_run_id_backtest_runs")
         ),
@@ -105,9 +101,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "equity_points",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.Uuid(), nullable=False),
         sa.Column("fold_index", sa.Integer(), nullable=True),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
@@ -119,9 +113,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_equity_points")),
     )
     with op.batch_alter_table("equity_points", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_equity_points_run_id_fold_index_ts", ["run_id", "fold_index", "ts"], unique=False
-        )
+        batch_op.create_index("ix_equity_points_run_id_fold_index_ts", ["run_id", "fold_index", "ts"], unique=False)
 
     op.create_table(
         "heuristic_executions",
@@ -137,19 +129,13 @@ def upgrade() -> None:
         sa.Column("error_type", sa.String(length=128), nullable=True),
         sa.Column("backtest_run_id", sa.Uuid(), nullable=True),
         sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "mode IN ('live', 'paper', 'backtest')", name=op.f("ck_heuristic_executions_mode")
-        ),
-        sa.CheckConstraint(
-            "status IN ('ok', 'error', 'timeout')", name=op.f("ck_heuristic_executions_status")
-        ),
+        sa.CheckConstraint("mode IN ('live', 'paper', 'backtest')", name=op.f("ck_heuristic_executions_mode")),
+        sa.CheckConstraint("status IN ('ok', 'error', 'timeout')", name=op.f("ck_heuristic_executions_status")),
         sa.CheckConstraint(
             "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)",
             name=op.f("ck_heuristic_executions_confidence_range"),
         ),
-        sa.CheckConstraint(
-            "duration_seconds >= 0", name=op.f("ck_heuristic_executions_duration_nonnegative")
-        ),
+        sa.CheckConstraint("duration_seconds >= 0", name=op.f("ck_heuristic_executions_duration_nonnegative")),
         sa.ForeignKeyConstraint(
             ["rule_version_id"],
             ["rule_versions.id"],
@@ -158,9 +144,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_heuristic_executions")),
     )
     with op.batch_alter_table("heuristic_executions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_heuristic_executions_backtest_run_id"), ["backtest_run_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_heuristic_executions_backtest_run_id"), ["backtest_run_id"], unique=False)
         batch_op.create_index(
             "ix_heuristic_executions_rule_version_id_started_at",
             ["rule_version_id", "started_at"],
