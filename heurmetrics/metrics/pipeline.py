@@ -1,7 +1,8 @@
 """Ingest-side Prometheus metrics: exact counters and histograms, updated once per new event.
 
-All families come from :mod:`heurmetrics.metrics.definitions`. Children are cached per label
-combination because ``labels(...)`` costs more than the increment itself (the SDK hot path).
+All families come from :mod:`heurmetrics.metrics.definitions`. The three per-execution families
+live in a lock-free sharded collector (:mod:`heurmetrics.metrics.executions`): they are on the
+SDK hot path. Everything else is a plain prometheus_client metric.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from heurmetrics import __version__
 from heurmetrics.domain import BacktestRun, ExecutionEvent, RuleVersion
 from heurmetrics.metrics import definitions as d
+from heurmetrics.metrics.executions import ExecutionMetrics
 
 _CLASSES: dict[str, Any] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "info": Info}
 
@@ -38,9 +40,7 @@ class PipelineMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.executions = build_metric(d.HEURISTIC_EXECUTIONS, registry)
-        self.execution_duration = build_metric(d.HEURISTIC_EXECUTION_DURATION, registry)
-        self.execution_confidence = build_metric(d.HEURISTIC_EXECUTION_CONFIDENCE, registry)
+        self.executions = ExecutionMetrics(registry)
         self.backtest_runs = build_metric(d.BACKTEST_RUNS, registry)
         self.backtest_duration = build_metric(d.BACKTEST_DURATION, registry)
         self.ingested = build_metric(d.INGESTED_EVENTS, registry)
@@ -49,7 +49,7 @@ class PipelineMetrics:
         self.writer_queue = build_metric(d.WRITER_QUEUE_EVENTS, registry)
         self.dropped = build_metric(d.DROPPED_EVENTS, registry)
         build_metric(d.BUILD_INFO, registry).info({"version": __version__, "python_version": platform.python_version()})
-        self._execution_children: dict[tuple[int, str, str, str | None], tuple[Any, Any, Any]] = {}
+        self._observe = self.executions.observe
         # Series that must read 0, not be missing, from the first scrape on.
         self.dropped.labels(reason="store_unavailable")
         for kind in d.INGEST_KINDS:
@@ -61,33 +61,21 @@ class PipelineMetrics:
     def prepare_rule_version(self, rv: RuleVersion) -> None:
         """Pre-initialise the error series of a version so error ratios read 0, not nothing."""
         for mode in d.EXECUTION_MODES:
-            for status in ("ok", "error", "timeout"):
+            for status in d.EXECUTION_STATUSES:
                 if status != "ok":
-                    self.executions.labels(rv.rule, rv.version, mode, status, d.NO_OUTCOME)
+                    self.executions.prepare((rv.rule, rv.version, mode, status, d.NO_OUTCOME))
         for status in d.BACKTEST_STATUSES:
             self.backtest_runs.labels(rv.rule, rv.version, status)
 
     def observe_execution(self, event: ExecutionEvent) -> None:
-        """Count one execution (hot path: one dict lookup, three cached children)."""
+        """Count one execution (hot path: see :class:`~heurmetrics.metrics.executions.ExecutionMetrics`)."""
         rv = event.rule_version
-        key = (rv.id, event.mode, event.status, event.outcome)
-        children = self._execution_children.get(key)
-        if children is None:
-            children = self._children_for(rv, event.mode, event.status, event.outcome)
-        exemplar = {"event_id": str(event.event_id)}
-        children[0].inc(1, exemplar)
-        children[1].observe(event.duration_seconds, exemplar)
-        if event.confidence is not None:
-            children[2].observe(event.confidence, exemplar)
-
-    def _children_for(self, rv: RuleVersion, mode: str, status: str, outcome: str | None) -> tuple[Any, Any, Any]:
-        children = (
-            self.executions.labels(rv.rule, rv.version, mode, status, outcome or d.NO_OUTCOME),
-            self.execution_duration.labels(rv.rule, rv.version, mode),
-            self.execution_confidence.labels(rv.rule, rv.version, mode),
+        self._observe(
+            (rv.rule, rv.version, event.mode, event.status, event.outcome or d.NO_OUTCOME),
+            event.duration_seconds,
+            event.confidence,
+            event.event_id,
         )
-        self._execution_children[(rv.id, mode, status, outcome)] = children
-        return children
 
     def observe_backtest(self, run: BacktestRun) -> None:
         rv = run.rule_version
