@@ -155,7 +155,8 @@ def _cumulative_buckets(parts: list[_Histogram], bounds: tuple[float, ...]) -> l
     total = 0
     for i, bound in enumerate((*bounds, _INF)):
         total += sum(p.counts[i] for p in parts)
-        latest = max((p.exemplars[i] for p in parts if p.exemplars[i] is not None), key=lambda e: e[2], default=None)
+        candidates = [e for e in (p.exemplars[i] for p in parts) if e is not None]
+        latest = max(candidates, key=lambda e: e[2], default=None)
         exemplar = None if latest is None else Exemplar({"event_id": str(latest[0])}, latest[1], latest[2])
         buckets.append((floatToGoString(bound), total, exemplar))
     return buckets
