@@ -7,8 +7,8 @@ Conventions (``docs/metrics.md``, section "Backtest performance metrics"):
   and is also the minimum acceptable return (MAR) of the Sortino ratio.
 * Nothing is imputed. Non-finite equity values are *missing*: they are skipped, and the return of
   the next observed point is taken against the previous observed point (the equity change across
-  a gap is real and stays in total return and drawdown). A return whose base equity is <= 0 is
-  undefined and excluded (``undefined_returns``).
+  a gap is real and stays in total return and drawdown). A return whose base equity is <= 0, or
+  whose ratio overflows, is undefined and excluded (``undefined_returns``).
 * Drawdowns are measured on the curve anchored at 1.0 before the first return, so a first-period
   loss counts. Fractions everywhere: ``-0.25`` is a 25 % drawdown / loss.
 * Period-based statistics (from returns) and trade-based statistics (from closed trades, fields
@@ -109,7 +109,7 @@ class PerformanceMetrics:
     exposure: float  #: share of periods in the market (see docs)
     observations: int  #: N, returns used in the statistics
     missing: int  #: non-finite values (NaN, +-inf) in the input series
-    undefined_returns: int  #: returns skipped because their base equity was <= 0
+    undefined_returns: int  #: returns skipped: base equity <= 0, or the ratio overflowed
     periods_per_year: float  #: A
     risk_free_rate: float  #: annual risk-free rate (also the Sortino MAR, per period)
     trades: TradeMetrics | None = None  #: trade statistics, only when a trades frame was given
@@ -156,12 +156,13 @@ def compute_metrics(
     values, finite = _series_values(equity, "equity")
     trade_frame = _check_trades(trades)
 
-    level = values[finite]
+    level = values if finite.all() else values[finite]
     with np.errstate(all="ignore"):
-        returns = level[1:] / level[:-1] - 1.0
-    defined = level[:-1] > 0.0
+        returns = level[1:] / level[:-1]
+        returns -= 1.0
+    defined = (level[:-1] > 0.0) & np.isfinite(returns)  # base <= 0, or a ratio that overflowed
     bounds = None
-    if isinstance(equity.index, pd.DatetimeIndex):
+    if _has_times(trade_frame) and isinstance(equity.index, pd.DatetimeIndex):
         times = equity.index[finite]
         bounds = (times[:-1], times[1:])
     return _assemble(
@@ -198,7 +199,7 @@ def compute_metrics_from_returns(
     with np.errstate(all="ignore"):
         level = np.concatenate(([1.0], np.cumprod(1.0 + r)))
     bounds = None
-    if isinstance(returns.index, pd.DatetimeIndex):
+    if _has_times(trade_frame) and isinstance(returns.index, pd.DatetimeIndex):
         idx = returns.index
         starts = idx[np.maximum(np.arange(idx.size) - 1, 0)]
         bounds = (starts[finite], idx[finite])
@@ -302,6 +303,10 @@ def _check_trades(trades: object) -> pd.DataFrame | None:
     return trades
 
 
+def _has_times(trades: pd.DataFrame | None) -> bool:
+    return trades is not None and "entry_time" in trades.columns
+
+
 def _as_datetime(column: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(column.dtype):
         return column
@@ -334,16 +339,16 @@ def _assemble(
     ones usable as statistics, ``level`` is the wealth / equity curve including its anchor point,
     ``period_bounds`` the (start, end) times of every period when the series is time-indexed.
     """
-    r = returns[defined]
+    r = returns if defined.all() else returns[defined]
     n = r.size
     exposed = None
-    if trades is not None and period_bounds is not None and "entry_time" in trades.columns:
+    if trades is not None and period_bounds is not None:
         exposed = _trade_exposure(*period_bounds, trades)[defined]
     with np.errstate(all="ignore"):
         stats = _return_stats(r, annual=annual, rf=rf, exposed=exposed)
         growth = float(level[-1] / level[0]) if n and level[0] > 0 else _NAN
         mdd, duration = _drawdown_summary(level) if n else (_NAN, 0)
-        # A return across non-positive equity is undefined: then no growth rate is defined either.
+        # With an undefined return inside, no growth rate per period is defined either.
         cagr = _cagr(growth, n, annual) if n == returns.size else _NAN
     return PerformanceMetrics(
         total_return=growth - 1.0,
@@ -404,11 +409,13 @@ def _return_stats(r: FloatArray, *, annual: float, rf: float, exposed: BoolArray
     return {key: float(value) for key, value in stats.items()}
 
 
-def _ratio(num: Any, den: Any) -> Any:
+def _ratio(num: float, den: float) -> float:
     """num / den for den >= 0: +-inf when only den is 0, NaN when both are (or either is NaN)."""
     if den > 0:
-        return num / den
-    return np.sign(num) * np.inf if num != 0 else _NAN
+        return float(num / den)
+    if den == 0 and num != 0 and not math.isnan(num):
+        return math.copysign(math.inf, num)
+    return _NAN
 
 
 def _cagr(growth: float, n: int, annual: float) -> float:
@@ -458,16 +465,20 @@ def _lerp(part: FloatArray, index: float) -> float:
 
 def _drawdown(level: FloatArray) -> FloatArray:
     """Drawdown of each point of a level curve against its running peak; NaN where the peak <= 0."""
-    peak = np.maximum.accumulate(level) if level.size else level
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd: FloatArray = np.where(peak > 0, level / peak - 1.0, np.nan)
+    if not level.size:
+        return level.copy()
+    peak = np.maximum.accumulate(level)
+    with np.errstate(all="ignore"):
+        dd: FloatArray = level / peak
+        dd -= 1.0
+    dd[: np.searchsorted(peak, 0.0, "right")] = np.nan  # the running peak is sorted: <= 0 on a prefix
     return dd
 
 
 def _drawdown_summary(level: FloatArray) -> tuple[float, int]:
     """(max drawdown, longest run of consecutive points below a previous peak)."""
     dd = _drawdown(level)
-    mdd = float(np.nanmin(dd)) if np.isfinite(dd).any() else _NAN
+    mdd = float(np.nanmin(dd)) if not np.isnan(dd).all() else _NAN
     under = np.concatenate(([0], (dd < 0).view(np.int8), [0]))
     edges = np.flatnonzero(np.diff(under))  # alternating run starts and ends
     duration = int((edges[1::2] - edges[::2]).max()) if edges.size else 0
@@ -496,14 +507,17 @@ def _trade_exposure(starts: pd.DatetimeIndex, ends: pd.DatetimeIndex, trades: pd
     entry = np.sort(_ns(rows["entry_time"], utc))
     exit_ns = _ns(rows["exit_time"], utc)
     exit_ns = np.sort(np.where(rows["exit_time"].isna().to_numpy(), np.iinfo(np.int64).max, exit_ns))
-    open_trades = np.searchsorted(entry, _ns(ends, utc), "left") - np.searchsorted(
-        exit_ns, _ns(starts, utc), "right"
-    )
+    open_trades = np.searchsorted(entry, _ns(ends, utc), "left") - np.searchsorted(exit_ns, _ns(starts, utc), "right")
     exposed: BoolArray = open_trades > 0
     return exposed
 
 
 def _trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
+    with np.errstate(all="ignore"):  # sums of huge PnLs may overflow to inf
+        return _closed_trade_metrics(trades)
+
+
+def _closed_trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
     pnl_all = trades["pnl"].to_numpy(dtype=np.float64, na_value=np.nan)
     closed = np.isfinite(pnl_all)
     timed = "exit_time" in trades.columns
@@ -518,9 +532,7 @@ def _trade_metrics(trades: pd.DataFrame) -> TradeMetrics:
     if timed:
         rows = trades[closed]
         seconds = (
-            (rows["exit_time"] - rows["entry_time"])
-            .dt.total_seconds()
-            .to_numpy(dtype=np.float64, na_value=np.nan)
+            (rows["exit_time"] - rows["entry_time"]).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
         )
         seconds = seconds[np.isfinite(seconds)]
         avg_duration = float(seconds.mean()) if seconds.size else _NAN
