@@ -10,6 +10,7 @@ because they cannot collide). So after any number of re-sent batches, counts equ
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -20,16 +21,23 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from heurmetrics.backtest.record import build_backtest
-from heurmetrics.canonical import canonical_json
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.store.sql_store import SqlStore
-from heurmetrics.validation import check_execution, check_label_value, check_timestamp
+from heurmetrics.validation import (
+    check_execution,
+    check_json_object,
+    check_label_value,
+    check_text,
+    check_timestamp,
+)
 
 T = TypeVar("T")
+#: Largest rule source accepted (1 MB of text).
+MAX_SOURCE_LENGTH = 1_000_000
 
 
 class Ingest:
@@ -60,15 +68,11 @@ class Ingest:
         """Register (idempotently) a rule version; see :meth:`SqlStore.register_rule_version`."""
         check_label_value("rule", rule)
         check_label_value("version", version)
-        params = {} if params is None else params
-        if not isinstance(params, dict):
-            raise InvalidEvent("params", f"must be a JSON object, got {type(params).__name__}")
-        if not isinstance(source, str):
-            raise InvalidEvent("source", f"must be a string, got {type(source).__name__}")
-        try:
-            canonical_json(params)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEvent("params", f"must be JSON-serialisable without NaN/inf: {exc}") from None
+        params = check_json_object("params", {} if params is None else params)
+        check_text("source", source, MAX_SOURCE_LENGTH)
+        check_text("created_by", created_by, 128)
+        if description is not None:
+            check_text("description", description, 10_000)
         try:
             rv, created = self._timed(
                 d.OP_REGISTER_RULE_VERSION,
@@ -213,7 +217,10 @@ class Ingest:
         )
         created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
-        if created:
+        if not created:  # a re-sent run: answer with what is stored, not with what was re-sent
+            stored = self.store.backtest_metrics(run.run_id)
+            run = dataclasses.replace(run, metrics=stored if stored is not None else run.metrics)
+        else:
             self.metrics.observe_backtest(run)
             if self.collector is not None:
                 self.collector.invalidate()

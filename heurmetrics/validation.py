@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Final
+from typing import Any, Final
 
+from heurmetrics.canonical import canonical_json
 from heurmetrics.errors import InvalidEvent
 from heurmetrics.metrics import definitions as d
 
@@ -21,6 +22,8 @@ _MODES: Final = frozenset(d.EXECUTION_MODES)
 MAX_FUTURE_SKEW_SECONDS: Final = 300.0
 #: Nothing before 2000-01-01 is a plausible execution or bar time.
 MIN_TIMESTAMP: Final = 946_684_800.0
+#: Longest execution accepted: a rule that runs for more than a day is a bug, not a measurement.
+MAX_EXECUTION_SECONDS: Final = 86_400.0
 #: Label values already validated: the set is bounded by the cardinality of valid labels.
 _valid_labels: set[str] = set()
 
@@ -46,7 +49,10 @@ def check_finite(field: str, value: object, *, low: float | None = None, high: f
     """A finite number, optionally within ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(field, f"must be a number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise InvalidEvent(field, "is too large to be a number") from None
     if not math.isfinite(v):
         raise InvalidEvent(field, f"must be finite, got {value!r}")
     if low is not None and v < low:
@@ -83,13 +89,37 @@ def check_execution(
         raise InvalidEvent("status", f"{status!r} is not one of {', '.join(d.EXECUTION_STATUSES)}")
     if mode not in _MODES:
         raise InvalidEvent("mode", f"{mode!r} is not one of {', '.join(d.EXECUTION_MODES)}")
-    if duration_seconds.__class__ is not float or not 0.0 <= duration_seconds < math.inf:
-        check_finite("duration_seconds", duration_seconds, low=0.0)
+    if duration_seconds.__class__ is not float or not 0.0 <= duration_seconds <= MAX_EXECUTION_SECONDS:
+        check_finite("duration_seconds", duration_seconds, low=0.0, high=MAX_EXECUTION_SECONDS)
     if outcome is not None:
         check_label_value("outcome", outcome)
     if signal is not None:
         check_finite("signal", signal)
     if confidence is not None and (confidence.__class__ is not float or not 0.0 <= confidence <= 1.0):
         check_finite("confidence", confidence, low=0.0, high=1.0)
-    if error_type is not None and (not isinstance(error_type, str) or len(error_type) > 128):
-        raise InvalidEvent("error_type", "must be a string of at most 128 characters")
+    if error_type is not None:
+        check_text("error_type", error_type, 128)
+
+
+def check_text(field: str, value: object, max_length: int) -> str:
+    """A free-text value: a string of bounded length without NUL (Postgres text cannot hold it)."""
+    if not isinstance(value, str):
+        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > max_length:
+        raise InvalidEvent(field, f"is {len(value)} characters long; at most {max_length} allowed")
+    if "\x00" in value:
+        raise InvalidEvent(field, "must not contain NUL characters")
+    return value
+
+
+def check_json_object(field: str, value: object) -> dict[str, Any]:
+    """A JSON object a store can hold everywhere: no NaN/inf, no NUL characters."""
+    if not isinstance(value, dict):
+        raise InvalidEvent(field, f"must be a JSON object, got {type(value).__name__}")
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(field, f"must be JSON-serialisable without NaN/inf: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidEvent(field, "must not contain NUL characters")
+    return value

@@ -11,7 +11,7 @@ import pandas as pd
 
 from heurmetrics.domain import BacktestRun, EquityPoint, RuleVersion
 from heurmetrics.errors import InvalidEvent
-from heurmetrics.validation import check_finite
+from heurmetrics.validation import check_finite, check_json_object, check_text
 
 
 def json_safe(value: Any) -> Any:
@@ -83,8 +83,11 @@ def build_backtest(
             raise InvalidEvent(name, "naive datetime: pass a timezone-aware time (e.g. UTC)")
     periods_per_year = check_finite("periods_per_year", periods_per_year, low=1e-9)
     check_finite("risk_free_rate", risk_free_rate, low=-1.0)
-    if not isinstance(dataset, str) or not 0 < len(dataset) <= 256:
-        raise InvalidEvent("dataset", "must be a non-empty string of at most 256 characters")
+    if not check_text("dataset", dataset, 256):
+        raise InvalidEvent("dataset", "must not be empty")
+    if dataset_hash is not None:
+        check_text("dataset_hash", dataset_hash, 64)
+    check_json_object("config", config)
     metrics = compute_metrics(equity, trades, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate)
     points = equity_points(equity)
     for fold, curve in sorted((fold_equity or {}).items()):

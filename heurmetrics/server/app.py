@@ -26,6 +26,7 @@ from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersio
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
+from heurmetrics.server.audit_routes import build_audit_router
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
     BacktestIn,
@@ -62,6 +63,18 @@ def _field_path(loc: tuple[Any, ...]) -> str:
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "body"
+
+
+_KIND_BY_PATH = {"/v1/executions": "execution", "/v1/backtests": "backtest", "/v1/rule-versions": "rule_version"}
+
+
+def _describe_error(error: Any) -> dict[str, str]:
+    """A pydantic/FastAPI validation error as ``{"field", "message"}`` with a readable path."""
+    if error.get("type") == "json_invalid":  # loc is ("body", character position)
+        position = error["loc"][-1]
+        reason = (error.get("ctx") or {}).get("error", error["msg"])
+        return {"field": "body", "message": f"invalid JSON at character {position}: {reason}"}
+    return {"field": _field_path(tuple(error["loc"])), "message": error["msg"]}
 
 
 def create_app(settings: Settings | None = None, *, store: SqlStore | None = None) -> FastAPI:
@@ -108,7 +121,10 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        errors = [_describe_error(e) for e in exc.errors()]
+        kind = _KIND_BY_PATH.get(request.url.path)
+        if kind is not None:
+            ingest.count_rejected(kind)
         log.info("rejected %s %s: %s", request.method, request.url.path, errors[:3])
         return JSONResponse({"detail": errors}, status_code=422)
 
@@ -238,11 +254,11 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             )
         if any(ts.tzinfo is None for ts in body.equity.timestamps):
             raise invalid("backtest", "equity.timestamps", "every timestamp needs a time zone (e.g. Z)")
-        equity = pd.Series(
-            [float("nan") if v is None else float(v) for v in body.equity.values],
-            index=pd.DatetimeIndex(body.equity.timestamps),
-            dtype="float64",
-        )
+        try:
+            values = [float("nan") if v is None else float(v) for v in body.equity.values]
+        except OverflowError:
+            raise invalid("backtest", "equity.values", "a value is too large to be a number") from None
+        equity = pd.Series(values, index=pd.to_datetime(body.equity.timestamps, utc=True), dtype="float64")
         try:
             run, created = ingest.record_backtest(
                 rv,
@@ -263,6 +279,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics=run.metrics
         )
 
+    # Audit trail reads and lifecycle transitions (heurmetrics.audit), behind the same token rule.
+    app.include_router(build_audit_router(ingest, authorize))
     return app
 
 
