@@ -22,7 +22,7 @@ import pandas as pd
 
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
-from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.errors import StoreUnavailable, UnknownRuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
