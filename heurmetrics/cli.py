@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -91,11 +90,13 @@ def serve(
         str | None, typer.Option(help="Bearer token required on POST [env: HEURMETRICS_API_TOKEN].")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json for JSON lines.")] = "text",
 ) -> None:
     """Run the exporter: HTTP ingest under /v1 and the Prometheus page at /metrics."""
     import uvicorn
 
     from heurmetrics.server.app import create_app
+    from heurmetrics.server.logs import configure_logging
 
     settings = _settings(database_url, api_token=api_token)
     if settings.api_token is None and not _is_loopback(host):
@@ -103,12 +104,12 @@ def serve(
             f"refusing to bind {host} without an API token: set HEURMETRICS_API_TOKEN (or --api-token), "
             "or bind 127.0.0.1"
         )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     try:
         application = create_app(settings)
     except HeurmetricsError as exc:
         raise _fail(str(exc)) from None
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False, log_config=None)
 
 
 @app.command()

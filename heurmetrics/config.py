@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         "postgresql+psycopg://user@host:port/db",
     )
     api_token: SecretStr | None = Field(None, description="Bearer token required on every POST when set.")
+    max_rule_versions: int = Field(
+        1000, ge=1, description="Cardinality budget: rule versions that may have series in one exporter."
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     metrics_cache_seconds: float = Field(
         15.0, ge=0, description="How long gauges read from the store are cached between scrapes."
     )

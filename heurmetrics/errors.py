@@ -66,3 +66,17 @@ class SchemaNotAtHead(HeurmetricsError):
 
 class StoreUnavailable(HeurmetricsError):
     """The database could not be reached or refused the write; the caller may retry."""
+
+
+class CardinalityBudgetExceeded(HeurmetricsError):
+    """A new rule version would add Prometheus series beyond the configured budget."""
+
+    def __init__(self, rule: str, version: str, budget: int) -> None:
+        super().__init__(
+            f"cardinality budget exhausted: {budget} rule versions already have series in this exporter, "
+            f"so {rule}@{version} was refused (nothing written). Retire unused versions or raise "
+            "HEURMETRICS_MAX_RULE_VERSIONS."
+        )
+        self.rule = rule
+        self.version = version
+        self.budget = budget

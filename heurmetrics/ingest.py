@@ -10,6 +10,7 @@ because they cannot collide). So after any number of re-sent batches, counts equ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
-from heurmetrics.errors import StoreUnavailable, UnknownRuleVersion
+from heurmetrics.errors import CardinalityBudgetExceeded, StoreUnavailable, UnknownRuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
@@ -47,11 +48,20 @@ class Ingest:
     or raises with nothing written and nothing counted.
     """
 
-    def __init__(self, store: SqlStore, metrics: PipelineMetrics, collector: StoreCollector | None = None) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        metrics: PipelineMetrics,
+        collector: StoreCollector | None = None,
+        *,
+        max_rule_versions: int | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.collector = collector
+        self.max_rule_versions = max_rule_versions
         self._versions: dict[tuple[str, str], RuleVersion] = {}
+        self._with_series: set[int] = set()  # versions whose series exist (the cardinality budget)
         self._lock = threading.Lock()
 
     # --- rule versions ----------------------------------------------------------------------
@@ -90,14 +100,20 @@ class Ingest:
             raise
         with self._lock:
             self._versions[(rule, version)] = rv
-        self.metrics.prepare_rule_version(rv)
         self.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
+        # The version is stored either way (an audit fact); over budget, its executions are refused.
+        with contextlib.suppress(CardinalityBudgetExceeded):
+            self.admit(rv)
         if created and self.collector is not None:
             self.collector.invalidate()
         return rv, created
 
     def rule_version(self, rule: str, version: str) -> RuleVersion:
-        """The registered version ``rule@version`` (cached); :class:`UnknownRuleVersion` if none."""
+        """The registered version ``rule@version``, admitted to the metrics.
+
+        Raises :class:`UnknownRuleVersion` when it was never registered and
+        :class:`CardinalityBudgetExceeded` when it would add series beyond the budget.
+        """
         rv = self._versions.get((rule, version))
         if rv is None:
             rv = self.store.find_rule_version(rule, version)
@@ -105,8 +121,19 @@ class Ingest:
                 raise UnknownRuleVersion(rule, version)
             with self._lock:
                 self._versions[(rule, version)] = rv
-            self.metrics.prepare_rule_version(rv)
+        if rv.id not in self._with_series:
+            self.admit(rv)
         return rv
+
+    def admit(self, rv: RuleVersion) -> None:
+        """Give ``rv`` its (pre-initialised) series, within the cardinality budget."""
+        with self._lock:
+            if rv.id in self._with_series:
+                return
+            if self.max_rule_versions is not None and len(self._with_series) >= self.max_rule_versions:
+                raise CardinalityBudgetExceeded(rv.rule, rv.version, self.max_rule_versions)
+            self._with_series.add(rv.id)
+        self.metrics.prepare_rule_version(rv)
 
     # --- executions -------------------------------------------------------------------------
     @staticmethod

@@ -19,14 +19,23 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
+from sqlalchemy.exc import OperationalError
 
 from heurmetrics import __version__
 from heurmetrics.config import Settings, redact_url
-from heurmetrics.errors import InvalidEvent, StoreUnavailable, UnknownRuleVersion, VersionConflict
+from heurmetrics.errors import (
+    CardinalityBudgetExceeded,
+    InvalidEvent,
+    StoreUnavailable,
+    UnknownRuleVersion,
+    VersionConflict,
+)
 from heurmetrics.ingest import Ingest
-from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.metrics import definitions as d
+from heurmetrics.metrics.pipeline import PipelineMetrics, build_metric
 from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.server.audit_routes import build_audit_router
+from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
     BacktestIn,
@@ -65,6 +74,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "body"
 
 
+_REASON_BY_STATUS = {401: "unauthorized", 409: "conflict", 413: "too_large", 422: "invalid", 429: "over_budget"}
 _KIND_BY_PATH = {"/v1/executions": "execution", "/v1/backtests": "backtest", "/v1/rule-versions": "rule_version"}
 
 
@@ -98,15 +108,60 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
     store = store or SqlStore.open(settings.database_url)
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
+    rejected = build_metric(d.REJECTED_REQUESTS, registry)
+    for reason in d.REJECT_REASONS:
+        rejected.labels(reason)
     collector = StoreCollector(store, ttl_seconds=settings.metrics_cache_seconds)
     registry.register(collector)
     ProcessCollector(registry=registry)
-    ingest = Ingest(store, metrics, collector)
-    for rv in store.list_rule_versions():  # error series read 0 from the first scrape
-        metrics.prepare_rule_version(rv)
+    ingest = Ingest(store, metrics, collector, max_rule_versions=settings.max_rule_versions)
+    # Error series read 0 from the first scrape: pre-initialise the newest versions, within budget.
+    for rv in sorted(store.list_rule_versions(), key=lambda v: v.created_at, reverse=True)[
+        : settings.max_rule_versions
+    ]:
+        ingest.admit(rv)
     app.state.ingest = ingest
     app.state.registry = registry
     log.info("exporter using database %s", redact_url(settings.database_url))
+
+    def reject(
+        request: Request, status: int, reason: str, detail: Any, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        """Answer a refused request: count it by reason and log it once, structured."""
+        rejected.labels(reason).inc()
+        log.info(
+            "rejected %s %s: %s %s",
+            request.method,
+            request.url.path,
+            status,
+            reason,
+            extra={
+                "event": "request_rejected",
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "reason": reason,
+                "detail": detail,
+            },
+        )
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    def on_body_too_large(scope: dict[str, Any]) -> None:
+        rejected.labels("too_large").inc()
+        log.info(
+            "rejected %s %s: 413 too_large",
+            scope.get("method"),
+            scope.get("path"),
+            extra={
+                "event": "request_rejected",
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": 413,
+                "reason": "too_large",
+            },
+        )
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=on_body_too_large)
 
     def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
         if token is None:
@@ -116,26 +171,31 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             raise ApiError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return reject(request, exc.status, _REASON_BY_STATUS.get(exc.status, "invalid"), exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_describe_error(e) for e in exc.errors()]
         kind = _KIND_BY_PATH.get(request.url.path)
         if kind is not None:
             ingest.count_rejected(kind)
-        log.info("rejected %s %s: %s", request.method, request.url.path, errors[:3])
-        return JSONResponse({"detail": errors}, status_code=422)
+        return reject(request, 422, "invalid", [_describe_error(e) for e in exc.errors()])
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+    @app.exception_handler(OperationalError)
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("store unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": "the store is unavailable; nothing was written, retry later"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        return reject(
+            request,
+            503,
+            "unavailable",
+            "the store is unavailable; nothing was written, retry later",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+    @app.exception_handler(CardinalityBudgetExceeded)
+    async def _over_budget(request: Request, exc: CardinalityBudgetExceeded) -> JSONResponse:
+        return reject(request, 429, "over_budget", str(exc), {"Retry-After": "60"})
 
     def invalid(kind: str, field: str, message: str, n: int = 1) -> ApiError:
         ingest.count_rejected(kind, n)

@@ -1,0 +1,48 @@
+"""Logging for ``heurmetrics serve``: human-readable text or JSON lines.
+
+Every rejected request is logged once with its reason (``event="request_rejected"`` and the fields
+``method``, ``path``, ``status``, ``reason``, ``detail``). Headers are never logged, so a bearer
+token cannot leak; database URLs are logged only through ``redact_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+#: Attributes every LogRecord has; anything else passed in ``extra=`` is a structured field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """Configure the root logger (and uvicorn's) for ``fmt`` = ``text`` or ``json``."""
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format {fmt!r} is not one of text, json")
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLinesFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
