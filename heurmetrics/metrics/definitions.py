@@ -40,6 +40,8 @@ STORE_WRITE_OPERATIONS: Final = (OP_REGISTER_RULE_VERSION, OP_INSERT_EXECUTIONS,
 #: Kinds and results of ``heurmetrics_ingested_events_total``.
 INGEST_KINDS: Final = ("execution", "backtest", "rule_version")
 INGEST_RESULTS: Final = ("accepted", "duplicate", "rejected")
+#: Reasons of ``heurmetrics_rejected_requests_total``.
+REJECT_REASONS: Final = ("invalid", "unauthorized", "too_large", "over_budget", "unavailable", "conflict")
 #: Outcome label used when an execution produced no outcome (errors, timeouts).
 NO_OUTCOME: Final = "none"
 #: Outcomes the reference rules emit; any label matching ``LABEL_VALUE_PATTERN`` is accepted.
@@ -213,11 +215,17 @@ BACKTEST_RESULT_TIMESTAMP = MetricSpec(
     design_name="backtest.result",
     source="store",
 )
+#: Label ``env`` of ``rule_version_info``: the deployment environment a version is active in.
+ENV: Final = "env"
+#: Lifecycle statuses of a rule version (label ``status`` of ``rule_version_info``).
+RULE_VERSION_STATUSES: Final = ("proposed", "approved", "active", "retired")
 RULE_VERSION_INFO = MetricSpec(
     "rule_version",
     "info",
-    "A registered rule version; value 1. The content hash identifies it.",
-    (*_RV, CONTENT_HASH),
+    "A registered rule version and its lifecycle status (proposed, approved, active); value 1. The content "
+    "hash identifies it. An active version has one series per environment it is active in (env, e.g. live); "
+    "env is empty otherwise. Retired versions have no series.",
+    (*_RV, CONTENT_HASH, STATUS, ENV),
     unit="none",
     design_name="rule.version",
     source="store",
@@ -261,6 +269,14 @@ DROPPED_EVENTS = MetricSpec(
     (REASON,),
     unit="short",
 )
+REJECTED_REQUESTS = MetricSpec(
+    "heurmetrics_rejected_requests",
+    "counter",
+    "HTTP requests the exporter refused, by reason (invalid, unauthorized, too_large, over_budget, "
+    "unavailable, conflict).",
+    (REASON,),
+    unit="short",
+)
 BUILD_INFO = MetricSpec(
     "heurmetrics_build",
     "info",
@@ -268,6 +284,79 @@ BUILD_INFO = MetricSpec(
     ("version", "python_version"),
     unit="none",
     source="process",
+)
+
+# --- rule.version.performance: live behaviour of a version against its walk-forward expectation --
+# Gauges read by heurmetrics.metrics.performance_collector from the latest row of
+# ``rule_version_performance`` per (version, window); see docs/performance.md.
+WINDOW: Final = "window"
+#: Look-back windows of a performance snapshot (label ``window``); each ends at the snapshot time.
+PERFORMANCE_WINDOWS: Final = ("1h", "1d", "7d")
+#: Horizons after which a directional signal is resolved against the price (``execution_resolutions``).
+RESOLUTION_HORIZONS: Final = ("1h", "4h", "1d")
+#: The horizon whose snapshots the exporter publishes (hit ratios and drift are per horizon).
+DEFAULT_PERFORMANCE_HORIZON: Final = "1h"
+#: Significance level below which a version counts as drifted (two-sided exact binomial test).
+DRIFT_ALPHA: Final = 0.01
+
+_RVW = (RULE, RULE_VERSION, WINDOW)
+
+
+def _performance(name: str, documentation: str, unit: str) -> MetricSpec:
+    return MetricSpec(
+        f"rule_version_performance_{name}",
+        "gauge",
+        documentation,
+        _RVW,
+        unit=unit,
+        design_name="rule.version.performance",
+        source="store",
+    )
+
+
+RVP_EXECUTIONS = _performance(
+    "executions", "Live and paper executions that started in the window (latest performance snapshot).", "short"
+)
+RVP_ERROR_RATIO = _performance(
+    "error_ratio", "Share of the window's executions with status error or timeout; NaN without executions.",
+    "percentunit",
+)
+RVP_LATENCY_P50 = _performance("latency_p50_seconds", "Median execution duration in the window.", "s")
+RVP_LATENCY_P95 = _performance("latency_p95_seconds", "95th percentile execution duration in the window.", "s")
+RVP_SIGNAL_RATIO = _performance(
+    "signal_ratio", "Share of the window's successful executions that gave a directional signal.", "percentunit"
+)
+RVP_MEAN_CONFIDENCE = _performance(
+    "mean_confidence_ratio", "Mean confidence (0-1) of the window's executions that reported one.", "percentunit"
+)
+RVP_RESOLVED = _performance(
+    "resolved_signals", "Signals of the window resolved at the snapshot horizon (the sample size of the hit ratio).",
+    "short",
+)
+RVP_HIT_RATIO = _performance(
+    "hit_ratio", "Share of the window's resolved signals that were right at the horizon; NaN when none resolved.",
+    "percentunit",
+)
+RVP_MEAN_REALIZED_RETURN = _performance(
+    "mean_realized_return_ratio",
+    "Mean return realised per resolved signal, signed by its direction (fraction; positive = signal was right).",
+    "percentunit",
+)
+RVP_EXPECTED_HIT_RATIO = _performance(
+    "expected_hit_ratio",
+    "Hit ratio the latest walk-forward run of the version expects (its out-of-sample signals, same horizon).",
+    "percentunit",
+)
+RVP_DRIFT_P_VALUE = _performance(
+    "drift_p_value",
+    "Two-sided exact binomial p-value of the live hits against the expected hit ratio; small = drift.",
+    "none",
+)
+RVP_DRIFTED = _performance(
+    "drifted", f"1 when the drift p-value is below alpha (default {DRIFT_ALPHA}), else 0; NaN when untestable.", "bool"
+)
+RVP_SNAPSHOT_TIMESTAMP = _performance(
+    "snapshot_timestamp_seconds", "Unix time of the performance snapshot these values come from.", "dateTimeFromNow"
 )
 
 ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
@@ -287,7 +376,21 @@ ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     STORE_WRITE_ERRORS,
     WRITER_QUEUE_EVENTS,
     DROPPED_EVENTS,
+    REJECTED_REQUESTS,
     BUILD_INFO,
+    RVP_EXECUTIONS,
+    RVP_ERROR_RATIO,
+    RVP_LATENCY_P50,
+    RVP_LATENCY_P95,
+    RVP_SIGNAL_RATIO,
+    RVP_MEAN_CONFIDENCE,
+    RVP_RESOLVED,
+    RVP_HIT_RATIO,
+    RVP_MEAN_REALIZED_RETURN,
+    RVP_EXPECTED_HIT_RATIO,
+    RVP_DRIFT_P_VALUE,
+    RVP_DRIFTED,
+    RVP_SNAPSHOT_TIMESTAMP,
 )
 
 #: Latest-backtest gauges, keyed by the headline metric they export.
@@ -302,3 +405,20 @@ BACKTEST_RESULT_GAUGES: Final = {
 def by_series_name() -> dict[str, MetricSpec]:
     """Map every exposed series name (``_bucket``, ``_total``, ...) to its family."""
     return {series: spec for spec in ALL_METRICS for series in spec.series_names()}
+
+
+#: Performance gauges, keyed by the ``rule_version_performance`` column they export.
+PERFORMANCE_GAUGES: Final = {
+    "executions": RVP_EXECUTIONS,
+    "error_ratio": RVP_ERROR_RATIO,
+    "latency_p50_seconds": RVP_LATENCY_P50,
+    "latency_p95_seconds": RVP_LATENCY_P95,
+    "signal_ratio": RVP_SIGNAL_RATIO,
+    "mean_confidence": RVP_MEAN_CONFIDENCE,
+    "resolved": RVP_RESOLVED,
+    "hit_ratio": RVP_HIT_RATIO,
+    "mean_realized_return": RVP_MEAN_REALIZED_RETURN,
+    "expected_hit_ratio": RVP_EXPECTED_HIT_RATIO,
+    "drift_p_value": RVP_DRIFT_P_VALUE,
+    "drifted": RVP_DRIFTED,
+}
