@@ -12,6 +12,7 @@ from rich.console import Console
 
 from heurmetrics.config import Settings, redact_url
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.monitoring.cli import alerts_app, dashboards_app
 
 app = typer.Typer(
     name="heurmetrics",
@@ -21,6 +22,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: migrations and status.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(alerts_app, name="alerts")
 
 console = Console(soft_wrap=True)  # messages stay on one line (greppable)
 err_console = Console(stderr=True, soft_wrap=True)

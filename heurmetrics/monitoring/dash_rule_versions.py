@@ -1,0 +1,293 @@
+"""Dashboard 3, *Rule versions* (quant, auditor): versions and their status, a lifecycle
+timeline, live-vs-backtest behaviour and drift per version, and executions per version.
+
+Note A: there is no lifecycle status yet. The status column is derived from executions
+("in use" = executed live within ``lifecycle.in_use_lookback``); when the lifecycle issue lands,
+its events table replaces that derivation and ``rule_version_info`` shows the status label
+(the Prometheus table below displays every label as it comes).
+"""
+
+from __future__ import annotations
+
+from grafanalib import core as g
+
+from heurmetrics.metrics import definitions as d
+from heurmetrics.monitoring import panels as p
+from heurmetrics.monitoring import sqlq as q
+from heurmetrics.monitoring.config import RULE_VERSIONS_DASHBOARD_UID, MonitoringConfig, duration_seconds
+from heurmetrics.monitoring.promql import (
+    RULE_VERSION_LABELS,
+    STATUS_OK,
+    by,
+    counter,
+    gauge,
+    hist_count,
+    hist_sum,
+    ne,
+    rx,
+    sel,
+)
+
+FILE_NAME = "rule-versions.json"
+RATE = "[$__rate_interval]"
+
+
+def versions_sql(cfg: MonitoringConfig) -> str:
+    """Every selected version with its derived status, last live execution and last backtest."""
+    lookback = int(duration_seconds(cfg.lifecycle.in_use_lookback))
+    return f"""
+SELECT
+  r.name AS "rule",
+  rv.version AS "version",
+  CASE
+    WHEN last_live.started_at IS NULL THEN 'never executed live'
+    WHEN last_live.started_at >= now() - make_interval(secs => {lookback}) THEN 'in use'
+    ELSE 'idle'
+  END AS "status",
+  rv.content_hash AS "content hash",
+  rv.created_at AS "registered",
+  rv.created_by AS "registered by",
+  last_live.started_at AS "last live execution",
+  last_backtest.finished_at AS "last completed backtest",
+  rv.description AS "description"
+FROM rule_versions AS rv
+JOIN rules AS r ON r.id = rv.rule_id
+LEFT JOIN LATERAL (
+  SELECT he.started_at
+  FROM heuristic_executions AS he
+  WHERE he.rule_version_id = rv.id AND {q.LIVE}
+  ORDER BY he.started_at DESC
+  LIMIT 1
+) AS last_live ON true
+LEFT JOIN LATERAL (
+  SELECT br.finished_at
+  FROM backtest_runs AS br
+  WHERE br.rule_version_id = rv.id AND {q.COMPLETED_RUN}
+  ORDER BY br.finished_at DESC
+  LIMIT 1
+) AS last_backtest ON true
+WHERE {q.VERSION_FILTER}
+ORDER BY r.name, rv.created_at DESC
+"""
+
+
+def _share(condition: str, scope: str) -> str:
+    return f"avg(CASE WHEN {condition} THEN 1.0 ELSE 0.0 END) FILTER (WHERE {scope})"
+
+
+LIVE_VS_BACKTEST_SQL = f"""
+WITH stats AS (
+  SELECT
+    he.rule_version_id AS rule_version_id,
+    count(*) FILTER (WHERE {q.LIVE}) AS live_n,
+    count(*) FILTER (WHERE {q.BACKTEST_MODE}) AS backtest_n,
+    {_share(q.FAILED_EXECUTION, q.LIVE)} AS live_error_ratio,
+    {_share(q.FAILED_EXECUTION, q.BACKTEST_MODE)} AS backtest_error_ratio,
+    avg(he.confidence) FILTER (WHERE {q.LIVE}) AS live_confidence,
+    avg(he.confidence) FILTER (WHERE {q.BACKTEST_MODE}) AS backtest_confidence,
+    {_share(q.SIGNAL, f"{q.LIVE} AND {q.OK_EXECUTION}")} AS live_signal_share,
+    {_share(q.SIGNAL, f"{q.BACKTEST_MODE} AND {q.OK_EXECUTION}")} AS backtest_signal_share
+  FROM heuristic_executions AS he
+  {q.version_join("he").replace(chr(10), chr(10) + "  ")}
+  WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER}
+  GROUP BY he.rule_version_id
+), latest AS (
+  SELECT DISTINCT ON (br.rule_version_id)
+    br.rule_version_id AS rule_version_id, br.sharpe AS sharpe, br.total_return AS total_return,
+    br.max_drawdown AS max_drawdown
+  FROM backtest_runs AS br
+  WHERE {q.COMPLETED_RUN}
+  ORDER BY br.rule_version_id, br.finished_at DESC
+)
+SELECT
+  r.name AS "rule",
+  rv.version AS "version",
+  stats.live_n AS "live executions",
+  stats.backtest_n AS "backtest executions",
+  stats.live_error_ratio AS "live error ratio",
+  stats.backtest_error_ratio AS "backtest error ratio",
+  stats.live_confidence AS "live mean confidence",
+  stats.backtest_confidence AS "backtest mean confidence",
+  stats.live_confidence - stats.backtest_confidence AS "confidence drift",
+  stats.live_signal_share AS "live signal share",
+  stats.backtest_signal_share AS "backtest signal share",
+  stats.live_signal_share - stats.backtest_signal_share AS "signal-share drift",
+  latest.sharpe AS "latest backtest sharpe",
+  latest.total_return AS "latest backtest total return",
+  latest.max_drawdown AS "latest backtest max drawdown"
+FROM rule_versions AS rv
+JOIN rules AS r ON r.id = rv.rule_id
+LEFT JOIN stats ON stats.rule_version_id = rv.id
+LEFT JOIN latest ON latest.rule_version_id = rv.id
+WHERE {q.VERSION_FILTER}
+ORDER BY r.name, rv.version
+"""
+
+EXECUTIONS_PER_VERSION_SQL = f"""
+SELECT
+  r.name AS "rule",
+  rv.version AS "version",
+  he.mode AS "mode",
+  count(*) AS "executions",
+  count(*) FILTER (WHERE {q.FAILED_EXECUTION}) AS "failed",
+  min(he.started_at) AS "first",
+  max(he.started_at) AS "last"
+FROM heuristic_executions AS he
+{q.version_join("he")}
+WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER}
+GROUP BY r.name, rv.version, he.mode
+ORDER BY r.name, rv.version, he.mode
+"""
+
+REGISTERED_ANNOTATION_SQL = f"""
+SELECT
+  rv.created_at AS "time",
+  r.name || ' ' || rv.version || ' registered by ' || rv.created_by AS "text"
+FROM rule_versions AS rv
+JOIN rules AS r ON r.id = rv.rule_id
+WHERE $__timeFilter(rv.created_at) AND {q.VERSION_FILTER}
+"""
+
+
+def build(cfg: MonitoringConfig) -> g.Dashboard:
+    """The rule-versions dashboard for ``cfg``."""
+    f = (cfg.selectors.series, rx(d.RULE, f"${p.RULE_VAR}"), rx(d.RULE_VERSION, f"${p.RULE_VERSION_VAR}"))
+    live = cfg.selectors.live_executions
+    legend = f"{{{{{d.RULE}}}}} {{{{{d.RULE_VERSION}}}}}"
+    executions = counter(d.HEURISTIC_EXECUTIONS)
+    ratio_columns = (
+        "live error ratio",
+        "backtest error ratio",
+        "live mean confidence",
+        "backtest mean confidence",
+        "confidence drift",
+        "live signal share",
+        "backtest signal share",
+        "signal-share drift",
+        "latest backtest total return",
+        "latest backtest max drawdown",
+    )
+    grid = p.Grid()
+
+    grid.row("Versions")
+    grid.add(
+        p.table(
+            "Rule versions and status",
+            "Registered versions (PostgreSQL). Status is derived until lifecycle events "
+            f"exist: 'in use' = executed live within {cfg.lifecycle.in_use_lookback}.",
+            [p.sql(versions_sql(cfg))],
+        ),
+        24,
+        9,
+    )
+    grid.add(
+        p.table(
+            "Versions exported to Prometheus",
+            "rule_version_info series: the versions within the exporter's label "
+            "budget, with every label (a status label appears here once it exists).",
+            [p.prom(sel(gauge(d.RULE_VERSION_INFO), *f), instant=True, fmt=g.TABLE_TARGET_FORMAT)],
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
+        ),
+        12,
+        8,
+    )
+    grid.add(
+        p.state_timeline(
+            "Lifecycle timeline (live executions)",
+            "When each version executed live (or paper): a version's active periods as seen by Prometheus.",
+            [p.prom(f"sum {by(*RULE_VERSION_LABELS)} (rate({sel(executions, *f, live)}{RATE})) > bool 0", legend)],
+            "none",
+            mappings=p.value_text({"0": ("idle", "transparent"), "1": ("executing", "green")}),
+        ),
+        12,
+        8,
+    )
+
+    grid.row("Live vs backtest")
+    grid.add(
+        p.table(
+            "Live vs backtest per version",
+            "Executions in the time range by mode: error ratio, mean confidence, "
+            "signal share, the live-minus-backtest drift of each, and the latest completed backtest (PostgreSQL).",
+            [p.sql(LIVE_VS_BACKTEST_SQL)],
+            overrides=[
+                *(p.field_override(n, unit=p.RATIO_UNIT) for n in ratio_columns),
+                p.field_override("latest backtest sharpe", decimals=2),
+            ],
+        ),
+        24,
+        9,
+    )
+    conf_sum, conf_count = (
+        sel(s, *f) for s in (hist_sum(d.HEURISTIC_EXECUTION_CONFIDENCE), hist_count(d.HEURISTIC_EXECUTION_CONFIDENCE))
+    )
+    grouping = by(*RULE_VERSION_LABELS, d.MODE)
+    mode_legend = f"{legend} {{{{{d.MODE}}}}}"
+    grid.add(
+        p.timeseries(
+            "Mean confidence: live vs backtest",
+            "Average confidence per version and mode.",
+            [
+                p.prom(
+                    f"sum {grouping} (rate({conf_sum}{RATE}))\n/\nsum {grouping} (rate({conf_count}{RATE}))",
+                    mode_legend,
+                )
+            ],
+            p.RATIO_UNIT,
+            min_value=0,
+        ),
+        12,
+        8,
+    )
+    failed = sel(executions, *f, ne(d.STATUS, STATUS_OK))
+    grid.add(
+        p.timeseries(
+            "Error ratio by version and mode",
+            "Failed share of executions per version and mode.",
+            [
+                p.prom(
+                    f"sum {grouping} (rate({failed}{RATE}))\n/\nsum {grouping} (rate({sel(executions, *f)}{RATE}))",
+                    mode_legend,
+                )
+            ],
+            p.RATIO_UNIT,
+            min_value=0,
+        ),
+        12,
+        8,
+    )
+
+    grid.row("Executions per version")
+    grid.add(
+        p.timeseries(
+            "Executions per version",
+            "Execution rate per version and mode (Prometheus).",
+            [p.prom(f"sum {grouping} (rate({sel(executions, *f)}{RATE}))", mode_legend)],
+            p.RATE_UNIT,
+            stacked=True,
+        ),
+        12,
+        8,
+    )
+    grid.add(
+        p.table(
+            "Executions per version in the time range",
+            "Stored executions per version and mode (PostgreSQL).",
+            [p.sql(EXECUTIONS_PER_VERSION_SQL)],
+            "short",
+        ),
+        12,
+        8,
+    )
+
+    return p.dashboard(
+        cfg,
+        title="heurmetrics / Rule versions",
+        uid=RULE_VERSIONS_DASHBOARD_UID,
+        description="Rule versions and their status, lifecycle timeline, live vs backtest behaviour and drift, "
+        "executions per version.",
+        grid=grid,
+        variables=q.version_variables(),
+        time_from="now-7d",
+        annotations=[p.sql_annotation("Version registered", REGISTERED_ANNOTATION_SQL, "blue")],
+    )

@@ -1,0 +1,71 @@
+"""SQL fragments shared by the PostgreSQL panels.
+
+Table and column names are the documented store contract of :mod:`heurmetrics.store.schema`;
+every column is qualified with its table alias (``r`` rules, ``rv`` rule_versions, ``he``
+heuristic_executions, ``br`` backtest_runs, ``bf`` backtest_folds, ``ep`` equity_points) so the
+consistency test can check each one against ``Base.metadata``. Status and mode literals come from
+the bounded value sets of :mod:`heurmetrics.metrics.definitions`.
+"""
+
+from __future__ import annotations
+
+from grafanalib import core as g
+
+from heurmetrics.metrics import definitions as d
+from heurmetrics.monitoring import panels as p
+from heurmetrics.monitoring.promql import (
+    BACKTEST_COMPLETED,
+    BACKTEST_FAILED,
+    MODE_BACKTEST,
+    OUTCOME_NO_SIGNAL,
+    STATUS_OK,
+)
+from heurmetrics.store.schema import BacktestRunRow
+
+RUN_ID_VAR = "run_id"
+
+
+def lit(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+#: Joins from a table with a ``rule_version_id`` (alias given) to the version and its rule.
+def version_join(alias: str) -> str:
+    return f"JOIN rule_versions AS rv ON rv.id = {alias}.rule_version_id\nJOIN rules AS r ON r.id = rv.rule_id"
+
+
+#: The dashboard's rule / rule_version selection (multi-value variables expand to quoted lists).
+VERSION_FILTER = f"r.name IN (${p.RULE_VAR}) AND rv.version IN (${p.RULE_VERSION_VAR})"
+#: The run chosen in the ``run_id`` variable; NULL (no rows, no error) while none is selected.
+SELECTED_RUN = f"NULLIF('${RUN_ID_VAR}', '')::uuid"
+
+LIVE = f"he.mode <> {lit(MODE_BACKTEST)}"
+BACKTEST_MODE = f"he.mode = {lit(MODE_BACKTEST)}"
+FAILED_EXECUTION = f"he.status <> {lit(STATUS_OK)}"
+OK_EXECUTION = f"he.status = {lit(STATUS_OK)}"
+COMPLETED_RUN = f"br.status = {lit(BACKTEST_COMPLETED)}"
+FAILED_RUN = f"br.status = {lit(BACKTEST_FAILED)}"
+#: An execution that produced a signal (an outcome other than "none" / "no_signal").
+SIGNAL = f"he.outcome IS NOT NULL AND he.outcome NOT IN ({lit(d.NO_OUTCOME)}, {lit(OUTCOME_NO_SIGNAL)})"
+
+#: Headline metric keys read from the per-fold metrics JSON: the suite's keys, mirrored by the
+#: headline columns of ``backtest_runs`` (checked against the schema at import).
+FOLD_METRICS: tuple[str, ...] = ("sharpe", "total_return", "max_drawdown")
+for _key in FOLD_METRICS:
+    if _key not in BacktestRunRow.__table__.c:
+        raise RuntimeError(f"backtest_runs has no headline column {_key!r}")
+
+
+def version_variables() -> list[g.Template]:
+    """``rule`` and ``rule_version`` variables from PostgreSQL: every registered version, retired too."""
+    return [
+        p.query_variable(p.RULE_VAR, "Rule", "SELECT r.name FROM rules AS r ORDER BY r.name", p.POSTGRES_DS),
+        p.query_variable(
+            p.RULE_VERSION_VAR,
+            "Rule version",
+            f"SELECT DISTINCT rv.version FROM rule_versions AS rv JOIN rules AS r ON r.id = rv.rule_id "
+            f"WHERE r.name IN (${p.RULE_VAR}) ORDER BY rv.version",
+            p.POSTGRES_DS,
+        ),
+    ]
