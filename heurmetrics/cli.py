@@ -150,3 +150,9 @@ def _is_loopback(host: str) -> bool:
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+# The auditor's commands (heurmetrics.audit.cli imports _settings/DatabaseUrl/_fail from here).
+from heurmetrics.audit.cli import audit_app  # noqa: E402
+
+app.add_typer(audit_app, name="audit")

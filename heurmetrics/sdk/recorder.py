@@ -13,25 +13,38 @@ everything recorded before it is durable.
 from __future__ import annotations
 
 import getpass
+import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from heurmetrics.audit import lifecycle
+from heurmetrics.audit.model import LifecycleEvent, split_ref
 from heurmetrics.config import Settings
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, RuleVersion
-from heurmetrics.errors import InvalidEvent
+from heurmetrics.errors import InvalidEvent, StoreUnavailable
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.sdk.delivery import DEFAULT_BLOCK_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_SPOOL_AFTER, FullPolicy
 from heurmetrics.sdk.ids import EventIds
-from heurmetrics.sdk.writer import BackgroundWriter, FlushResult
-from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from heurmetrics.sdk.spool import Spool
+from heurmetrics.sdk.writer import BackgroundWriter, FlushResult, VersionCache, database_identity, open_store
 from heurmetrics.validation import check_execution, check_timestamp
+
+if TYPE_CHECKING:
+    from heurmetrics.backtest.splits import WalkForwardSplitter
+    from heurmetrics.backtest.walkforward import WalkForwardResult
+    from heurmetrics.performance.resolution import Resolution
+    from heurmetrics.performance.store import ResolutionResult
 
 
 class Recorder:
@@ -41,6 +54,18 @@ class Recorder:
     brand-new empty database is initialised; one at an older schema revision is refused (run
     ``heurmetrics db upgrade``). ``registry`` receives the metrics (a fresh one by default); expose
     it with :meth:`start_metrics_server` or your own exporter.
+
+    Delivery (see docs/reliability.md and :mod:`heurmetrics.sdk.delivery`): executions wait in a
+    queue of at most ``max_queue`` events; a full queue blocks the caller for at most
+    ``block_timeout`` seconds (``full_policy="block"``) or not at all (``"drop"``) before events
+    are dropped and counted in ``heurmetrics_dropped_events_total``. ``spool_dir`` (default: none)
+    enables a local durable spool of at most ``spool_max_bytes``: batches the database has refused
+    for ``spool_after`` seconds are written there and replayed in order when it is back, also by
+    the next process that opens the same ``spool_dir`` (one directory per runner process; it is
+    bound to this database). Without a spool, a Recorder cannot be created while the database is
+    unreachable (:class:`~heurmetrics.errors.StoreUnavailable`); with one, it can, and
+    :meth:`register_rule_version` then answers from the spool's cache of versions registered
+    before (identical content only).
     """
 
     def __init__(
@@ -51,15 +76,42 @@ class Recorder:
         created_by: str | None = None,
         batch_size: int = 5000,
         flush_interval: float = 0.05,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        full_policy: FullPolicy = "block",
+        block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        spool_after: float = DEFAULT_SPOOL_AFTER,
     ) -> None:
         url = database_url or Settings().database_url
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.store = SqlStore.open(url, initialize_empty=True)
-        self.metrics = PipelineMetrics(self.registry)
-        self.ingest = Ingest(self.store, self.metrics)
-        self.created_by = created_by or _current_user()
-        self._ids = EventIds()
-        self._writer = BackgroundWriter(self.ingest, batch_size=batch_size, flush_interval=flush_interval)
+        self.spool = (
+            None if spool_dir is None else Spool(spool_dir, max_bytes=spool_max_bytes, identity=database_identity(url))
+        )
+        try:
+            gate = open_store(url, allow_offline=self.spool is not None)
+            self._gate = gate
+            self.store = gate.store
+            self.metrics = PipelineMetrics(self.registry)
+            self.ingest = Ingest(self.store, self.metrics)
+            self._versions = None if self.spool is None else VersionCache(self.spool)
+            self.created_by = created_by or _current_user()
+            self._ids = EventIds()
+            self._writer = BackgroundWriter(
+                self.ingest,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_queue=max_queue,
+                full_policy=full_policy,
+                block_timeout=block_timeout,
+                spool=self.spool,
+                spool_after=spool_after,
+                gate=None if gate.verified else gate,
+            )
+        except BaseException:
+            if self.spool is not None:  # release the spool's lock for the next attempt
+                self.spool.close()
+            raise
         self._put = self._writer.put
         self._observe = self.metrics.observe_execution
         self._closed = False
@@ -78,17 +130,88 @@ class Recorder:
         """Register a rule version (synchronously, durable on return) and return it.
 
         Idempotent for identical content; raises :class:`~heurmetrics.errors.VersionConflict` when
-        ``rule@version`` exists with other params or source (nothing is written).
+        ``rule@version`` exists with other params or source (nothing is written). When the database
+        is unreachable: with a spool, a version registered before through the same spool with
+        identical content is returned from its cache; otherwise
+        :class:`~heurmetrics.errors.StoreUnavailable` is raised.
         """
-        rv, _created = self.ingest.register_rule_version(
-            rule,
-            version,
-            params=params,
-            source=source,
-            created_by=created_by or self.created_by,
-            description=description,
-        )
+        try:
+            self._gate.ensure()
+            rv, _created = self.ingest.register_rule_version(
+                rule,
+                version,
+                params=params,
+                source=source,
+                created_by=created_by or self.created_by,
+                description=description,
+            )
+        except (StoreUnavailable, OperationalError, InterfaceError) as exc:
+            cached = None if self._versions is None else self._versions.lookup(rule, version, params or {}, source)
+            if cached is None:
+                raise StoreUnavailable(f"cannot register {rule}@{version}: database unreachable ({exc})") from exc
+            self.metrics.prepare_rule_version(cached)
+            return cached
+        if self._versions is not None:
+            self._versions.remember(rv)
         return rv
+
+    # --- rule-version lifecycle: thin wrappers over heurmetrics.audit.lifecycle ----------------
+    def propose(
+        self,
+        rule: str,
+        version: str,
+        params: dict[str, Any] | None = None,
+        source: str = "",
+        *,
+        description: str | None = None,
+        parent: str | None = None,
+        code_ref: str | None = None,
+        created_by: str | None = None,
+    ) -> RuleVersion:
+        """Register a version as a proposal with its lineage: ``description`` (what changed),
+        ``parent`` (the version it derives from, e.g. ``"1.0.0"``) and ``code_ref`` (e.g. a git
+        commit). Idempotent and conflict-checked exactly like :meth:`register_rule_version`."""
+        lifecycle.propose(
+            self.store, rule, version, params=params, source=source, created_by=created_by or self.created_by,
+            description=description, parent=parent, code_ref=code_ref,
+        )
+        return self.ingest.rule_version(rule, version)
+
+    def approve(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
+        """Approve a version (``RuleVersion`` or ``"rule@version"``); the approver must not be its author."""
+        rule, version = _ref(rule_version)
+        return lifecycle.approve(self.store, rule, version, actor=actor or self.created_by, reason=reason)
+
+    def activate(
+        self,
+        rule_version: RuleVersion | str,
+        env: str = "live",
+        *,
+        reason: str,
+        actor: str | None = None,
+        require_backtest: bool = True,
+    ) -> LifecycleEvent:
+        """Activate a version in ``env``; needs an approval and (by default) a completed backtest of it.
+
+        Ends the version active in ``env`` before. ``require_backtest=False`` relaxes the policy
+        for this activation and is recorded in the event."""
+        rule, version = _ref(rule_version)
+        return lifecycle.activate(
+            self.store, rule, version, env=env, actor=actor or self.created_by, reason=reason,
+            policy=lifecycle.Policy(require_backtest=require_backtest),
+        )
+
+    def retire(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
+        """Retire a version for good (it ends in every environment)."""
+        rule, version = _ref(rule_version)
+        return lifecycle.retire(self.store, rule, version, actor=actor or self.created_by, reason=reason)
+
+    def rollback(
+        self, rule_version: RuleVersion | str, env: str = "live", *, reason: str, actor: str | None = None
+    ) -> list[LifecycleEvent]:
+        """Roll the active version back in ``env``: the version it replaced becomes active again."""
+        rule, version = _ref(rule_version)
+        return lifecycle.rollback(self.store, rule, version, env=env, actor=actor or self.created_by, reason=reason)
 
     # --- executions (hot path) --------------------------------------------------------------
     def record_execution(
@@ -129,6 +252,8 @@ class Recorder:
             started = time.time() - duration_seconds
         else:
             started = check_timestamp("started_at", _epoch(started_at))
+        if backtest_run_id is not None and backtest_run_id.__class__ is not uuid.UUID:
+            backtest_run_id = _as_uuid(backtest_run_id, "backtest_run_id")
         generated = event_id is None
         event = ExecutionEvent(
             self._ids.next() if generated else _as_uuid(event_id),
@@ -144,9 +269,10 @@ class Recorder:
             backtest_run_id,
             generated,
         )
-        if generated:  # a fresh id cannot be a duplicate: count now (others count after insert)
+        # Enqueue first (False: dropped by the full-queue policy, counted there, not here); a fresh
+        # id cannot be a duplicate: count it now (caller-supplied ids count after their insert).
+        if self._put(event) and generated:
             self._observe(event)
-        self._put(event)
         return event.event_id
 
     def execution(
@@ -201,13 +327,105 @@ class Recorder:
         )
         return run
 
+    def walk_forward(
+        self,
+        rule_version: RuleVersion,
+        data: pd.DataFrame,
+        *,
+        run: Callable[..., pd.Series],
+        splitter: WalkForwardSplitter,
+        dataset: str,
+        periods_per_year: float,
+        fit: Callable[[pd.DataFrame], Any] | None = None,
+        executor: Executor | None = None,
+        **options: Any,
+    ) -> WalkForwardResult:
+        """Run and store a walk-forward backtest (kind ``walk_forward``): fit in-sample, run
+        out-of-sample, stitch; folds in parallel on ``executor`` (a process pool by default).
+
+        Thin wrapper of :func:`heurmetrics.backtest.walkforward.run_walk_forward` (``options``:
+        ``output``, ``warmup``, ``price_column``, ``horizons``, ``risk_free_rate``,
+        ``dataset_hash``, ``run_id``, ``config``, ``record_in_sample``, ``progress``); see
+        ``docs/walk-forward.md``.
+        """
+        from heurmetrics.backtest.walkforward import run_walk_forward
+
+        return run_walk_forward(
+            self,
+            rule_version,
+            data,
+            run=run,
+            splitter=splitter,
+            dataset=dataset,
+            periods_per_year=periods_per_year,
+            fit=fit,
+            executor=executor,
+            **options,
+        )
+
+    # --- outcome resolution -------------------------------------------------------------------
+    def resolve(
+        self,
+        event_id: uuid.UUID | str,
+        *,
+        horizon: str = "1h",
+        realized_return: float | None = None,
+        correct: bool | None = None,
+        resolved_at: datetime | None = None,
+    ) -> bool:
+        """Record what an execution's signal realised after ``horizon`` (durable on return).
+
+        ``realized_return`` is signed by the signal's direction (positive = it was right);
+        ``correct`` defaults to ``realized_return > 0``. Returns False when this (event, horizon)
+        was resolved before: resolutions are append-only and never overwritten.
+        """
+        from heurmetrics.performance.resolution import make_resolution
+        from heurmetrics.performance.store import PerformanceStore
+
+        item = make_resolution(
+            event_id, horizon=horizon, realized_return=realized_return, correct=correct, resolved_at=resolved_at
+        )
+        return PerformanceStore(self.store).insert_resolutions([item]).accepted == 1
+
+    def resolve_many(self, resolutions: Iterable[Resolution | Mapping[str, Any]]) -> ResolutionResult:
+        """Batch form of :meth:`resolve` (one transaction): ``Resolution`` objects or dicts with
+        ``event_id``, ``horizon``, ``realized_return`` / ``correct``, ``resolved_at``."""
+        from heurmetrics.performance.resolution import Resolution, make_resolution
+        from heurmetrics.performance.store import PerformanceStore
+
+        items = [r if isinstance(r, Resolution) else make_resolution(**r) for r in resolutions]
+        return PerformanceStore(self.store).insert_resolutions(items)
+
+    def resolve_from_prices(
+        self, close: pd.Series, *, horizons: Sequence[str] = ("1h",), modes: Sequence[str] = ("live", "paper")
+    ) -> ResolutionResult:
+        """Resolve every stored, unresolved directional signal (of ``modes``) that ``close`` covers.
+
+        Flushes first so executions recorded so far are included; see
+        :func:`heurmetrics.performance.resolution.resolve_pending`.
+        """
+        from heurmetrics.performance.store import resolve_pending
+
+        self.flush()
+        return resolve_pending(self.store, close, horizons=horizons, modes=modes)
+
     # --- lifecycle ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
-        """Return when everything recorded so far is durable (or ``timeout`` seconds passed)."""
+        """Return when everything recorded so far is in the database (or ``timeout`` seconds passed).
+
+        With a spool and the database down, return as soon as it is in the spool instead
+        (``result.spooled`` > 0; durable on local disk, replayed later). ``result.complete``: all
+        in the database; ``result.durable``: all in the database or the spool; ``result.pending``:
+        only in memory; ``result.dropped``: given up since start (see :class:`FlushResult`).
+        """
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> FlushResult:
-        """Flush, stop the writer and release the database; reports what could not be written."""
+        """Flush, stop the writer and release the database; reports what could not be written.
+
+        With a spool, whatever is still in memory after ``timeout`` is spooled before returning
+        (and replayed by the next Recorder opening the same ``spool_dir``).
+        """
         if self._closed:
             return FlushResult(0)
         self._closed = True
@@ -295,6 +513,15 @@ class ExecutionContext:
         )
 
 
+def _ref(rule_version: RuleVersion | str) -> tuple[str, str]:
+    if isinstance(rule_version, RuleVersion):
+        return rule_version.rule, rule_version.version
+    try:
+        return split_ref(rule_version)
+    except ValueError as exc:
+        raise InvalidEvent("rule_version", str(exc)) from None
+
+
 def _epoch(value: datetime | float) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -302,16 +529,19 @@ def _epoch(value: datetime | float) -> float:
         return value.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent("started_at", f"must be a datetime or Unix seconds, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        raise InvalidEvent("started_at", "is too large to be a time") from None
 
 
-def _as_uuid(value: object) -> uuid.UUID:
+def _as_uuid(value: object, field: str = "event_id") -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise InvalidEvent("event_id", f"{str(value)[:64]!r} is not a UUID") from None
+        raise InvalidEvent(field, f"{str(value)[:64]!r} is not a UUID") from None
 
 
 def _current_user() -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -88,7 +89,10 @@ class RuleRow(Base):
 
 class RuleVersionRow(Base):
     __tablename__ = "rule_versions"
-    __table_args__ = (UniqueConstraint("rule_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("rule_id", "version"),
+        Index("ix_rule_versions_chain_position", "chain_position", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id"))
@@ -99,7 +103,51 @@ class RuleVersionRow(Base):
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+    #: What changed, in plain language (the change summary).
     description: Mapped[str | None] = mapped_column(Text)
+    #: The version this one was derived from (same rule), if any.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("rule_versions.id"))
+    #: Where the code lives, e.g. a git commit (``git:3f2a…``); free text.
+    code_ref: Mapped[str | None] = mapped_column(String(256))
+    # Audit hash chain (heurmetrics.audit.chain): one chain over rule_versions and
+    # rule_version_events, ordered by chain_position.
+    chain_position: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class RuleVersionEventRow(Base):
+    """One lifecycle event of a rule version (append-only, hash-chained; see heurmetrics.audit)."""
+
+    __tablename__ = "rule_version_events"
+    __table_args__ = (
+        Index("ix_rule_version_events_chain_position", "chain_position", unique=True),
+        CheckConstraint(
+            "event IN ('proposed', 'approved', 'activated', 'retired', 'rolled_back')", name="event"
+        ),
+        CheckConstraint("(env IS NOT NULL) = (event IN ('activated', 'rolled_back'))", name="env_when_deployed"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    #: Deployment environment (``live``, ``paper``, …) of ``activated`` and ``rolled_back``.
+    env: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[datetime]
+    #: Evidence and context: approval and backtest used for an activation, version replaced, ….
+    details: Mapped[dict[str, Any]]
+    chain_position: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+#: Tables whose rows are facts: never updated or deleted (database triggers enforce it).
+APPEND_ONLY_TABLES = (
+    "rules", "rule_versions", "rule_version_events", "heuristic_executions", "backtest_runs", "backtest_folds",
+    "equity_points",
+)
 
 
 class ExecutionRow(Base):
@@ -187,3 +235,75 @@ class EquityPointRow(Base):
     ts: Mapped[datetime]
     equity: Mapped[float] = mapped_column(Float)
     drawdown: Mapped[float] = mapped_column(Float)
+
+
+class ExecutionResolutionRow(Base):
+    """The realised outcome of one execution's signal after a horizon (append-only).
+
+    ``event_id`` refers to ``heuristic_executions.event_id`` without a foreign key: an SDK runner
+    may resolve an execution that its background writer has not stored yet. One row per
+    (``event_id``, ``horizon``): a re-sent resolution is a no-op, never an overwrite.
+    """
+
+    __tablename__ = "execution_resolutions"
+    __table_args__ = (
+        UniqueConstraint("event_id", "horizon"),
+        CheckConstraint("realized_return IS NOT NULL OR correct IS NOT NULL", name="has_result"),
+        CheckConstraint("horizon_seconds > 0", name="horizon_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    horizon: Mapped[str] = mapped_column(String(16))
+    horizon_seconds: Mapped[int] = mapped_column(Integer)
+    #: Direction-signed return of the signal over the horizon (positive = the signal was right).
+    realized_return: Mapped[float | None] = mapped_column(Float)
+    correct: Mapped[bool | None] = mapped_column(Boolean)
+    #: Prices the resolver used (method ``prices``); null when the caller reported the outcome.
+    price_at_signal: Mapped[float | None] = mapped_column(Float)
+    price_at_horizon: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))  # "reported" or "prices"
+    resolved_at: Mapped[datetime]
+    ingested_at: Mapped[datetime]
+
+
+class RuleVersionPerformanceRow(Base):
+    """One snapshot of a rule version's live performance over a window (``rule.version.performance``).
+
+    Append-only: every snapshot is a new row; the exporter reads the latest per version and window.
+    """
+
+    __tablename__ = "rule_version_performance"
+    __table_args__ = (
+        Index("ix_rule_version_performance_version_window_at", "rule_version_id", "time_window", "computed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"))
+    time_window: Mapped[str] = mapped_column(String(8))
+    window_start: Mapped[datetime]
+    computed_at: Mapped[datetime]
+    horizon: Mapped[str] = mapped_column(String(16))
+    modes: Mapped[str] = mapped_column(String(64))
+    executions: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    error_ratio: Mapped[float | None] = mapped_column(Float)
+    latency_p50_seconds: Mapped[float | None] = mapped_column(Float)
+    latency_p95_seconds: Mapped[float | None] = mapped_column(Float)
+    signals: Mapped[int] = mapped_column(Integer)
+    signal_ratio: Mapped[float | None] = mapped_column(Float)
+    mean_confidence: Mapped[float | None] = mapped_column(Float)
+    resolved: Mapped[int] = mapped_column(Integer)
+    hits: Mapped[int] = mapped_column(Integer)
+    hit_ratio: Mapped[float | None] = mapped_column(Float)
+    hit_ratio_low: Mapped[float | None] = mapped_column(Float)
+    hit_ratio_high: Mapped[float | None] = mapped_column(Float)
+    mean_realized_return: Mapped[float | None] = mapped_column(Float)
+    expected_hit_ratio: Mapped[float | None] = mapped_column(Float)
+    expected_return_per_signal: Mapped[float | None] = mapped_column(Float)
+    expectation_signals: Mapped[int | None] = mapped_column(Integer)
+    #: The walk-forward run the expectation comes from (``backtest_runs.run_id``).
+    expectation_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("backtest_runs.run_id"))
+    drift_p_value: Mapped[float | None] = mapped_column(Float)
+    drifted: Mapped[bool | None] = mapped_column(Boolean)
+    alpha: Mapped[float] = mapped_column(Float)

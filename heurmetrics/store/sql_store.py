@@ -18,9 +18,9 @@ from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
-from heurmetrics.canonical import content_hash as compute_content_hash
+from heurmetrics.audit.lifecycle import register_version
 from heurmetrics.config import redact_url
 from heurmetrics.domain import (
     BacktestFold,
@@ -30,7 +30,7 @@ from heurmetrics.domain import (
     LatestBacktest,
     RuleVersion,
 )
-from heurmetrics.errors import StoreUnavailable, VersionConflict
+from heurmetrics.errors import StoreUnavailable
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.schema import (
@@ -136,48 +136,22 @@ class SqlStore:
         source: str,
         created_by: str,
         description: str | None = None,
+        parent: str | None = None,
+        code_ref: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Store a rule version; returns it and whether it was created.
 
         Identical content under an existing version is a no-op (``created`` False); different
-        content raises :class:`VersionConflict` and writes nothing. Safe under concurrent
-        registration from several processes (the unique constraint arbitrates).
+        content raises :class:`VersionConflict` and writes nothing. A new version is appended to the
+        audit hash chain together with its ``proposed`` event (actor ``created_by``, reason
+        ``description``); ``parent`` and ``code_ref`` are the optional lineage fields. Safe under
+        concurrent registration from several processes (appends are serialised by the chain lock).
+        See :func:`heurmetrics.audit.lifecycle.register_version`.
         """
-        digest = compute_content_hash(params, source)
-        now = datetime.now(UTC)
-        for _attempt in range(3):
-            existing = self.find_rule_version(rule, version)
-            if existing is not None:
-                if existing.content_hash != digest:
-                    raise VersionConflict(rule, version, existing.content_hash, digest)
-                return existing, False
-            try:
-                with self.engine.begin() as conn:
-                    rule_id = self._ensure_rule(conn, rule, now)
-                    conn.execute(
-                        _table(RuleVersionRow).insert().values(
-                            rule_id=rule_id,
-                            version=version,
-                            content_hash=digest,
-                            params=params,
-                            source=source,
-                            created_at=now,
-                            created_by=created_by,
-                            description=description,
-                        )
-                    )
-            except IntegrityError:
-                continue  # another writer registered it first: re-read and compare
-            created = self.find_rule_version(rule, version)
-            assert created is not None
-            return created, True
-        raise StoreUnavailable(f"could not register {rule}@{version}: concurrent writers kept conflicting")
-
-    def _ensure_rule(self, conn: Connection, rule: str, now: datetime) -> int:
-        table = _table(RuleRow)
-        insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
-        conn.execute(insert.values(name=rule, created_at=now).on_conflict_do_nothing(index_elements=["name"]))
-        return int(conn.execute(select(RuleRow.id).where(RuleRow.name == rule)).scalar_one())
+        return register_version(
+            self, rule, version, params=params, source=source, created_by=created_by, description=description,
+            parent=parent, code_ref=code_ref,
+        )
 
     def find_rule_version(self, rule: str, version: str) -> RuleVersion | None:
         with self.engine.connect() as conn:
@@ -379,6 +353,12 @@ class SqlStore:
         ]
         if rows:
             conn.execute(_table(EquityPointRow).insert(), rows)
+
+    def backtest_metrics(self, run_id: uuid.UUID) -> dict[str, Any] | None:
+        """The stored metrics of a run, or None when no run has this id."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(BacktestRunRow.metrics).where(BacktestRunRow.run_id == run_id)).scalar()
+        return None if value is None else dict(value)
 
     def latest_backtests(self) -> list[LatestBacktest]:
         """The latest completed run of every rule version that has one."""

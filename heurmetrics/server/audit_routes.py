@@ -1,0 +1,226 @@
+"""Audit and lifecycle endpoints of the exporter (``/v1/…``), as one FastAPI router.
+
+Build it with :func:`build_audit_router` and include it in the app::
+
+    app.include_router(build_audit_router(ingest, authorize))
+
+Every route — reads included — depends on ``authorize``: when an API token is set, the audit
+trail is readable only with it. Reads return the same JSON as ``heurmetrics audit … --json``.
+
+Lifecycle writes (``POST /v1/rule-versions/{rule}/{version}/{transition}``) go through
+:mod:`heurmetrics.audit.lifecycle`, so the policy is the same as in the SDK: ``409`` for a policy
+violation or a transition that does not fit the version's state (the message says what clashed),
+``404`` for an unknown version, ``422`` for invalid fields. ``actor`` is whoever the client says
+did it: the token authenticates the client, not the person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from heurmetrics.audit import chain, lifecycle, queries
+from heurmetrics.audit.errors import AuditError, LifecycleError
+from heurmetrics.audit.model import jsonable, split_ref
+from heurmetrics.errors import InvalidEvent, UnknownRuleVersion, VersionConflict
+from heurmetrics.ingest import Ingest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ProposeIn(_Strict):
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; part of the content hash.")
+    source: str = Field("", description="Source text or spec; part of the content hash.")
+    created_by: str = Field(max_length=128, description="Author of the version.")
+    description: str | None = Field(None, max_length=10_000, description="What changed, in plain language.")
+    parent: str | None = Field(None, max_length=200, description="Version it derives from: '1.0.0' or 'rule@1.0.0'.")
+    code_ref: str | None = Field(None, max_length=256, description="Code reference, e.g. a git commit.")
+
+
+class TransitionIn(_Strict):
+    actor: str = Field(max_length=128, description="Who does it (the approver must not be the author).")
+    reason: str = Field(max_length=10_000, description="Why; required.")
+
+
+class DeployIn(TransitionIn):
+    env: str = Field("live", description="Environment: live, paper, …")
+
+
+def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
+    """The audit reads and lifecycle writes over ``ingest``'s store, all behind ``authorize``."""
+    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)])
+    store = ingest.store
+    engine = store.engine
+
+    @contextmanager
+    def answering() -> Iterator[None]:
+        """Map audit errors to HTTP: 404 unknown, 409 clash, 422 invalid."""
+        try:
+            yield
+        except UnknownRuleVersion as exc:
+            raise HTTPException(404, str(exc)) from None
+        except (LifecycleError, VersionConflict) as exc:
+            raise HTTPException(409, str(exc)) from None
+        except InvalidEvent as exc:
+            raise HTTPException(422, [{"field": exc.field, "message": exc.message}]) from None
+        except (AuditError, ValueError) as exc:
+            status = 404 if str(exc).startswith("unknown") else 422
+            raise HTTPException(status, str(exc)) from None
+
+    def changed() -> None:
+        if ingest.collector is not None:
+            ingest.collector.invalidate()  # rule_version_info{status} changes with the lifecycle
+
+    # --- reads -------------------------------------------------------------------------------
+    @router.get("/rules")
+    def rules() -> Any:
+        """Every rule: number of versions, latest version, active version per environment now."""
+        return jsonable(queries.list_rules(engine))
+
+    @router.get("/rules/{rule}/versions")
+    def versions(rule: str) -> Any:
+        """The versions of a rule in semantic-version order, with status, author and approvers."""
+        with answering():
+            return jsonable(queries.list_versions(engine, rule))
+
+    @router.get("/rules/{rule}/history")
+    def rule_history(rule: str) -> Any:
+        """The lifecycle events of every version of a rule, in chain order."""
+        with answering():
+            return jsonable(queries.history(engine, rule))
+
+    @router.get("/rule-versions/{rule}/{version}")
+    def show(rule: str, version: str) -> Any:
+        """One version: params, source, hashes, author, approvers, lifecycle, backtests, executions."""
+        with answering():
+            return jsonable(queries.show_version(engine, rule, version))
+
+    @router.get("/rule-versions/{rule}/{version}/history")
+    def version_history(rule: str, version: str) -> Any:
+        """The lifecycle events of one version."""
+        with answering():
+            return jsonable(queries.history(engine, rule, version))
+
+    @router.get("/rule-versions/{rule}/{version}/executions")
+    def executions(
+        rule: str,
+        version: str,
+        start: str | None = Query(None, alias="from", description="ISO 8601 with a zone; inclusive."),
+        end: str | None = Query(None, alias="to", description="ISO 8601 with a zone; exclusive."),
+        rows: int = Query(0, ge=0, le=queries.MAX_ROWS, description="Also return up to this many rows."),
+    ) -> Any:
+        """Counts by mode/status/outcome, flagged live executions, and optionally the rows."""
+        with answering():
+            t0 = None if start is None else queries.parse_time(start)
+            t1 = None if end is None else queries.parse_time(end)
+            return jsonable(queries.executions(engine, rule, version, start=t0, end=t1, rows=rows))
+
+    @router.get("/diff")
+    def diff(old: str = Query(description="rule@version"), new: str = Query(description="rule@version")) -> Any:
+        """Params diff by key path and unified source diff between two versions."""
+        with answering():
+            return jsonable(queries.diff_versions(engine, split_ref(old), split_ref(new)))
+
+    @router.get("/active")
+    def active(
+        at: str = Query("now", description="ISO 8601 with a zone, or 'now'."),
+        env: str | None = Query(None, description="Only this environment."),
+    ) -> Any:
+        """Which version of each rule was active at ``at`` (per environment)."""
+        with answering():
+            when = queries.parse_time(at)
+            return jsonable({"at": when, "env": env, "active": queries.active_at(engine, when, env)})
+
+    @router.get("/audit/head")
+    def head() -> Any:
+        """The chain head to anchor outside the database."""
+        h = chain.chain_head(engine)
+        return jsonable(
+            {
+                "position": h.position,
+                "row_hash": h.row_hash,
+                "recorded_at": h.recorded_at,
+                "table": h.table,
+                "record_id": h.record_id,
+            }
+        )
+
+    @router.get("/audit/verify")
+    def verify(expect_head: str | None = Query(None, description="A previously anchored head hash.")) -> Any:
+        """Recompute the chain; ``ok`` false names the first broken record (the request itself succeeds)."""
+        report = chain.verify(engine, expect_head=expect_head)
+        return jsonable(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "versions": report.versions,
+                "events": report.events,
+                "head": report.head,
+                "first_problem": report.first,
+                "problems": report.problems,
+                "anchor_found": report.anchor_found,
+            }
+        )
+
+    # --- lifecycle writes --------------------------------------------------------------------
+    @router.post("/rule-versions/{rule}/{version}/propose", status_code=201)
+    def propose(rule: str, version: str, body: ProposeIn, response: Response) -> Any:
+        """Register a version as a proposal with its lineage: 201 created, 200 identical exists, 409 conflict."""
+        with answering():
+            rv, created = lifecycle.propose(
+                store,
+                rule,
+                version,
+                params=body.params,
+                source=body.source,
+                created_by=body.created_by,
+                description=body.description,
+                parent=body.parent,
+                code_ref=body.code_ref,
+            )
+        ingest.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
+        ingest.rule_version(rule, version)  # cache it and pre-initialise its series
+        if created:
+            changed()
+        response.status_code = 201 if created else 200
+        return {"rule": rv.rule, "version": rv.version, "content_hash": rv.content_hash, "created": created}
+
+    @router.post("/rule-versions/{rule}/{version}/approve", status_code=201)
+    def approve(rule: str, version: str, body: TransitionIn) -> Any:
+        """Approve a version (the approver must not be its author)."""
+        with answering():
+            event = lifecycle.approve(store, rule, version, actor=body.actor, reason=body.reason)
+        changed()
+        return jsonable(event)
+
+    @router.post("/rule-versions/{rule}/{version}/activate", status_code=201)
+    def activate(rule: str, version: str, body: DeployIn) -> Any:
+        """Activate a version in ``env`` (needs an approval and a completed backtest of it); ends the previous one."""
+        with answering():
+            event = lifecycle.activate(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
+        changed()
+        return jsonable(event)
+
+    @router.post("/rule-versions/{rule}/{version}/retire", status_code=201)
+    def retire(rule: str, version: str, body: TransitionIn) -> Any:
+        """Retire a version for good (it ends in every environment)."""
+        with answering():
+            event = lifecycle.retire(store, rule, version, actor=body.actor, reason=body.reason)
+        changed()
+        return jsonable(event)
+
+    @router.post("/rule-versions/{rule}/{version}/rollback", status_code=201)
+    def rollback(rule: str, version: str, body: DeployIn) -> Any:
+        """Roll the version back in ``env``; the version it replaced becomes active again."""
+        with answering():
+            events = lifecycle.rollback(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
+        changed()
+        return jsonable(events)
+
+    return router
