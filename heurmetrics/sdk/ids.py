@@ -13,7 +13,9 @@ import os
 import uuid
 
 _new = object.__new__
-_set = object.__setattr__
+# UUID is immutable through __setattr__; its slot descriptors set the fields directly.
+_set_int = uuid.UUID.int.__set__  # type: ignore[misc]
+_set_safe = uuid.UUID.is_safe.__set__  # type: ignore[misc]
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 
 
@@ -27,6 +29,6 @@ class EventIds:
     def next(self) -> uuid.UUID:
         # Equivalent to uuid.UUID(int=...) without its argument parsing (the hot path).
         u = _new(uuid.UUID)
-        _set(u, "int", self._base + next(self._counter))
-        _set(u, "is_safe", _SAFE_UNKNOWN)
+        _set_int(u, self._base + next(self._counter))
+        _set_safe(u, _SAFE_UNKNOWN)
         return u

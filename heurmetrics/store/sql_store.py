@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -80,6 +81,44 @@ def _table(row: type[Any]) -> Table:
     """The Core table of an ORM row class (typed for the insert constructs)."""
     table: Table = row.__table__
     return table
+
+
+_SQLITE_INSERT_EXECUTIONS = (
+    f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def _execution_tuple(e: ExecutionEvent, now: datetime) -> tuple[Any, ...]:
+    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order."""
+    return (
+        e.event_id,
+        e.rule_version.id,
+        _utc(e.started_at),
+        e.duration_seconds,
+        e.status,
+        e.outcome,
+        e.signal,
+        e.confidence,
+        e.mode,
+        e.error_type,
+        e.backtest_run_id,
+        now,
+    )
+
+
+def _copy_rows(cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Binary COPY of execution rows into ``table``."""
+    with cursor.copy(f"COPY {table} ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_EXECUTION_PG_TYPES)
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A UTC datetime the way SQLAlchemy's SQLite DateTime stores it (naive, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _utc(epoch_seconds: float) -> datetime:
@@ -149,8 +188,15 @@ class SqlStore:
         See :func:`heurmetrics.audit.lifecycle.register_version`.
         """
         return register_version(
-            self, rule, version, params=params, source=source, created_by=created_by, description=description,
-            parent=parent, code_ref=code_ref,
+            self,
+            rule,
+            version,
+            params=params,
+            source=source,
+            created_by=created_by,
+            description=description,
+            parent=parent,
+            code_ref=code_ref,
         )
 
     def find_rule_version(self, rule: str, version: str) -> RuleVersion | None:
@@ -213,63 +259,86 @@ class SqlStore:
     def _insert_executions_pg(
         self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
     ) -> set[uuid.UUID]:
-        cols = ", ".join(_EXECUTION_COLUMNS)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        rows = [_execution_tuple(e, now) for e in events]
+        if all(e.counted for e in events):
+            # Ids the SDK generated practically never collide: COPY straight into the table (raw
+            # COPY speed). A collision -- a batch retried after a lost commit acknowledgement --
+            # rolls back to the savepoint and takes the idempotent staging path below.
+            cursor.execute("SAVEPOINT hm_direct_copy")
+            try:
+                _copy_rows(cursor, "heuristic_executions", rows)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
+            else:
+                cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
+                return {e.event_id for e in events}
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        with cursor.copy(f"COPY _hm_stage_executions ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_EXECUTION_PG_TYPES)
-            write = copy.write_row
-            for e in events:
-                write(
-                    (
-                        e.event_id,
-                        e.rule_version.id,
-                        _utc(e.started_at),
-                        e.duration_seconds,
-                        e.status,
-                        e.outcome,
-                        e.signal,
-                        e.confidence,
-                        e.mode,
-                        e.error_type,
-                        e.backtest_run_id,
-                        now,
-                    )
-                )
+        _copy_rows(cursor, "_hm_stage_executions", rows)
+        cols = ", ".join(_EXECUTION_COLUMNS)
         cursor.execute(
             f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
         inserted = {row[0] for row in cursor.fetchall()}
-        cursor.execute("TRUNCATE _hm_stage_executions")  # the same transaction may stage again
+        cursor.execute("DELETE FROM _hm_stage_executions")  # the same transaction may stage again
         return inserted
 
     def _insert_executions_sqlite(
         self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
     ) -> set[uuid.UUID]:
+        if all(e.counted for e in events):
+            return self._insert_sdk_executions_sqlite(conn, events, now)
         table = _table(ExecutionRow)
         statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
+        rows = [dict(zip(_EXECUTION_COLUMNS, _execution_tuple(e, now), strict=True)) for e in events]
+        return set(conn.execute(statement, rows).scalars().all())
+
+    def _insert_sdk_executions_sqlite(
+        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
+    ) -> set[uuid.UUID]:
+        """SDK batches straight through the driver: SQLAlchemy's per-row processing is most of the cost.
+
+        Values are encoded exactly as SQLAlchemy stores them on SQLite (``Uuid`` as 32 hex digits,
+        ``UTCDateTime`` as naive UTC text), so both paths read back the same.
+        """
+        stamp = _sqlite_time(now)
         rows = [
-            {
-                "event_id": e.event_id,
-                "rule_version_id": e.rule_version.id,
-                "started_at": _utc(e.started_at),
-                "duration_seconds": e.duration_seconds,
-                "status": e.status,
-                "outcome": e.outcome,
-                "signal": e.signal,
-                "confidence": e.confidence,
-                "mode": e.mode,
-                "error_type": e.error_type,
-                "backtest_run_id": e.backtest_run_id,
-                "ingested_at": now,
-            }
+            (
+                e.event_id.hex,
+                e.rule_version.id,
+                _sqlite_time(_utc(e.started_at)),
+                e.duration_seconds,
+                e.status,
+                e.outcome,
+                e.signal,
+                e.confidence,
+                e.mode,
+                e.error_type,
+                None if e.backtest_run_id is None else e.backtest_run_id.hex,
+                stamp,
+            )
             for e in events
         ]
-        return set(conn.execute(statement, rows).scalars().all())
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(_SQLITE_INSERT_EXECUTIONS, rows)
+        if cursor.rowcount == len(rows):
+            return {e.event_id for e in events}
+        # Some ids were stored already (a retried batch): the new rows carry this batch's stamp.
+        hexes = [r[0] for r in rows]
+        found: set[uuid.UUID] = set()
+        for i in range(0, len(hexes), 500):
+            chunk = hexes[i : i + 500]
+            cursor.execute(
+                f"SELECT event_id FROM heuristic_executions WHERE ingested_at = ? AND event_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                (stamp, *chunk),
+            )
+            found.update(uuid.UUID(hex=row[0]) for row in cursor.fetchall())
+        return found
 
     def count_executions(self) -> int:
         with self.engine.connect() as conn:
