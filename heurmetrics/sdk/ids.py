@@ -14,8 +14,8 @@ import uuid
 
 _new = object.__new__
 # UUID is immutable through __setattr__; its slot descriptors set the fields directly.
-_set_int = uuid.UUID.int.__set__  # type: ignore[misc]
-_set_safe = uuid.UUID.is_safe.__set__  # type: ignore[misc]
+_set_int = uuid.UUID.int.__set__  # type: ignore[misc,attr-defined]
+_set_safe = uuid.UUID.is_safe.__set__  # type: ignore[misc,attr-defined]
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 
 
