@@ -306,3 +306,84 @@ def exporter(
         yield Exporter(proc, port, database_url, log, token)
     finally:
         stop(proc)
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+class PrometheusServer:
+    """A running Prometheus, queried through its HTTP API."""
+
+    def __init__(self, base_url: str, log: Path) -> None:
+        self.base_url = base_url
+        self.log = log
+
+    def api(self, path: str, **params: str) -> Any:
+        response = httpx.get(f"{self.base_url}/api/v1/{path}", params=params, timeout=10)
+        response.raise_for_status()
+        body = response.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        return list(self.api("query", query=promql)["result"])
+
+    def scalar(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return None if not result else float(result[0]["value"][1])
+
+    def wait_for(self, promql: str, expected: float, timeout: float = 60) -> None:
+        """Poll until ``promql`` reads exactly ``expected`` (bounded); fail with the last answer."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = self.scalar(promql)
+            if last == expected:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{promql} = {last} after {timeout} s, expected {expected}")
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    binary: str, directory: Path, job: str, target_port: int, rule_files: Sequence[Path] = ()
+) -> Iterator[PrometheusServer]:
+    """Start Prometheus scraping ``127.0.0.1:target_port`` every second (rules evaluated every
+    second too), with exemplar storage; always stopped on exit."""
+    config = directory / "prometheus.yml"
+    rules = "".join(f"  - {path}\n" for path in rule_files)
+    config.write_text(
+        "global:\n"
+        "  scrape_interval: 1s\n"
+        "  scrape_timeout: 1s\n"
+        "  evaluation_interval: 1s\n"
+        + (f"rule_files:\n{rules}" if rule_files else "")
+        + "scrape_configs:\n"
+        f"  - job_name: {job}\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target_port}']\n"
+    )
+    port = _free_port()
+    log = directory / "prometheus.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/-/ready", proc, log, timeout=60)
+        yield PrometheusServer(f"http://127.0.0.1:{port}", log)
+    finally:
+        stop(proc)
+
+
+def _free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()

@@ -6,11 +6,8 @@ an execution can be followed from a PromQL sample back to its row (``event_id``)
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +17,7 @@ from heurmetrics.metrics import definitions as d
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
 from tests.conftest import free_port, require_binary
-from tests.e2e_helpers import Exporter, exporter, mixed_executions, stop, table_counts, wait_http_ok
+from tests.e2e_helpers import Exporter, PrometheusServer, exporter, mixed_executions, prometheus_server, table_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.prometheus]
 JOB = "heurmetrics-e2e"
@@ -32,32 +29,7 @@ WAIT_SECONDS = 60
 EXECUTIONS = d.HEURISTIC_EXECUTIONS.sample_name
 
 
-@dataclass
-class Prometheus:
-    base_url: str
-    log: Path
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.base_url}/api/v1/query", params={"query": promql}, timeout=10)
-        response.raise_for_status()
-        body = response.json()
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def scalar(self, promql: str) -> float | None:
-        result = self.query(promql)
-        return None if not result else float(result[0]["value"][1])
-
-    def wait_for(self, promql: str, expected: float) -> None:
-        """Poll until ``promql`` reads exactly ``expected`` (bounded); fail with the last answer."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = self.scalar(promql)
-            if last == expected:
-                return
-            time.sleep(0.5)
-        pytest.fail(f"{promql} = {last} after {WAIT_SECONDS} s, expected {expected}")
+Prometheus = PrometheusServer
 
 
 @pytest.fixture(scope="module")
@@ -74,37 +46,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
 @pytest.fixture(scope="module")
 def prometheus(served: Exporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     binary = require_binary("prometheus")
-    directory = tmp_path_factory.mktemp("prometheus")
-    config = directory / "prometheus.yml"
-    config.write_text(
-        "global:\n"
-        "  scrape_interval: 1s\n"
-        "  scrape_timeout: 1s\n"
-        "scrape_configs:\n"
-        f"  - job_name: {JOB}\n"
-        "    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{served.port}']\n"
-    )
-    port = free_port()
-    log = directory / "prometheus.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-                "--log.level=warn",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/-/ready", proc, log, timeout=60)
-        yield Prometheus(f"http://127.0.0.1:{port}", log)
-    finally:
-        stop(proc)
+    with prometheus_server(binary, tmp_path_factory.mktemp("prometheus"), JOB, served.port) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
