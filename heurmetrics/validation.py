@@ -109,7 +109,18 @@ def check_text(field: str, value: object, max_length: int) -> str:
         raise InvalidEvent(field, f"is {len(value)} characters long; at most {max_length} allowed")
     if "\x00" in value:
         raise InvalidEvent(field, "must not contain NUL characters")
+    if not value.isascii() and not _is_utf8_encodable(value):
+        raise InvalidEvent(field, "must be valid Unicode text (a lone surrogate cannot be stored)")
     return value
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    """False for strings with lone surrogates (e.g. from a bad decode): no database can store them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_json_object(field: str, value: object) -> dict[str, Any]:
@@ -122,4 +133,6 @@ def check_json_object(field: str, value: object) -> dict[str, Any]:
         raise InvalidEvent(field, f"must be JSON-serialisable without NaN/inf: {exc}") from None
     if "\\u0000" in text:
         raise InvalidEvent(field, "must not contain NUL characters")
+    if not text.isascii() and not _is_utf8_encodable(text):
+        raise InvalidEvent(field, "must be valid Unicode text (a lone surrogate cannot be stored)")
     return value

@@ -359,6 +359,33 @@ RVP_SNAPSHOT_TIMESTAMP = _performance(
     "snapshot_timestamp_seconds", "Unix time of the performance snapshot these values come from.", "dateTimeFromNow"
 )
 
+# --- self-monitoring of delivery: SDK writer, local spool, HTTP client (heurmetrics.sdk) ----------
+#: Why events were given up (label ``reason`` of ``heurmetrics_dropped_events_total``): the in-memory
+#: queue or the spool was full (full_policy "drop", or "block" past its timeout), or the target
+#: refused a batch for good (e.g. a spooled event of a rule version the database does not know).
+DROP_REASONS: Final = ("queue_full", "spool_full", "rejected")
+SPOOL_EVENTS = MetricSpec(
+    "heurmetrics_spool_events",
+    "gauge",
+    "Events in the SDK's local spool: durable on disk, not yet in the store or exporter (0 in the exporter).",
+    (),
+    unit="short",
+)
+SPOOL_BYTES = MetricSpec(
+    "heurmetrics_spool_bytes",
+    "gauge",
+    "Size of the SDK's local spool files on disk (0 in the exporter).",
+    (),
+    unit="bytes",
+)
+DELIVERY_RETRIES = MetricSpec(
+    "heurmetrics_retries",
+    "counter",
+    "Failed delivery attempts of the SDK (store writes, HTTP posts, spool replays); each is retried or spooled.",
+    (),
+    unit="short",
+)
+
 ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     HEURISTIC_EXECUTIONS,
     HEURISTIC_EXECUTION_DURATION,
@@ -391,6 +418,9 @@ ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     RVP_DRIFT_P_VALUE,
     RVP_DRIFTED,
     RVP_SNAPSHOT_TIMESTAMP,
+    SPOOL_EVENTS,
+    SPOOL_BYTES,
+    DELIVERY_RETRIES,
 )
 
 #: Latest-backtest gauges, keyed by the headline metric they export.

@@ -48,10 +48,17 @@ class PipelineMetrics:
         self.store_write_errors = build_metric(d.STORE_WRITE_ERRORS, registry)
         self.writer_queue = build_metric(d.WRITER_QUEUE_EVENTS, registry)
         self.dropped = build_metric(d.DROPPED_EVENTS, registry)
+        # Delivery self-monitoring: updated by the SDK's delivery loop (heurmetrics.sdk.delivery);
+        # they stay 0 in the exporter, which has no spool and never retries.
+        self.retries = build_metric(d.DELIVERY_RETRIES, registry)
+        self.spool_events = build_metric(d.SPOOL_EVENTS, registry)
+        self.spool_bytes = build_metric(d.SPOOL_BYTES, registry)
         build_metric(d.BUILD_INFO, registry).info({"version": __version__, "python_version": platform.python_version()})
         self._observe = self.executions.observe
         # Series that must read 0, not be missing, from the first scrape on.
         self.dropped.labels(reason="store_unavailable")
+        for reason in d.DROP_REASONS:
+            self.dropped.labels(reason=reason)
         for kind in d.INGEST_KINDS:
             for result in d.INGEST_RESULTS:
                 self.ingested.labels(kind=kind, result=result)

@@ -1,0 +1,502 @@
+"""The SDK's delivery loop: bounded in-memory queue → batches → target, with retries and a spool.
+
+Shared by the database writer (:mod:`heurmetrics.sdk.writer`) and the HTTP client
+(:mod:`heurmetrics.sdk.http_client`); only the :class:`Sink` differs.
+
+    producer threads ── put() ──► deque (≤ max_queue) ──► delivery thread ──► sink.deliver(batch)
+                                                              │  ▲
+                                    target down for spool_after s │  │ replay, oldest first
+                                                              ▼  │
+                                                        Spool (disk, fsync'd)
+
+Contract
+--------
+* ``put()`` (the producers' hot path) is ``len(deque) < max_queue`` plus ``deque.append``: no
+  lock, no syscall. Only when the queue is full does it take the slow path of the
+  ``full_policy``: ``"block"`` waits for room for at most ``block_timeout`` seconds per full
+  episode, then drops; ``"drop"`` drops at once. A drop is never silent: it is counted in
+  ``heurmetrics_dropped_events_total{reason}`` (``queue_full``, or ``spool_full`` when a spool
+  exists and is full), logged, and reported by :meth:`DeliveryLoop.flush` and ``close()``.
+* One thread delivers batches of up to ``batch_size`` in queue order. A failed batch is retried
+  with exponential backoff and jitter (or after the target's ``Retry-After``). Without a spool
+  it is retried until it succeeds or the loop is closed. With a spool, a batch still failing
+  ``spool_after`` seconds after its first failure (at once when someone is waiting in
+  ``flush()``, or on ``close()``) is appended to the spool, and the loop enters *outage* mode:
+  every further batch goes to the spool (so order is kept) and the oldest spool records are
+  re-tried with backoff (at most ``max_backoff`` apart). When one succeeds the spool is drained,
+  oldest first, before anything newer is delivered directly again.
+* Retries are idempotent because every event carries its id and the targets skip known ids.
+* A batch the target refuses for good (the sink raises :class:`Rejected`, e.g. an unknown rule
+  version) is dropped with reason ``rejected`` and logged as an error, so that one poison batch
+  cannot stall everything behind it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from heurmetrics.metrics import definitions as d
+from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull
+
+log = logging.getLogger("heurmetrics.sdk")
+
+T = TypeVar("T")
+FullPolicy = Literal["block", "drop"]
+FULL_POLICIES: Final = ("block", "drop")
+#: Default bound of the in-memory queue (an ExecutionEvent takes about 0.3 KB: ~150 MB).
+DEFAULT_MAX_QUEUE: Final = 500_000
+#: Default longest stall of a producer per full-queue episode under the ``block`` policy.
+DEFAULT_BLOCK_TIMEOUT: Final = 5.0
+#: Default time a batch keeps failing before it goes to the spool.
+DEFAULT_SPOOL_AFTER: Final = 2.0
+#: Drop reasons (label ``reason`` of ``heurmetrics_dropped_events_total``).
+REASON_QUEUE_FULL: Final = "queue_full"
+REASON_SPOOL_FULL: Final = "spool_full"
+REASON_REJECTED: Final = "rejected"
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What ``flush()``/``close()`` achieved.
+
+    ``pending``: events accepted but only in memory (neither in the target nor in the spool): they
+    are lost if the process dies now. ``spooled``: events in the local spool, durable on disk but
+    not yet in the target (they are replayed later, also by the next process opening the spool).
+    ``dropped``: events given up since the recorder started (full queue or spool, or refused by
+    the target for good), as counted in ``heurmetrics_dropped_events_total``. ``last_error``: the
+    latest delivery error when anything is still pending or spooled.
+    """
+
+    pending: int
+    last_error: str | None = None
+    spooled: int = 0
+    dropped: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Everything accepted so far is in the target (database or exporter)."""
+        return self.pending == 0 and self.spooled == 0
+
+    @property
+    def durable(self) -> bool:
+        """Everything accepted so far is in the target or in the local spool (survives a crash)."""
+        return self.pending == 0
+
+
+class Rejected(Exception):
+    """Raised by a sink: the target refuses this batch for good; retrying cannot help."""
+
+
+class RetryLater(Exception):
+    """Raised by a sink for a transient failure with a hint (e.g. ``Retry-After``) in seconds."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Sink(Protocol[T]):
+    """Where a :class:`DeliveryLoop` delivers, and how its batches are written to the spool."""
+
+    def deliver(self, batch: list[T]) -> int:
+        """Deliver (idempotently) and return how many items were refused for good and dropped.
+
+        Raise :class:`Rejected` when the whole batch is refused for good, anything else when the
+        failure may be transient (the batch is retried or spooled).
+        """
+        ...
+
+    def encode(self, batch: list[T]) -> bytes:
+        """The batch as a spool record payload."""
+        ...
+
+    def decode(self, payload: bytes) -> list[T]:
+        """The inverse of :meth:`encode`; must not need the target."""
+        ...
+
+
+@dataclass
+class DeliveryMetrics:
+    """The self-monitoring metrics a delivery loop updates (prometheus_client objects)."""
+
+    queue: Any
+    dropped: Any
+    retries: Any
+    spool_events: Any
+    spool_bytes: Any
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DeliveryMetrics:
+        """The five families on a registry of their own (the HTTP client's)."""
+        from heurmetrics.metrics.pipeline import build_metric
+
+        metrics = cls(
+            queue=build_metric(d.WRITER_QUEUE_EVENTS, registry),
+            dropped=build_metric(d.DROPPED_EVENTS, registry),
+            retries=build_metric(d.DELIVERY_RETRIES, registry),
+            spool_events=build_metric(d.SPOOL_EVENTS, registry),
+            spool_bytes=build_metric(d.SPOOL_BYTES, registry),
+        )
+        for reason in d.DROP_REASONS:
+            metrics.dropped.labels(reason=reason)
+        return metrics
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``first``, doubling up to ``cap``, each times a random factor in [0.5, 1.5)."""
+
+    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay * random.uniform(0.5, 1.5)
+
+
+class DeliveryLoop(Generic[T]):
+    """A bounded queue drained in batches by one daemon thread into a :class:`Sink` (see module doc).
+
+    ``spool`` (optional) is owned by the loop from now on: :meth:`close` closes it.
+    """
+
+    def __init__(
+        self,
+        sink: Sink[T],
+        metrics: DeliveryMetrics,
+        *,
+        name: str = "heurmetrics-delivery",
+        batch_size: int = 5000,
+        flush_interval: float = 0.05,
+        max_backoff: float = 5.0,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        full_policy: FullPolicy = "block",
+        block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
+        spool: Spool | None = None,
+        spool_after: float = DEFAULT_SPOOL_AFTER,
+        max_retry_after: float = 60.0,
+    ) -> None:
+        if full_policy not in FULL_POLICIES:
+            raise ValueError(f"full_policy must be one of {', '.join(FULL_POLICIES)}, got {full_policy!r}")
+        if max_queue < 1 or batch_size < 1:
+            raise ValueError("max_queue and batch_size must be at least 1")
+        self._sink = sink
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._max_backoff = max_backoff
+        self._max_queue = max_queue
+        self._policy = full_policy
+        self._block_timeout = max(0.0, block_timeout)
+        self._spool_after = spool_after
+        self._max_retry_after = max_retry_after
+        self.spool = spool
+        self.queue: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self._done_cond = threading.Condition(self._lock)  # progress: flush() waits on it
+        self._space_cond = threading.Condition(self._lock)  # room in the queue: blocked producers
+        self._wake = threading.Event()
+        self._taken = 0  # items moved from the queue to the delivery thread
+        self._resolved = 0  # of those: delivered, spooled or dropped
+        self._spool_in = spool.events if spool is not None else 0  # events ever appended (+ found at open)
+        self._spool_out = 0  # events acknowledged from the spool (delivered or dropped)
+        self._dropped = 0
+        self._held: list[T] | None = None  # a taken batch that could go nowhere yet
+        self._full_since: float | None = None
+        self._flush_waiters = 0
+        self._failures = 0  # failed delivery attempts (direct or replay), for flush()
+        self._down = False  # outage mode: new batches go to the spool
+        self._spool_blocked = False  # the last spool append failed (full or I/O error)
+        self._probe = Backoff(0.05, max_backoff)
+        self._next_probe = 0.0
+        self._stopping = False
+        self._last_drop_log = 0.0
+        self.last_error: str | None = None
+        metrics.queue.set_function(lambda: len(self.queue) + self._taken - self._resolved)
+        if spool is not None:
+            metrics.spool_events.set_function(lambda: spool.events)
+            metrics.spool_bytes.set_function(lambda: spool.size_bytes)
+            if spool.events:
+                log.info("spool %s holds %d events from before: replaying them first", spool.directory, spool.events)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # --- producers --------------------------------------------------------------------------
+    def put(self, item: T) -> bool:
+        """Enqueue ``item``; False when it was dropped (full queue, see the policy)."""
+        if len(self.queue) < self._max_queue:
+            self.queue.append(item)
+            return True
+        return self._put_full(item)
+
+    def _put_full(self, item: T) -> bool:
+        self._wake.set()
+        if self._policy == "block" and not self._stopping:
+            with self._lock:
+                if self._full_since is None:
+                    self._full_since = time.monotonic()
+                deadline = self._full_since + self._block_timeout
+                while len(self.queue) >= self._max_queue and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._space_cond.wait(remaining)
+                if len(self.queue) < self._max_queue:
+                    self.queue.append(item)
+                    return True
+        self._drop(1, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
+        return False
+
+    def _drop(self, n: int, reason: str, why: str | None = None) -> None:
+        with self._lock:
+            self._dropped += n
+        self._metrics.dropped.labels(reason=reason).inc(n)
+        now = time.monotonic()
+        if why is not None or now - self._last_drop_log > 10.0:
+            self._last_drop_log = now
+            log.error(
+                "dropped %d event(s) (%s; %d dropped so far)%s", n, reason, self._dropped, f": {why}" if why else ""
+            )
+
+    # --- flush and close ----------------------------------------------------------------------
+    def result(self) -> FlushResult:
+        """The current state, as :meth:`flush` reports it (without waiting)."""
+        with self._lock:
+            pending = len(self.queue) + self._taken - self._resolved
+        spooled = self.spool.events if self.spool is not None else 0
+        error = self.last_error if pending or spooled else None
+        return FlushResult(pending, error, spooled, self._dropped)
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Block until every item put before this call is in the target, or ``timeout`` passes.
+
+        When the target is down and a spool exists, return as soon as those items are in the
+        spool instead (``spooled`` > 0): they are durable and will be replayed. See
+        :class:`FlushResult` for what the fields mean.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._taken + len(self.queue)
+            failures = self._failures
+            self._flush_waiters += 1
+        self._next_probe = 0.0  # try the spool's target now rather than after the backoff
+        self._wake.set()
+        try:
+            with self._done_cond:
+                while self._resolved < target and self._wait(deadline):
+                    pass
+                if self.spool is not None and self._resolved >= target:
+                    # Wait for the replay of what was spooled so far, unless an attempt made since
+                    # this call failed: then the target is down and the spool is as far as it goes.
+                    spooled_before = self._spool_in
+                    while self._spool_out < spooled_before and self._failures == failures and self._wait(deadline):
+                        pass
+        finally:
+            with self._lock:
+                self._flush_waiters -= 1
+        return self.result()
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait (lock held) for progress; False once ``deadline`` has passed."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        self._done_cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+        self._wake.set()
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> FlushResult:
+        """Flush (up to ``timeout``), then stop the thread; with a spool, whatever is still in memory
+        is spooled before the thread exits. Returns what is pending (lost), spooled and dropped."""
+        self.flush(timeout)
+        self._stopping = True
+        with self._lock:
+            self._space_cond.notify_all()
+        self._wake.set()
+        self._thread.join(timeout=10.0)
+        result = self.result()
+        if self.spool is not None and not self._thread.is_alive():
+            self.spool.close()
+        if not result.complete:
+            log.warning(
+                "closed with %d events pending (lost), %d spooled, %d dropped: %s",
+                result.pending, result.spooled, result.dropped, result.last_error,
+            )
+        return result
+
+    # --- the delivery thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                progressed = self._cycle()
+            except Exception as exc:  # a bug here must not kill the thread silently
+                self._note_failure(exc, count=False)
+                log.exception("delivery loop error (continuing)")
+                progressed = False
+                time.sleep(0.1)
+            if self._stopping and not progressed:
+                return
+            if not progressed:
+                self._idle()
+
+    def _idle(self) -> None:
+        timeout = self._interval
+        if self.spool is not None and self.spool.events:
+            timeout = min(timeout, max(0.0, self._next_probe - time.monotonic()))
+        if timeout > 0:
+            self._wake.wait(timeout)
+        self._wake.clear()
+
+    def _cycle(self) -> bool:
+        """One step: replay the spool when due, then take and place one batch. True if anything moved."""
+        replayed = self._replay()
+        batch = self._held if self._held is not None else self._take()
+        self._held = None
+        if not batch:
+            return replayed
+        if self.spool is not None and (self._down or self.spool.events or self._stopping):
+            return self._to_spool(batch) or replayed
+        return self._deliver(batch) or replayed
+
+    def _take(self) -> list[T]:
+        with self._lock:
+            n = min(len(self.queue), self._batch_size)
+            if not n:
+                return []
+            popleft = self.queue.popleft
+            batch = [popleft() for _ in range(n)]
+            self._taken += n
+            if self._full_since is not None:
+                self._full_since = None
+                self._space_cond.notify_all()
+        return batch
+
+    def _settle(self, resolved: int = 0, spooled_in: int = 0, spooled_out: int = 0) -> None:
+        with self._done_cond:
+            self._resolved += resolved
+            self._spool_in += spooled_in
+            self._spool_out += spooled_out
+            self._done_cond.notify_all()
+
+    def _note_failure(self, exc: BaseException, *, count: bool = True) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        with self._done_cond:
+            self._failures += 1
+            self._done_cond.notify_all()  # a flush() waiting on the spool's target learns it is down
+        if count:
+            self._metrics.retries.inc()
+
+    def _replay(self) -> bool:
+        spool = self.spool
+        if spool is None or not spool.events or self._stopping or time.monotonic() < self._next_probe:
+            return False
+        records = spool.peek(self._batch_size)
+        if not records:  # counted events without a readable record: never spin on it
+            self._next_probe = time.monotonic() + 1.0
+            return False
+        n = sum(r.count for r in records)
+        try:
+            batch: list[T] = []
+            for record in records:
+                batch.extend(self._sink.decode(record.payload))
+            refused = self._sink.deliver(batch)
+        except Rejected as exc:
+            refused = n
+            self._drop(n, REASON_REJECTED, f"spooled batch refused for good: {exc}")
+        except Exception as exc:
+            self._note_failure(exc)
+            self._down = True
+            delay = self._probe.next()
+            self._next_probe = time.monotonic() + delay
+            log.warning("replaying %d spooled events failed, next try in %.1fs: %s", n, delay, exc)
+            return False
+        else:
+            if refused:
+                self._drop(refused, REASON_REJECTED, "refused by the target while replaying the spool")
+        spool.ack(records)
+        if self._down:
+            log.info("target reachable again: replaying the spool (%d events left)", spool.events)
+        self._down = False
+        if not spool.events:
+            self.last_error = None
+        self._probe.reset()
+        self._next_probe = 0.0
+        self._settle(spooled_out=n)
+        return True
+
+    def _deliver(self, batch: list[T]) -> bool:
+        backoff = Backoff(0.05, self._max_backoff)
+        first_failure: float | None = None
+        while True:
+            try:
+                refused = self._sink.deliver(batch)
+            except Rejected as exc:
+                self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
+                self._settle(resolved=len(batch))
+                return True
+            except Exception as exc:
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                self._note_failure(exc)
+                if self.spool is not None and (
+                    now - first_failure >= self._spool_after or self._flush_waiters or self._stopping
+                ):
+                    log.warning("delivering %d events keeps failing (%s): spooling from now on", len(batch), exc)
+                    self._down = True
+                    self._probe.reset()
+                    self._next_probe = now + self._probe.next()
+                    return self._to_spool(batch)
+                if self._stopping:  # no spool: the batch stays pending and is reported by close()
+                    self._held = batch
+                    return False
+                delay = backoff.next()
+                if isinstance(exc, RetryLater) and exc.delay is not None:
+                    delay = min(max(exc.delay, 0.0), self._max_retry_after)
+                log.warning("delivering %d events failed, retrying in %.2fs: %s", len(batch), delay, exc)
+                self._pause(delay)
+                continue
+            if refused:
+                self._drop(refused, REASON_REJECTED, "refused by the target")
+            self._down = False
+            self.last_error = None
+            self._settle(resolved=len(batch))
+            return True
+
+    def _pause(self, delay: float) -> None:
+        """Sleep before a retry; cut short by close(), or by flush() when a spool can take the batch."""
+        end = time.monotonic() + delay
+        while not self._stopping and not (self.spool is not None and self._flush_waiters):
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)
+            self._wake.clear()
+
+    def _to_spool(self, batch: list[T]) -> bool:
+        assert self.spool is not None
+        try:
+            self.spool.append(self._sink.encode(batch), len(batch))
+        except (SpoolFull, SpoolError, OSError) as exc:
+            if not self._spool_blocked:
+                log.error("cannot spool %d events (%s): holding them in memory", len(batch), exc)
+            self._spool_blocked = True
+            self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            self._held = batch
+            return False
+        self._spool_blocked = False
+        self._settle(resolved=len(batch), spooled_in=len(batch))
+        return True
+
