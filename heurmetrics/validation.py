@@ -93,7 +93,7 @@ def check_execution(
         check_finite("duration_seconds", duration_seconds, low=0.0, high=MAX_EXECUTION_SECONDS)
     if outcome is not None:
         check_label_value("outcome", outcome)
-    if signal is not None:
+    if signal is not None and (signal.__class__ is not float or not -math.inf < signal < math.inf):
         check_finite("signal", signal)
     if confidence is not None and (confidence.__class__ is not float or not 0.0 <= confidence <= 1.0):
         check_finite("confidence", confidence, low=0.0, high=1.0)

@@ -14,11 +14,13 @@ from typing import Any
 
 import pandas as pd
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from heurmetrics import __version__
@@ -78,12 +80,38 @@ _REASON_BY_STATUS = {401: "unauthorized", 409: "conflict", 413: "too_large", 422
 _KIND_BY_PATH = {"/v1/executions": "execution", "/v1/backtests": "backtest", "/v1/rule-versions": "rule_version"}
 
 
+def _json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for an endpoint that parses its raw body with ``model``."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _document_raw_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add the schemas of raw-body models to the OpenAPI components (FastAPI only adds models
+    that appear as parameters)."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(doc.pop("$defs", {}))
+                components[model.__name__] = doc
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _describe_error(error: Any) -> dict[str, str]:
     """A pydantic/FastAPI validation error as ``{"field", "message"}`` with a readable path."""
-    if error.get("type") == "json_invalid":  # loc is ("body", character position)
-        position = error["loc"][-1]
+    if error.get("type") == "json_invalid":  # loc ends with a character position, or nothing
         reason = (error.get("ctx") or {}).get("error", error["msg"])
-        return {"field": "body", "message": f"invalid JSON at character {position}: {reason}"}
+        position = error["loc"][-1] if error["loc"] and isinstance(error["loc"][-1], int) else None
+        where = f" at character {position}" if position is not None else ""
+        return {"field": "body", "message": f"invalid JSON{where}: {reason}"}
     return {"field": _field_path(tuple(error["loc"])), "message": error["msg"]}
 
 
@@ -122,6 +150,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         ingest.admit(rv)
     app.state.ingest = ingest
     app.state.registry = registry
+    _document_raw_bodies(app, ExecutionBatchIn)
     log.info("exporter using database %s", redact_url(settings.database_url))
 
     def reject(
@@ -251,13 +280,23 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         status_code=202,
         responses={413: {"model": ErrorOut}},
         dependencies=[Depends(authorize)],
+        openapi_extra=_json_request_body(ExecutionBatchIn),
     )
-    def post_executions(body: ExecutionBatchIn) -> ExecutionBatchOut:
+    async def post_executions(request: Request) -> ExecutionBatchOut:
         """Store a batch of executions; 202 only after the rows are committed.
 
         Re-sending a batch (same event ids) stores and counts nothing twice. Any invalid item
         rejects the whole batch with 422 naming it; nothing is written.
         """
+        # The hottest endpoint parses its raw body in one pass (pydantic-core's JSON parser)
+        # instead of json.loads plus dict validation: about half the CPU per execution.
+        try:
+            batch = ExecutionBatchIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        return await run_in_threadpool(ingest_batch, batch)
+
+    def ingest_batch(body: ExecutionBatchIn) -> ExecutionBatchOut:
         items = body.executions
         if len(items) > MAX_EXECUTIONS_PER_REQUEST:
             ingest.count_rejected("execution", len(items))
@@ -267,6 +306,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 f"{MAX_EXECUTIONS_PER_REQUEST} per request; split it",
             )
         events = []
+        make = ingest.make_execution
         for i, item in enumerate(items):
             try:
                 rv = ingest.rule_version(item.rule, item.rule_version)
@@ -274,7 +314,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 raise invalid("execution", f"executions[{i}].rule_version", str(exc), len(items)) from None
             try:
                 events.append(
-                    ingest.make_execution(
+                    make(
                         rv,
                         duration_seconds=item.duration_seconds,
                         status=item.status,

@@ -26,6 +26,10 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///file.db or "
             "postgresql+psycopg://user@host:port/db"
         )
+    # The exporter serves requests from a thread pool: keep enough connections open that
+    # concurrent batches do not open and close connections all the time.
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
 
 

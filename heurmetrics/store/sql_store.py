@@ -261,18 +261,17 @@ class SqlStore:
     ) -> set[uuid.UUID]:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         rows = [_execution_tuple(e, now) for e in events]
-        if all(e.counted for e in events):
-            # Ids the SDK generated practically never collide: COPY straight into the table (raw
-            # COPY speed). A collision -- a batch retried after a lost commit acknowledgement --
-            # rolls back to the savepoint and takes the idempotent staging path below.
-            cursor.execute("SAVEPOINT hm_direct_copy")
-            try:
-                _copy_rows(cursor, "heuristic_executions", rows)
-            except psycopg.errors.UniqueViolation:
-                cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
-            else:
-                cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
-                return {e.event_id for e in events}
+        # New events are the common case: COPY straight into the table (raw COPY speed). A
+        # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
+        # savepoint, and the batch takes the idempotent staging path below.
+        cursor.execute("SAVEPOINT hm_direct_copy")
+        try:
+            _copy_rows(cursor, "heuristic_executions", rows)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
+        else:
+            cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
+            return {e.event_id for e in events}
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -290,17 +289,7 @@ class SqlStore:
     def _insert_executions_sqlite(
         self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
     ) -> set[uuid.UUID]:
-        if all(e.counted for e in events):
-            return self._insert_sdk_executions_sqlite(conn, events, now)
-        table = _table(ExecutionRow)
-        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.event_id)
-        rows = [dict(zip(_EXECUTION_COLUMNS, _execution_tuple(e, now), strict=True)) for e in events]
-        return set(conn.execute(statement, rows).scalars().all())
-
-    def _insert_sdk_executions_sqlite(
-        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
-    ) -> set[uuid.UUID]:
-        """SDK batches straight through the driver: SQLAlchemy's per-row processing is most of the cost.
+        """One ``executemany`` through the driver: SQLAlchemy's per-row processing is most of the cost.
 
         Values are encoded exactly as SQLAlchemy stores them on SQLite (``Uuid`` as 32 hex digits,
         ``UTCDateTime`` as naive UTC text), so both paths read back the same.
