@@ -35,6 +35,8 @@ bench: install
 	$(PY) benchmarks/bench_hot_path.py
 	$(PY) benchmarks/bench_persistence.py
 	$(PY) benchmarks/bench_performance.py
+	$(PY) benchmarks/bench_walkforward.py
+	$(PY) benchmarks/bench_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build heurmetrics-demo.db*

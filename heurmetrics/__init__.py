@@ -26,6 +26,7 @@ from heurmetrics.sdk.writer import FlushResult
 __all__ = [
     "BacktestRun",
     "ExecutionContext",
+    "ExporterClient",
     "FlushResult",
     "HeurmetricsError",
     "InvalidEvent",

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from heurmetrics.config import Settings, redact_url
+from heurmetrics.audit.cli import audit_app
+from heurmetrics.cli_options import DatabaseUrl, console, fail, settings_from
+from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
 
@@ -24,26 +25,11 @@ db_app = typer.Typer(help="Database schema: migrations and status.", no_args_is_
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(audit_app, name="audit")
 
-console = Console(soft_wrap=True)  # messages stay on one line (greppable)
-err_console = Console(stderr=True, soft_wrap=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", help="SQLAlchemy URL [env: HEURMETRICS_DATABASE_URL; default sqlite:///heurmetrics.db]"
-    ),
-]
-
-
-def _settings(database_url: str | None = None, **overrides: object) -> Settings:
-    values = {k: v for k, v in {"database_url": database_url, **overrides}.items() if v is not None}
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
+# Shared with the sub-apps; the underscore names are kept for modules that imported them here.
+_settings = settings_from
+_fail = fail
 
 
 @db_app.command("upgrade")
@@ -150,9 +136,3 @@ def _is_loopback(host: str) -> bool:
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
-
-
-# The auditor's commands (heurmetrics.audit.cli imports _settings/DatabaseUrl/_fail from here).
-from heurmetrics.audit.cli import audit_app  # noqa: E402
-
-app.add_typer(audit_app, name="audit")

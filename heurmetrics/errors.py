@@ -4,7 +4,18 @@ from __future__ import annotations
 
 
 class HeurmetricsError(Exception):
-    """Base class of every error heurmetrics raises on purpose."""
+    """Base class of every error heurmetrics raises on purpose.
+
+    Subclasses whose ``__init__`` takes other arguments than the message record them in
+    ``_init_args`` so the error survives pickling (a worker process can raise it to its parent).
+    """
+
+    _init_args: tuple[object, ...] | None = None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._init_args is None:
+            return super().__reduce__()
+        return (type(self), self._init_args)
 
 
 class InvalidEvent(HeurmetricsError, ValueError):
@@ -16,6 +27,7 @@ class InvalidEvent(HeurmetricsError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
+        self._init_args = (field, message)
         self.field = field
         self.message = message
 
@@ -28,6 +40,7 @@ class VersionConflict(HeurmetricsError):
     """The same rule and version were registered before with different content; nothing was written."""
 
     def __init__(self, rule: str, version: str, existing_hash: str, new_hash: str) -> None:
+        self._init_args = (rule, version, existing_hash, new_hash)
         super().__init__(
             f"rule version {rule}@{version} already exists with content hash {existing_hash}; "
             f"the new content hashes to {new_hash}. A version is immutable: register the change "
@@ -43,6 +56,7 @@ class UnknownRuleVersion(HeurmetricsError, LookupError):
     """An event names a rule version that was never registered."""
 
     def __init__(self, rule: str, version: str) -> None:
+        self._init_args = (rule, version)
         super().__init__(
             f"unknown rule version {rule}@{version}: register it first "
             "(Recorder.register_rule_version or POST /v1/rule-versions)"
@@ -55,6 +69,7 @@ class SchemaNotAtHead(HeurmetricsError):
     """The database schema is not at the revision this code expects."""
 
     def __init__(self, url: str, current: str | None, head: str) -> None:
+        self._init_args = (url, current, head)
         where = "an empty database" if current is None else f"revision {current}"
         super().__init__(
             f"database {url} is at {where}, but this heurmetrics needs revision {head}. "
@@ -72,6 +87,7 @@ class CardinalityBudgetExceeded(HeurmetricsError):
     """A new rule version would add Prometheus series beyond the configured budget."""
 
     def __init__(self, rule: str, version: str, budget: int) -> None:
+        self._init_args = (rule, version, budget)
         super().__init__(
             f"cardinality budget exhausted: {budget} rule versions already have series in this exporter, "
             f"so {rule}@{version} was refused (nothing written). Retire unused versions or raise "

@@ -22,22 +22,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-#: Defined before importing heurmetrics.cli: that module mounts this app, and either module may
-#: be imported first.
+from heurmetrics.audit import chain, queries
+from heurmetrics.audit.errors import AuditError
+from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref
+from heurmetrics.cli_options import DatabaseUrl
+from heurmetrics.cli_options import fail as _fail
+from heurmetrics.cli_options import settings_from as _settings
+from heurmetrics.config import redact_url
+from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store.sql_store import SqlStore
+
 audit_app = typer.Typer(
     name="audit",
     help="Audit trail of rule versions: lifecycle, point-in-time answers, diffs, executions, export, "
     "hash-chain verification. Read-only.",
     no_args_is_help=True,
 )
-
-from heurmetrics.audit import chain, queries  # noqa: E402
-from heurmetrics.audit.errors import AuditError  # noqa: E402
-from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref  # noqa: E402
-from heurmetrics.cli import DatabaseUrl, _fail, _settings  # noqa: E402
-from heurmetrics.config import redact_url  # noqa: E402
-from heurmetrics.errors import HeurmetricsError  # noqa: E402
-from heurmetrics.store.sql_store import SqlStore  # noqa: E402
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
 EXIT_BROKEN = 1
@@ -101,8 +101,9 @@ def _table(title: str, *columns: str) -> Table:
     table = Table(title=title)
     for column in columns:
         width = next((w for key, w in _WIDTHS.items() if key in column), None)
-        table.add_column(column, justify="right" if column in _RIGHT else "left",
-                         no_wrap=width is not None, min_width=width)
+        table.add_column(
+            column, justify="right" if column in _RIGHT else "left", no_wrap=width is not None, min_width=width
+        )
     return table
 
 
@@ -115,8 +116,15 @@ def _events_table(title: str, events: list[LifecycleEvent], *, with_version: boo
             extra = f" (replaces {e.details['replaces']})"
         if e.event == "rolled_back" and e.details.get("restored"):
             extra = f" (restores {e.details['restored']})"
-        table.add_row(str(e.position), _t(e.occurred_at), *((e.version,) if with_version else ()), e.event + extra,
-                      e.env or "", e.actor, e.reason)
+        table.add_row(
+            str(e.position),
+            _t(e.occurred_at),
+            *((e.version,) if with_version else ()),
+            e.event + extra,
+            e.env or "",
+            e.actor,
+            e.reason,
+        )
     return table
 
 
@@ -146,12 +154,20 @@ def versions_cmd(
         versions = queries.list_versions(engine, rule)
     if as_json:
         return _print_json(versions)
-    table = _table(f"Versions of {rule}", "version", "status", "author", "approved by", "created (UTC)", "parent",
-                   "summary")
+    table = _table(
+        f"Versions of {rule}", "version", "status", "author", "approved by", "created (UTC)", "parent", "summary"
+    )
     for v in versions:
         status = v.status + (f" ({', '.join(v.active_envs)})" if v.active_envs else "")
-        table.add_row(v.version, status, v.created_by, ", ".join(v.approved_by) or "-", _t(v.created_at),
-                      v.parent or "", v.description or "")
+        table.add_row(
+            v.version,
+            status,
+            v.created_by,
+            ", ".join(v.approved_by) or "-",
+            _t(v.created_at),
+            v.parent or "",
+            v.description or "",
+        )
     _console().print(table)
 
 
@@ -170,13 +186,21 @@ def show_cmd(
         return _print_json(detail)
     s = detail.summary
     console = _console()
-    console.print(Text(f"{s.rule}@{s.version}", style="bold"), f"— {s.status}",
-                  f"({', '.join(s.active_envs)})" if s.active_envs else "")
+    console.print(
+        Text(f"{s.rule}@{s.version}", style="bold"),
+        f"— {s.status}",
+        f"({', '.join(s.active_envs)})" if s.active_envs else "",
+    )
     fields = [
-        ("summary", s.description or ""), ("author", s.created_by), ("registered", _t(s.created_at)),
-        ("approved by", ", ".join(s.approved_by) or "nobody yet"), ("parent", s.parent or "-"),
-        ("derived versions", ", ".join(detail.children) or "-"), ("code ref", s.code_ref or "-"),
-        ("content hash", s.content_hash), ("chain", f"position {s.position}, row hash {detail.row_hash}"),
+        ("summary", s.description or ""),
+        ("author", s.created_by),
+        ("registered", _t(s.created_at)),
+        ("approved by", ", ".join(s.approved_by) or "nobody yet"),
+        ("parent", s.parent or "-"),
+        ("derived versions", ", ".join(detail.children) or "-"),
+        ("code ref", s.code_ref or "-"),
+        ("content hash", s.content_hash),
+        ("chain", f"position {s.position}, row hash {detail.row_hash}"),
     ]
     for name, value in fields:
         console.print(f"  {name + ':':<18}{value}")
@@ -185,11 +209,19 @@ def show_cmd(
     console.print("\n[bold]source[/]")
     console.print(detail.source or "(empty)", markup=False)
     console.print(_events_table("Lifecycle", detail.events, with_version=False))
-    runs = _table("Backtest evidence", "run id", "status", "dataset", "finished (UTC)", "sharpe", "max drawdown",
-                  "total return")
+    runs = _table(
+        "Backtest evidence", "run id", "status", "dataset", "finished (UTC)", "sharpe", "max drawdown", "total return"
+    )
     for b in detail.backtests:
-        runs.add_row(str(b.run_id), b.status, b.dataset, _t(b.finished_at), _num(b.sharpe, "{:.3f}"),
-                     _num(b.max_drawdown, "{:.2%}"), _num(b.total_return, "{:.2%}"))
+        runs.add_row(
+            str(b.run_id),
+            b.status,
+            b.dataset,
+            _t(b.finished_at),
+            _num(b.sharpe, "{:.3f}"),
+            _num(b.max_drawdown, "{:.2%}"),
+            _num(b.total_return, "{:.2%}"),
+        )
     console.print(runs)
     title = f"Executions ({detail.executions_total:,}; flagged live: {detail.flagged_live_executions:,})"
     counts = _table(title, "mode", "status", "outcome", "count")
@@ -212,12 +244,18 @@ def diff_cmd(
     if as_json:
         return _print_json(diff)
     console = _console()
-    console.print(f"{diff.old} ({diff.old_hash[:12]}) → {diff.new} ({diff.new_hash[:12]})",
-                  "— identical content" if diff.identical else "")
+    console.print(
+        f"{diff.old} ({diff.old_hash[:12]}) → {diff.new} ({diff.new_hash[:12]})",
+        "— identical content" if diff.identical else "",
+    )
     table = _table("Params", "key", "change", "old", "new")
     for p in diff.params:
-        table.add_row(p.path, p.change, "" if p.change == "added" else json.dumps(p.old),
-                      "" if p.change == "removed" else json.dumps(p.new))
+        table.add_row(
+            p.path,
+            p.change,
+            "" if p.change == "added" else json.dumps(p.old),
+            "" if p.change == "removed" else json.dumps(p.new),
+        )
     console.print(table if diff.params else "params: no change")
     if not diff.source_diff:
         console.print("source: no change")
@@ -285,8 +323,10 @@ def executions_cmd(
         return _print_json(report)
     console = _console()
     window = f"{_t(t0) or 'the beginning'} to {_t(t1) or 'now'}"
-    console.print(f"{rule}@{version}, {window}: {report.total:,} executions; live {report.live:,}, "
-                  f"flagged live (version not active in live then): {report.flagged_live:,}")
+    console.print(
+        f"{rule}@{version}, {window}: {report.total:,} executions; live {report.live:,}, "
+        f"flagged live (version not active in live then): {report.flagged_live:,}"
+    )
     periods = "; ".join(f"{_t(p.start)} → {_t(p.end) or 'now'}" for p in report.live_periods) or "never"
     console.print(f"active in live: {periods}")
     table = _table("Counts", "mode", "status", "outcome", "count")
@@ -294,11 +334,28 @@ def executions_cmd(
         table.add_row(c.mode, c.status, c.outcome or "-", f"{c.count:,}")
     console.print(table)
     if rows:
-        items = _table(f"First {len(report.rows)} executions", "started (UTC)", "event id", "mode", "status",
-                       "outcome", "signal", "confidence", "flagged")
+        items = _table(
+            f"First {len(report.rows)} executions",
+            "started (UTC)",
+            "event id",
+            "mode",
+            "status",
+            "outcome",
+            "signal",
+            "confidence",
+            "flagged",
+        )
         for r in report.rows:
-            items.add_row(_t(r.started_at), str(r.event_id), r.mode, r.status, r.outcome or "-", _num(r.signal),
-                          _num(r.confidence), "FLAGGED" if r.flagged else "")
+            items.add_row(
+                _t(r.started_at),
+                str(r.event_id),
+                r.mode,
+                r.status,
+                r.outcome or "-",
+                _num(r.signal),
+                _num(r.confidence),
+                "FLAGGED" if r.flagged else "",
+            )
         console.print(items)
 
 
@@ -319,16 +376,19 @@ def export_cmd(
         raise _fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}", EXIT_ERROR)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     with _engine(database_url) as engine:
-        result = export(engine, out, fmt, start=t0, end=t1,
-                        source_url=redact_url(_settings(database_url).database_url))
+        result = export(engine, out, fmt, start=t0, end=t1, source_url=redact_url(_settings(database_url).database_url))
     if as_json:
-        return _print_json({
-            "directory": str(result.directory), "format": result.format, "manifest": str(result.manifest),
-            "chain_ok": result.chain_ok,
-            "files": [
-                {"table": f.table, "path": str(f.path), "rows": f.rows, "sha256": f.sha256} for f in result.files
-            ],
-        })
+        return _print_json(
+            {
+                "directory": str(result.directory),
+                "format": result.format,
+                "manifest": str(result.manifest),
+                "chain_ok": result.chain_ok,
+                "files": [
+                    {"table": f.table, "path": str(f.path), "rows": f.rows, "sha256": f.sha256} for f in result.files
+                ],
+            }
+        )
     console = _console()
     console.print(f"Exported to {result.directory} ({result.format}):")
     for f in result.files:
@@ -349,21 +409,34 @@ def verify_cmd(
     with _engine(database_url) as engine:
         report = chain.verify(engine, expect_head=expect_head)
     if as_json:
-        _print_json({"ok": report.ok, "records": report.records, "versions": report.versions,
-                     "events": report.events, "head": report.head, "first_problem": report.first,
-                     "problems": report.problems, "anchor_found": report.anchor_found})
+        _print_json(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "versions": report.versions,
+                "events": report.events,
+                "head": report.head,
+                "first_problem": report.first,
+                "problems": report.problems,
+                "anchor_found": report.anchor_found,
+            }
+        )
     else:
         console = _console()
         head = f"head: position {report.head.position}, hash {report.head.row_hash}"
         if report.ok:
-            console.print(f"chain OK: {report.records} records ({report.versions} versions, {report.events} events) "
-                          f"verified; {head}")
+            console.print(
+                f"chain OK: {report.records} records ({report.versions} versions, {report.events} events) "
+                f"verified; {head}"
+            )
         for problem in report.problems:
-            console.print(Text(f"BROKEN at position {problem.position} ({problem.kind}): {problem.message}",
-                               style="bold red"))
+            console.print(
+                Text(f"BROKEN at position {problem.position} ({problem.kind}): {problem.message}", style="bold red")
+            )
         if report.anchor_found is False:
-            console.print(Text(f"anchor {expect_head} is not in the chain: records were removed or replaced",
-                               style="bold red"))
+            console.print(
+                Text(f"anchor {expect_head} is not in the chain: records were removed or replaced", style="bold red")
+            )
         elif report.anchor_found:
             console.print(f"anchor {expect_head} found in the chain")
     if not report.ok:
@@ -376,6 +449,13 @@ def head_cmd(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> N
     with _engine(database_url) as engine:
         head = chain.chain_head(engine)
     if as_json:
-        return _print_json({"position": head.position, "row_hash": head.row_hash, "recorded_at": head.recorded_at,
-                            "table": head.table, "record_id": head.record_id})
+        return _print_json(
+            {
+                "position": head.position,
+                "row_hash": head.row_hash,
+                "recorded_at": head.recorded_at,
+                "table": head.table,
+                "record_id": head.record_id,
+            }
+        )
     typer.echo(f"position {head.position}  hash {head.row_hash}  at {_t(head.recorded_at) or '-'}")
