@@ -20,6 +20,7 @@ from heurmetrics.errors import (
     UnknownRuleVersion,
     VersionConflict,
 )
+from heurmetrics.sdk.http_client import ExporterClient
 from heurmetrics.sdk.recorder import ExecutionContext, Recorder
 from heurmetrics.sdk.writer import FlushResult
 
