@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 
 from heurmetrics.audit.cli import audit_app
+from heurmetrics.backtest.cli import backtest_app
 from heurmetrics.cli_options import DatabaseUrl, console, fail, settings_from
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
+from heurmetrics.performance.cli import performance_app
+from heurmetrics.report.cli import report
 
 app = typer.Typer(
     name="heurmetrics",
@@ -26,6 +29,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(backtest_app, name="backtest")
+app.add_typer(performance_app, name="performance")
+app.command("report")(report)
 
 # Shared with the sub-apps; the underscore names are kept for modules that imported them here.
 _settings = settings_from
@@ -107,7 +113,7 @@ def demo(
         str | None,
         typer.Option("--database-url", help="Where to write (default: a fresh ./heurmetrics-demo.db SQLite file)."),
     ] = None,
-    days: Annotated[int, typer.Option(help="Days of hourly synthetic data.")] = 540,
+    days: Annotated[int, typer.Option(min=60, help="Days of hourly synthetic data (the walk-forward needs 60).")] = 540,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic market data.")] = 7,
 ) -> None:
     """Register three demo rules in two versions each, run and backtest them, print a summary."""

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="Cardinality budget: rule versions that may have series in one exporter."
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    performance_snapshot_seconds: float = Field(
+        300.0, ge=0, description="How often `serve` appends a rule_version_performance snapshot (0 = never)."
+    )
     metrics_cache_seconds: float = Field(
         15.0, ge=0, description="How long gauges read from the store are cached between scrapes."
     )

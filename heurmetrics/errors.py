@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HeurmetricsError(Exception):
     """Base class of every error heurmetrics raises on purpose.
@@ -12,7 +14,7 @@ class HeurmetricsError(Exception):
 
     _init_args: tuple[object, ...] | None = None
 
-    def __reduce__(self) -> tuple[object, ...]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         if self._init_args is None:
             return super().__reduce__()
         return (type(self), self._init_args)

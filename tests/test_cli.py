@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from heurmetrics.cli import app
@@ -43,16 +44,42 @@ def test_serve_refuses_public_bind_without_token_and_unmigrated_database(sqlite_
 def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "heurmetrics-demo.db").write_text("stale file from an earlier run")
-    result = runner.invoke(app, ["demo", "--days", "30"], env={"COLUMNS": "160"})
+    result = runner.invoke(app, ["demo", "--days", "60"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for key in ("sma_cross@1.0.0", "atr_breakout@1.1.0", "range_bias@2.0.0", "Sharpe", "heurmetrics serve"):
+    for key in ("sma_cross@1.0.0", "atr_breakout@1.1.0", "range_bias@2.0.0", "Sharpe", "drift", "heurmetrics serve"):
         assert key in result.output
     store = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
     counts = store.table_counts()
+    with store.engine.connect() as conn:
+        per_single_run = dict(
+            conn.execute(
+                text(
+                    "SELECT r.name || '@' || v.version, count(*) FROM heuristic_executions e "
+                    "JOIN backtest_runs b ON b.run_id = e.backtest_run_id AND b.kind = 'single' "
+                    "JOIN rule_versions v ON v.id = e.rule_version_id JOIN rules r ON r.id = v.rule_id GROUP BY 1"
+                )
+            ).all()
+        )
+        events = conn.execute(text("SELECT count(*) FROM rule_version_events")).scalar_one()
     store.close()
-    bars = 30 * 24
-    # Every bar after each rule's lookback is one execution: nothing sampled, nothing lost.
+    # Every bar of the backtest segment after each rule's lookback is one execution of its run:
+    # nothing sampled, nothing lost.
+    split = int(60 * 24 * 0.8)
     lookbacks = {"sma_cross": 201, "atr_breakout": 16, "range_bias": 48}
-    assert counts["heuristic_executions"] == sum(2 * (bars - lb) for lb in lookbacks.values())
-    assert (counts["rules"], counts["rule_versions"], counts["backtest_runs"]) == (3, 6, 6)
+    assert per_single_run == {
+        f"{rule}@{version}": split - lookbacks[rule]
+        for rule, version in (
+            ("sma_cross", "1.0.0"),
+            ("sma_cross", "1.1.0"),
+            ("atr_breakout", "1.0.0"),
+            ("atr_breakout", "1.1.0"),
+            ("range_bias", "1.0.0"),
+            ("range_bias", "2.0.0"),
+        )
+    }
+    assert (counts["rules"], counts["rule_versions"]) == (3, 6)
+    assert counts["backtest_runs"] == 12  # one single and one walk-forward run per version
+    assert events > 6  # proposals plus approvals, activations, a rollback, a retirement
+    # The demo's own registry counted exactly the rows it stored.
     assert f"Stored {counts['heuristic_executions']:,} executions" in result.output
+    assert f"Prometheus counted {counts['heuristic_executions']:,}" in result.output

@@ -44,7 +44,7 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     upgraded = run("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert "upgraded from empty" in upgraded.stdout
-    demo = run("demo", "--days", "15")
+    demo = run("demo", "--days", "60")
     assert demo.returncode == 0, demo.stderr
     assert "range_bias@2.0.0" in demo.stdout and (work / "heurmetrics-demo.db").exists()
 

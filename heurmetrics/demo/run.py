@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from heurmetrics.config import redact_url
 from heurmetrics.demo.data import dataset_hash, synthetic_ohlc
 from heurmetrics.demo.rules import DEMO_RULES, DataGap, DemoRule
 from heurmetrics.domain import BacktestRun, RuleVersion
+from heurmetrics.metrics import definitions as d
 from heurmetrics.sdk.recorder import Recorder
 
 DEMO_DATABASE = "heurmetrics-demo.db"
@@ -31,7 +32,20 @@ BACKTEST_SHARE = 0.8
 
 
 def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Console | None = None) -> dict[str, object]:
-    """Run the demo workload into ``database_url`` and print the summary; returns its figures."""
+    """Run the demo workload into ``database_url`` and print the summary; returns its figures.
+
+    1. every version is registered and evaluated over the first 80 % of the bars as a backtest;
+    2. a lifecycle is recorded (approvals by another person, activations, a rollback, a retirement);
+    3. the remaining bars run as if live, in the environment where each version is active; a
+       version that was rolled back keeps running live for a day (a forgotten runner: the audit
+       trail flags those executions);
+    4. a walk-forward backtest per version, the live signals resolved, a performance snapshot
+       with the drift of each version.
+    """
+    from heurmetrics.audit.lifecycle import seed_demo_lifecycle
+    from heurmetrics.audit.queries import version_statuses
+    from heurmetrics.demo.drift import run_drift_demo
+
     console = console or Console()
     started = time.perf_counter()
     frame = synthetic_ohlc(days, seed=seed)
@@ -41,15 +55,15 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
     gaps = set(np.random.default_rng(seed + 1).choice(n, size=max(1, n // 400), replace=False).tolist())
     dataset = f"BTCUSD-1h synthetic (seed {seed}, {days} days)"
     digest = dataset_hash(frame)
-    newest = {rule.name: rule.version for rule in DEMO_RULES}  # the last listed version of each rule
     console.print(
         f"[bold]heurmetrics demo[/]: {n:,} hourly bars, {len(DEMO_RULES)} rule versions → {redact_url(database_url)}"
     )
     runs: dict[str, BacktestRun] = {}
+    live_events: dict[str, dict[int, uuid.UUID]] = {}
     with (
         Recorder(database_url, created_by="demo") as rec,
         Progress(
-            TextColumn("{task.description:<22}"),
+            TextColumn("{task.description:<34}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -57,13 +71,17 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
             transient=False,
         ) as progress,
     ):
+        versions: list[tuple[DemoRule, RuleVersion]] = []
         for rule in DEMO_RULES:
-            rv = rec.register_rule_version(
-                rule.name, rule.version, rule.params, rule.source, description=rule.description
+            parent = next((v.version for r, v in versions if r.name == rule.name), None)
+            rv = rec.propose(
+                rule.name, rule.version, rule.params, rule.source, description=rule.description, parent=parent
             )
-            live_mode = "live" if newest[rule.name] == rule.version else "paper"
-            task = progress.add_task(rv.key, total=n - rule.lookback)
-            positions, run_id, run_started = _evaluate(rec, rv, rule, bars, split, gaps, live_mode, progress, task)
+            versions.append((rule, rv))
+            run_id = uuid.uuid4()
+            run_started = datetime.now(UTC)
+            task = progress.add_task(f"backtest {rv.key}", total=split - rule.lookback)
+            positions = _evaluate(rec, rv, rule, bars, range(rule.lookback, split), gaps, progress, task, run_id=run_id)
             equity = _equity(frame["close"], positions, rule.lookback, split)
             runs[rv.key] = rec.record_backtest(
                 rv,
@@ -76,23 +94,50 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
                 finished_at=datetime.now(UTC),
                 config={"fee_per_turn": FEE_PER_TURN, "bars": f"{rule.lookback}..{split}", "seed": seed},
             )
+        seed_demo_lifecycle(rec.store)
+        statuses = version_statuses(rec.store.engine)
+        for rule, rv in versions:
+            status, envs = statuses[rv.id]
+            if status == "retired":
+                continue
+            mode, end = ("live", n) if "live" in envs else ("paper", n) if "paper" in envs else ("live", split + 24)
+            task = progress.add_task(f"{mode:<5} {rv.key}", total=end - split)
+            events: dict[int, uuid.UUID] = {}
+            _evaluate(rec, rv, rule, bars, range(split, end), gaps, progress, task, mode=mode, events=events)
+            live_events[rv.key] = events
+        drift = run_drift_demo(
+            rec,
+            frame,
+            split=split,
+            live_events=live_events,
+            dataset=dataset,
+            dataset_hash=digest,
+            periods_per_year=PERIODS_PER_YEAR,
+            fee_per_turn=FEE_PER_TURN,
+            console=console,
+            progress=progress,
+        )
         flushed = rec.flush()
         summary = _summary(rec, runs)
         counts = rec.store.table_counts()
+        counted = _counted_executions(rec)
     elapsed = time.perf_counter() - started
     console.print(summary)
+    console.print(drift)
     console.print(
         f"Stored {counts['heuristic_executions']:,} executions, {counts['backtest_runs']} backtest runs and "
         f"{counts['equity_points']:,} equity points in {elapsed:.1f} s "
-        f"({'all durable' if flushed.complete else f'{flushed.pending} NOT durable'})."
+        f"({'all durable' if flushed.complete else f'{flushed.pending} NOT durable'}; "
+        f"Prometheus counted {counted:,})."
     )
     console.print(f"Data: {redact_url(database_url)}")
     console.print(
-        "Next: serve and scrape it →\n"
+        "Next: serve and scrape it, or audit it →\n"
         f"  HEURMETRICS_DATABASE_URL={database_url} heurmetrics serve --port 9464\n"
-        "  curl -s localhost:9464/metrics | grep backtest_result_sharpe_ratio"
+        "  curl -s localhost:9464/metrics | grep backtest_result_sharpe_ratio\n"
+        f"  HEURMETRICS_DATABASE_URL={database_url} heurmetrics audit rules"
     )
-    return {"counts": counts, "elapsed_seconds": elapsed, "pending": flushed.pending}
+    return {"counts": counts, "counted": counted, "elapsed_seconds": elapsed, "pending": flushed.pending}
 
 
 def _evaluate(
@@ -100,38 +145,51 @@ def _evaluate(
     rv: RuleVersion,
     rule: DemoRule,
     bars: dict[str, np.ndarray],
-    split: int,
+    indices: range,
     gaps: set[int],
-    live_mode: str,
     progress: Progress,
-    task: object,
-) -> tuple[np.ndarray, uuid.UUID, datetime]:
-    """Evaluate the rule on every bar, recording each evaluation; returns the positions taken."""
-    n = len(bars["close"])
-    positions = np.zeros(n)
-    run_id = uuid.uuid4()
-    run_started = datetime.now(UTC)
+    task: TaskID,
+    *,
+    mode: str = "backtest",
+    run_id: uuid.UUID | None = None,
+    events: dict[int, uuid.UUID] | None = None,
+) -> np.ndarray:
+    """Evaluate the rule on every bar of ``indices``, recording each evaluation.
+
+    Returns the position held after each bar (the previous one is kept after a failed bar, like
+    a real runner would); ``events`` receives the event id of every bar's execution.
+    """
+    positions = np.zeros(len(bars["close"]))
     position = 0.0
     lookback = rule.lookback
-    for i in range(lookback, n):
-        backtest = i < split
+    for count, i in enumerate(indices):
         window = {k: v[i - lookback + 1 : i + 1] for k, v in bars.items()}
+        context = rec.execution(rv, mode=mode, backtest_run_id=run_id)
         try:
-            with rec.execution(
-                rv, mode="backtest" if backtest else live_mode, backtest_run_id=run_id if backtest else None
-            ) as ex:
+            with context as ex:
                 if i in gaps:
                     raise DataGap(f"bar {i}: feed gap")
                 outcome, signal, confidence = rule.evaluate(window, rule.params)
                 ex.set_result(outcome, signal, confidence)
             position = signal
         except DataGap:
-            pass  # recorded as an error; keep the previous position, like a real runner would
+            pass  # recorded as an error by the context
+        if events is not None and context.event_id is not None:
+            events[i] = context.event_id
         positions[i] = position
-        if i % 500 == 0:
-            progress.update(task, completed=i - lookback)  # type: ignore[arg-type]
-    progress.update(task, completed=n - lookback)  # type: ignore[arg-type]
-    return positions, run_id, run_started
+        if count % 500 == 0:
+            progress.update(task, completed=count)
+    progress.update(task, completed=len(indices))
+    return positions
+
+
+def _counted_executions(rec: Recorder) -> int:
+    """``heuristic_executions_total`` summed over the recorder's registry (must equal the rows)."""
+    total = 0.0
+    for family in rec.registry.collect():
+        if family.name == d.HEURISTIC_EXECUTIONS.name:
+            total += sum(s.value for s in family.samples if s.name == d.HEURISTIC_EXECUTIONS.sample_name)
+    return int(total)
 
 
 def _equity(close: pd.Series, positions: np.ndarray, start: int, end: int) -> pd.Series:

@@ -265,7 +265,9 @@ WRITER_QUEUE_EVENTS = MetricSpec(
 DROPPED_EVENTS = MetricSpec(
     "heurmetrics_dropped_events",
     "counter",
-    "Events that were acknowledged to a caller but could not be stored. Must stay 0.",
+    "Events that were accepted from a caller but will never be stored, by reason (queue_full, "
+    "spool_full: only under the opt-in drop policy; rejected: the database refused the data). "
+    "0 in a healthy pipeline.",
     (REASON,),
     unit="short",
 )

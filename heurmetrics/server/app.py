@@ -34,8 +34,10 @@ from heurmetrics.errors import (
 )
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
+from heurmetrics.metrics.performance_collector import PerformanceCollector
 from heurmetrics.metrics.pipeline import PipelineMetrics, build_metric
 from heurmetrics.metrics.store_collector import StoreCollector
+from heurmetrics.performance.snapshot import PeriodicSnapshots
 from heurmetrics.server.audit_routes import build_audit_router
 from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import (
@@ -48,6 +50,7 @@ from heurmetrics.server.models import (
     RuleVersionIn,
     RuleVersionOut,
 )
+from heurmetrics.server.walkforward_routes import walkforward_router
 from heurmetrics.store.sql_store import SqlStore
 
 log = logging.getLogger("heurmetrics.server")
@@ -123,7 +126,14 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        snapshots = (
+            PeriodicSnapshots(app.state.ingest.store, interval_seconds=settings.performance_snapshot_seconds).start()
+            if settings.performance_snapshot_seconds > 0
+            else None
+        )
         yield
+        if snapshots is not None:
+            snapshots.stop()
         if owns_store:
             app.state.ingest.store.close()
 
@@ -141,6 +151,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         rejected.labels(reason)
     collector = StoreCollector(store, ttl_seconds=settings.metrics_cache_seconds)
     registry.register(collector)
+    registry.register(PerformanceCollector(store, ttl_seconds=settings.metrics_cache_seconds))
     ProcessCollector(registry=registry)
     ingest = Ingest(store, metrics, collector, max_rule_versions=settings.max_rule_versions)
     # Error series read 0 from the first scrape: pre-initialise the newest versions, within budget.
@@ -381,6 +392,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     # Audit trail reads and lifecycle transitions (heurmetrics.audit), behind the same token rule.
     app.include_router(build_audit_router(ingest, authorize))
+    app.include_router(walkforward_router(ingest, authorize))
     return app
 
 

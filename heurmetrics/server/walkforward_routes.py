@@ -1,0 +1,333 @@
+"""HTTP routes for runners outside Python: finished walk-forward runs and outcome resolutions.
+
+    POST /v1/walk-forward   a finished walk-forward run (stitched equity + folds)  → 201 / 200
+    POST /v1/resolutions    outcome resolutions of executions                       → 202
+
+Mounted by :func:`heurmetrics.server.app.create_app` with
+``app.include_router(walkforward_router(ingest, authorize))``. Errors have the API's usual shape,
+``{"detail": [{"field": ..., "message": ...}]}``; an invalid item rejects the whole request and
+nothing is written. Executions of a walk-forward run go through ``POST /v1/executions`` with
+``mode: "backtest"`` and ``backtest_run_id`` set to the run id the runner chose up front.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from heurmetrics.backtest import compute_metrics
+from heurmetrics.backtest.record import check_equity
+from heurmetrics.backtest.walkforward import efficiency_ratio, json_tree, pooled_annualized_return
+from heurmetrics.domain import BacktestFold
+from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
+from heurmetrics.ingest import Ingest
+from heurmetrics.metrics import definitions as d
+from heurmetrics.performance.resolution import make_resolution
+from heurmetrics.performance.store import PerformanceStore
+from heurmetrics.server.models import EquityIn, ErrorOut, Timestamp, Uuid
+
+#: Largest number of folds / resolutions one request may carry.
+MAX_FOLDS_PER_RUN = 1_000
+MAX_RESOLUTIONS_PER_REQUEST = 10_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class WalkForwardFoldIn(_Strict):
+    fold_index: int = Field(ge=0, description="0, 1, … in time order.")
+    in_sample_start: Timestamp
+    in_sample_end: Timestamp
+    out_of_sample_start: Timestamp
+    out_of_sample_end: Timestamp
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters chosen in-sample.")
+    trials: int = Field(1, ge=1, description="Candidates tried in-sample.")
+    in_sample_metrics: dict[str, Any] | None = Field(
+        None, description="Metric set of the in-sample evaluation (needs total_return and observations for efficiency)."
+    )
+    out_of_sample_metrics: dict[str, Any] | None = None
+    in_sample_equity: EquityIn | None = Field(None, description="Instead of in_sample_metrics: computed here.")
+    out_of_sample_equity: EquityIn | None = Field(
+        None, description="Instead of out_of_sample_metrics: computed here, and stored as the fold's curve."
+    )
+
+
+class SignalStatsIn(_Strict):
+    signals: int = Field(ge=0, description="Out-of-sample directional signals resolved at this horizon.")
+    hits: int = Field(ge=0, description="Of which right (direction-signed return > 0).")
+    mean_return: float | int | None = Field(None, description="Mean direction-signed realised return.")
+
+
+class WalkForwardIn(_Strict):
+    run_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
+    rule: str
+    rule_version: str
+    dataset: str
+    dataset_hash: str | None = None
+    periods_per_year: float | int
+    risk_free_rate: float | int = 0.0
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    equity: EquityIn = Field(description="The stitched out-of-sample equity curve: the run's result.")
+    folds: list[WalkForwardFoldIn] = Field(description=f"1 to {MAX_FOLDS_PER_RUN} folds.")
+    expectation: dict[str, SignalStatsIn] = Field(
+        default_factory=dict, description=f"Per horizon ({', '.join(d.RESOLUTION_HORIZONS)}): OOS signal hits."
+    )
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class WalkForwardOut(BaseModel):
+    run_id: uuid.UUID
+    rule: str
+    rule_version: str
+    created: bool
+    folds: int
+    efficiency: float | None = Field(description="Walk-forward efficiency (None when undefined).")
+    metrics: dict[str, Any]
+
+
+class ResolutionIn(_Strict):
+    event_id: Uuid
+    horizon: str = Field("1h", description=f"One of {', '.join(d.RESOLUTION_HORIZONS)}.")
+    realized_return: float | int | None = Field(None, description="Direction-signed return (positive = right).")
+    correct: bool | None = Field(None, description="Default: realized_return > 0.")
+    resolved_at: Timestamp | None = None
+
+
+class ResolutionBatchIn(_Strict):
+    resolutions: list[ResolutionIn] = Field(description=f"At most {MAX_RESOLUTIONS_PER_REQUEST}.")
+
+
+class ResolutionBatchOut(BaseModel):
+    accepted: int = Field(description="Resolutions newly stored.")
+    duplicates: int = Field(description="(event, horizon) pairs already resolved: skipped, never overwritten.")
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    return HTTPException(422, [{"field": field, "message": message}])
+
+
+def _series(field: str, body: EquityIn) -> pd.Series:
+    if len(body.timestamps) != len(body.values):
+        raise _invalid(f"{field}.values", f"has {len(body.values)} values for {len(body.timestamps)} timestamps")
+    if any(ts.tzinfo is None for ts in body.timestamps):
+        raise _invalid(f"{field}.timestamps", "every timestamp needs a time zone (e.g. Z)")
+    series = pd.Series(
+        [math.nan if v is None else float(v) for v in body.values],
+        index=pd.DatetimeIndex(body.timestamps),
+        dtype="float64",
+    )
+    try:
+        return check_equity(field, series)
+    except InvalidEvent as exc:
+        raise _invalid(exc.field, exc.message) from None
+
+
+def _aware(field: str, ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise _invalid(field, "needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+    return ts
+
+
+def _growth(metrics: dict[str, Any] | None) -> tuple[float, int] | None:
+    if not metrics:
+        return None
+    total, n = metrics.get("total_return"), metrics.get("observations")
+    if isinstance(total, bool) or not isinstance(total, int | float) or not isinstance(n, int) or isinstance(n, bool):
+        return None
+    return 1.0 + float(total), n
+
+
+def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
+    """The routes above, bound to the app's ingest path and bearer-token dependency."""
+    router = APIRouter(dependencies=[Depends(authorize)], responses={422: {"model": ErrorOut}})
+
+    @router.post(
+        "/v1/walk-forward",
+        response_model=WalkForwardOut,
+        status_code=201,
+        responses={200: {"model": WalkForwardOut}},
+    )
+    def post_walk_forward(body: WalkForwardIn, response: Response) -> WalkForwardOut:
+        """Store a finished walk-forward run: the stitched curve (metrics computed here), every
+        fold's bounds, params, trials and metrics (given, or computed from its equity), and the
+        out-of-sample signal expectation per horizon. 201 created; 200 when the run id exists."""
+        try:
+            rv = ingest.rule_version(body.rule, body.rule_version)
+        except UnknownRuleVersion as exc:
+            ingest.count_rejected("backtest")
+            raise _invalid("rule_version", str(exc)) from None
+        try:
+            run, created, efficiency = _store(ingest, rv, body)
+        except HTTPException:
+            ingest.count_rejected("backtest")
+            raise
+        response.status_code = 201 if created else 200
+        return WalkForwardOut(
+            run_id=run.run_id,
+            rule=rv.rule,
+            rule_version=rv.version,
+            created=created,
+            folds=len(body.folds),
+            efficiency=efficiency,
+            metrics=run.metrics,
+        )
+
+    @router.post(
+        "/v1/resolutions", response_model=ResolutionBatchOut, status_code=202, responses={413: {"model": ErrorOut}}
+    )
+    def post_resolutions(body: ResolutionBatchIn) -> ResolutionBatchOut:
+        """Append outcome resolutions; 202 after commit. An (event_id, horizon) already resolved
+        is a duplicate: skipped, never overwritten. Any invalid item rejects the batch."""
+        if len(body.resolutions) > MAX_RESOLUTIONS_PER_REQUEST:
+            raise HTTPException(
+                413,
+                f"batch of {len(body.resolutions)} resolutions exceeds the limit of "
+                f"{MAX_RESOLUTIONS_PER_REQUEST} per request; split it",
+            )
+        items = []
+        for i, item in enumerate(body.resolutions):
+            try:
+                resolved_at = (
+                    None if item.resolved_at is None else _aware(f"resolutions[{i}].resolved_at", item.resolved_at)
+                )
+                items.append(
+                    make_resolution(
+                        item.event_id,
+                        horizon=item.horizon,
+                        realized_return=item.realized_return,
+                        correct=item.correct,
+                        resolved_at=resolved_at,
+                    )
+                )
+            except InvalidEvent as exc:
+                raise _invalid(f"resolutions[{i}].{exc.field}", exc.message) from None
+        result = PerformanceStore(ingest.store).insert_resolutions(items)
+        return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
+
+    return router
+
+
+def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, float | None]:
+    if not 1 <= len(body.folds) <= MAX_FOLDS_PER_RUN:
+        raise _invalid("folds", f"needs 1 to {MAX_FOLDS_PER_RUN} folds, got {len(body.folds)}")
+    try:
+        periods = float(body.periods_per_year)
+        if not (math.isfinite(periods) and periods > 0):
+            raise ValueError
+    except ValueError:
+        raise _invalid("periods_per_year", "must be a finite number > 0") from None
+    equity = _series("equity", body.equity)
+    folds = sorted(enumerate(body.folds), key=lambda item: item[1].fold_index)
+    rows: list[BacktestFold] = []
+    fold_equity: dict[int, pd.Series] = {}
+    growth: dict[str, list[tuple[float, int]]] = {"is": [], "oos": []}
+    previous_end: datetime | None = None
+    seen: set[int] = set()
+    for position, fold in folds:
+        where = f"folds[{position}]"
+        if fold.fold_index in seen:
+            raise _invalid(f"{where}.fold_index", f"fold {fold.fold_index} appears twice")
+        seen.add(fold.fold_index)
+        bounds = [
+            _aware(f"{where}.{name}", getattr(fold, name))
+            for name in ("in_sample_start", "in_sample_end", "out_of_sample_start", "out_of_sample_end")
+        ]
+        if not (bounds[0] <= bounds[1] < bounds[2] <= bounds[3]):
+            raise _invalid(where, "needs in_sample_start <= in_sample_end < out_of_sample_start <= out_of_sample_end")
+        if previous_end is not None and bounds[2] <= previous_end:
+            raise _invalid(f"{where}.out_of_sample_start", "out-of-sample windows must not overlap (fold order)")
+        previous_end = bounds[3]
+        metrics: dict[str, dict[str, Any] | None] = {}
+        for side, given, curve in (
+            ("in_sample", fold.in_sample_metrics, fold.in_sample_equity),
+            ("out_of_sample", fold.out_of_sample_metrics, fold.out_of_sample_equity),
+        ):
+            if curve is not None:
+                series = _series(f"{where}.{side}_equity", curve)
+                computed = compute_metrics(series, periods_per_year=periods, risk_free_rate=float(body.risk_free_rate))
+                metrics[side] = {**computed.as_dict(), **(given or {})}
+                if side == "out_of_sample":
+                    fold_equity[fold.fold_index] = series
+            else:
+                metrics[side] = given
+        if metrics["out_of_sample"] is None:
+            raise _invalid(f"{where}.out_of_sample_metrics", "give out_of_sample_metrics or out_of_sample_equity")
+        is_growth, oos_growth = _growth(metrics["in_sample"]), _growth(metrics["out_of_sample"])
+        fold_efficiency = None
+        if is_growth is not None and oos_growth is not None:
+            growth["is"].append(is_growth)
+            growth["oos"].append(oos_growth)
+            fold_efficiency = efficiency_ratio(
+                pooled_annualized_return([oos_growth], periods), pooled_annualized_return([is_growth], periods)
+            )
+        rows.append(
+            BacktestFold(
+                fold_index=fold.fold_index,
+                in_sample_start=bounds[0],
+                in_sample_end=bounds[1],
+                out_of_sample_start=bounds[2],
+                out_of_sample_end=bounds[3],
+                params=fold.params,
+                trials=fold.trials,
+                in_sample_metrics=json_tree(metrics["in_sample"] or {}),
+                out_of_sample_metrics=json_tree(
+                    {"walk_forward_efficiency": fold_efficiency, **(metrics["out_of_sample"] or {})}
+                ),
+            )
+        )
+    expectation = {}
+    for horizon, stats in body.expectation.items():
+        if horizon not in d.RESOLUTION_HORIZONS:
+            raise _invalid(f"expectation.{horizon}", f"unknown horizon: use {', '.join(d.RESOLUTION_HORIZONS)}")
+        if stats.hits > stats.signals:
+            raise _invalid(f"expectation.{horizon}.hits", "cannot exceed signals")
+        expectation[horizon] = {
+            "signals": stats.signals,
+            "hits": stats.hits,
+            "hit_ratio": stats.hits / stats.signals if stats.signals else None,
+            "mean_return": None if stats.mean_return is None else float(stats.mean_return),
+        }
+    complete = len(growth["is"]) == len(rows)
+    is_annual = pooled_annualized_return(growth["is"], periods) if complete else None
+    oos_annual = pooled_annualized_return(growth["oos"], periods) if complete else None
+    efficiency = efficiency_ratio(oos_annual, is_annual)
+    config = {
+        **body.config,
+        "walk_forward": {
+            "source": "api",
+            "folds": len(rows),
+            "efficiency": efficiency,
+            "in_sample_annualized_return": is_annual,
+            "out_of_sample_annualized_return": oos_annual,
+            "annualization": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
+            "expectation": expectation,
+        },
+    }
+    try:
+        run, created = ingest.record_backtest(
+            rv,
+            equity,
+            dataset=body.dataset,
+            periods_per_year=periods,
+            risk_free_rate=float(body.risk_free_rate),
+            dataset_hash=body.dataset_hash,
+            started_at=body.started_at,
+            finished_at=body.finished_at,
+            run_id=body.run_id,
+            config=json_tree(config),
+            kind="walk_forward",
+            folds=rows,
+            fold_equity=fold_equity,
+        )
+    except InvalidEvent as exc:
+        raise _invalid(exc.field, exc.message) from None
+    return run, created, efficiency
