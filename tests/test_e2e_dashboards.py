@@ -112,7 +112,7 @@ def _backtest(rule: str, version: str, seed: int) -> dict[str, Any]:
     }
 
 
-def _wait_for_rule_evaluation(prometheus: PrometheusServer, timeout: float = 60) -> None:
+def _wait_for_rule_evaluation(prometheus: PrometheusServer, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]

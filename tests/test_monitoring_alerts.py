@@ -402,8 +402,44 @@ def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
     ]
 
 
+def drift_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
+    drift = cfg.alerts.performance_drift
+    window = {d.WINDOW: drift.window}
+    p_value = d.RVP_DRIFT_P_VALUE.name
+    low = drift.alpha / 10
+    expected = fired(
+        cfg,
+        c.PERFORMANCE_DRIFT,
+        {**RV, **window, "severity": "warning"},
+        "A rule version performs live unlike its walk-forward backtest.",
+        f"Rule {RULE} version {VERSION}: over the last {drift.window} its live hit ratio differs from the "
+        f"walk-forward expectation (two-sided binomial test p = {low:.4f} < {alerts.num(drift.alpha)}).",
+    )
+    end = 11 + minutes(drift.for_) + 10
+    return [
+        # The snapshot's p-value drops below alpha at minute 11 and stays there.
+        Case(
+            c.PERFORMANCE_DRIFT, [series(p_value, {**RV, **window}, f"0.5x10 {low}x{end}")], 11, drift.for_, [expected]
+        ),
+        # A p-value at alpha is not drift; neither is a small p-value of another window.
+        Quiet(c.PERFORMANCE_DRIFT, [series(p_value, {**RV, **window}, f"{drift.alpha}x{end}")], end),
+        Quiet(
+            c.PERFORMANCE_DRIFT,
+            [series(p_value, {**RV, d.WINDOW: "1h" if drift.window != "1h" else "7d"}, f"{low}x{end}")],
+            end,
+        ),
+    ]
+
+
 def all_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
-    return [*burn_cases(cfg), *latency_cases(cfg), *absent_cases(cfg), *backtest_cases(cfg), *exporter_cases(cfg)]
+    return [
+        *burn_cases(cfg),
+        *latency_cases(cfg),
+        *absent_cases(cfg),
+        *backtest_cases(cfg),
+        *drift_cases(cfg),
+        *exporter_cases(cfg),
+    ]
 
 
 def write_promtool_suite(tmp_path: Path, cfg: MonitoringConfig, cases: list[Case | Quiet]) -> Path:

@@ -166,10 +166,8 @@ def test_runbook_and_dashboard_urls_are_configurable() -> None:
             {"alerts": {c.ERROR_BUDGET_BURN: {"page": {"windows": [{"short": "5m", "factor": 2}]}}}},
             r"page\.windows\[0\]: missing key\(s\) long",
         ),
-        (
-            {"alerts": {c.PERFORMANCE_DRIFT: {"enabled": True}}},
-            r"RuleVersionPerformanceDrift cannot be enabled yet: it needs a per-version drift gauge",
-        ),
+        ({"alerts": {c.PERFORMANCE_DRIFT: {"window": "2d"}}}, r"window '2d' is not one of 1h, 1d, 7d"),
+        ({"alerts": {c.PERFORMANCE_DRIFT: {"alpha": 1.5}}}, r"alpha must be strictly between 0 and 1"),
         ({"alerts": {c.EXPORTER_DOWN: {"labels": {"severity": "page"}}}}, r"labels must not set 'severity'"),
     ],
 )
@@ -213,10 +211,14 @@ def test_every_key_can_be_overridden_with_its_own_default() -> None:
     assert apply_overrides(MonitoringConfig(), described) == MonitoringConfig()
 
 
-def test_drift_alert_is_configured_but_never_generated() -> None:
+def test_drift_alert_follows_its_config() -> None:
     cfg = MonitoringConfig()
-    assert cfg.alerts.performance_drift.enabled is False
-    assert c.PERFORMANCE_DRIFT not in alerts.alert_names(cfg)
+    assert cfg.alerts.performance_drift.enabled is True
+    assert c.PERFORMANCE_DRIFT in alerts.alert_names(cfg)
+    stricter = apply_overrides(MonitoringConfig(), {"alerts": {c.PERFORMANCE_DRIFT: {"alpha": 0.001}}})
+    assert "< 0.001" in "".join(alerts.rule_files(stricter).values())
+    disabled = apply_overrides(MonitoringConfig(), {"alerts": {c.PERFORMANCE_DRIFT: {"enabled": False}}})
+    assert c.PERFORMANCE_DRIFT not in alerts.alert_names(disabled)
 
 
 def test_cli_builds_with_a_config_file(tmp_path: Path) -> None:

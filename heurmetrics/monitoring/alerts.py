@@ -338,6 +338,22 @@ def _backtest_stale(cfg: c.MonitoringConfig) -> AlertingRule:
     return _simple(cfg, c.BACKTEST_STALE, a, expr, text)
 
 
+def _performance_drift(cfg: c.MonitoringConfig) -> AlertingRule:
+    a = cfg.alerts.performance_drift
+    p_value = sel(gauge(d.RVP_DRIFT_P_VALUE), cfg.selectors.series, f'{d.WINDOW}="{a.window}"', a.selector)
+    expr = f"{p_value} < {num(a.alpha)}"
+    text = _AlertText(
+        summary="A rule version performs live unlike its walk-forward backtest.",
+        description=(
+            f"Rule {labels_template(d.RULE)} version {labels_template(d.RULE_VERSION)}: over the last "
+            f"{labels_template(d.WINDOW)} its live hit ratio differs from the walk-forward expectation "
+            f'(two-sided binomial test p = {{{{ $value | printf "%.4f" }}}} < {num(a.alpha)}).'
+        ),
+        dashboard_uid=c.RULE_VERSIONS_DASHBOARD_UID,
+    )
+    return _simple(cfg, c.PERFORMANCE_DRIFT, a, expr, text)
+
+
 def _exporter_down(cfg: c.MonitoringConfig) -> AlertingRule:
     a = cfg.alerts.exporter_down
     expr = f"{sel(UP, cfg.selectors.exporter, a.selector)} == 0"
@@ -400,11 +416,7 @@ def _writer_backlog(cfg: c.MonitoringConfig) -> AlertingRule:
 
 
 def alert_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
-    """The enabled alerts, grouped by area. Disabled alerts are left out entirely.
-
-    ``RuleVersionPerformanceDrift`` is never generated yet: its config refuses ``enabled: true``
-    because the drift gauge it needs does not exist (see :class:`PerformanceDriftConfig`).
-    """
+    """The enabled alerts, grouped by area. Disabled alerts are left out entirely."""
     a = cfg.alerts
     executions: list[AlertingRule] = []
     if a.error_budget_burn.enabled:
@@ -418,6 +430,7 @@ def alert_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
         for enabled, rule in (
             (a.backtest_failed.enabled, _backtest_failed),
             (a.backtest_stale.enabled, _backtest_stale),
+            (a.performance_drift.enabled, _performance_drift),
         )
         if enabled
     ]

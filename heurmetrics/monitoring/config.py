@@ -295,23 +295,24 @@ class BacktestStaleConfig(SimpleAlertConfig):
 
 @dataclass(frozen=True)
 class PerformanceDriftConfig(SimpleAlertConfig):
-    """Live-vs-backtest drift of a version: NOT generated yet.
+    """A version's live hit ratio disagrees with its walk-forward expectation.
 
-    It needs a per-version drift gauge that :mod:`heurmetrics.metrics.definitions` does not define
-    (it comes with the rule-version performance issue). Until then the alert stays disabled and
-    enabling it is an error; that issue adds the threshold and the expression.
+    Reads the ``rule_version_performance_drift_p_value`` gauge of the latest performance snapshot
+    (an exact two-sided binomial test of the live hits against the expected hit ratio; NaN, and
+    so never firing, while there are too few resolved signals). Fires when the p-value of the
+    ``window`` snapshot is below ``alpha`` for ``for``.
     """
 
-    enabled: bool = False
+    window: str = "1d"
+    alpha: float = d.DRIFT_ALPHA
     for_: str = _duration("1h", "for")
 
     def _check(self) -> None:
         super()._check()
-        if self.enabled:
-            raise ValueError(
-                f"{PERFORMANCE_DRIFT} cannot be enabled yet: it needs a per-version drift gauge that "
-                "heurmetrics.metrics.definitions does not define"
-            )
+        if self.window not in d.PERFORMANCE_WINDOWS:
+            raise ValueError(f"window {self.window!r} is not one of {', '.join(d.PERFORMANCE_WINDOWS)}")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be strictly between 0 and 1, got {self.alpha}")
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,37 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
         8,
     )
 
+    drift = cfg.alerts.performance_drift
+    window = f'{d.WINDOW}="{drift.window}"'
+    grid.add(
+        p.timeseries(
+            f"Live hit ratio vs walk-forward expectation ({drift.window})",
+            "Share of resolved live signals that were right, and the hit ratio the latest walk-forward run "
+            "expects, from the latest rule_version_performance snapshot.",
+            [
+                p.prom(sel(gauge(d.RVP_HIT_RATIO), *f, window), f"{legend} live"),
+                p.prom(sel(gauge(d.RVP_EXPECTED_HIT_RATIO), *f, window), f"{legend} expected", ref="B"),
+            ],
+            p.RATIO_UNIT,
+            min_value=0,
+        ),
+        12,
+        8,
+    )
+    grid.add(
+        p.timeseries(
+            f"Drift p-value ({drift.window})",
+            "Two-sided exact binomial test of the live hits against the expectation; below the line "
+            f"(alpha {drift.alpha}) for {drift.for_} fires RuleVersionPerformanceDrift.",
+            [p.prom(sel(gauge(d.RVP_DRIFT_P_VALUE), *f, window), legend)],
+            "none",
+            thresholds=p.steps(("red", None), ("green", drift.alpha)),
+            min_value=0,
+        ),
+        12,
+        8,
+    )
+
     grid.row("Executions per version")
     grid.add(
         p.timeseries(
