@@ -32,6 +32,8 @@ from heurmetrics.errors import HeurmetricsError
 backtest_app = typer.Typer(
     help="Backtests: walk-forward runs of rules defined in Python modules.", no_args_is_help=True
 )
+
+
 def load_object(reference: str) -> Any:
     """Import ``module.path:attr.path`` (the current directory is importable, like ``python -m``)."""
     module_name, sep, attribute = reference.partition(":")
