@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heurmetrics import __version__
 from heurmetrics.config import Settings, redact_url
@@ -42,6 +44,7 @@ from heurmetrics.server.audit_routes import build_audit_router
 from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
+    UNAUTHORIZED,
     BacktestIn,
     BacktestOut,
     ErrorOut,
@@ -221,6 +224,17 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             ingest.count_rejected(kind)
         return reject(request, 422, "invalid", [_describe_error(e) for e in exc.errors()])
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400 ("error parsing
+        # the body"); it is invalid JSON like any other: 422, as POST /v1/executions answers it.
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
+            return await _validation_error(
+                request, RequestValidationError([{**error, "ctx": {"error": "the body is not valid UTF-8"}}])
+            )
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(OperationalError)
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
@@ -264,7 +278,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/rule-versions",
         response_model=RuleVersionOut,
         status_code=201,
-        responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}},
+        responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}, **UNAUTHORIZED},
         dependencies=[Depends(authorize)],
     )
     def register_rule_version(body: RuleVersionIn, response: Response) -> RuleVersionOut:
@@ -289,7 +303,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/executions",
         response_model=ExecutionBatchOut,
         status_code=202,
-        responses={413: {"model": ErrorOut}},
+        responses={413: {"model": ErrorOut}, **UNAUTHORIZED},
         dependencies=[Depends(authorize)],
         openapi_extra=_json_request_body(ExecutionBatchIn),
     )
@@ -348,7 +362,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/backtests",
         response_model=BacktestOut,
         status_code=201,
-        responses={200: {"model": BacktestOut}},
+        responses={200: {"model": BacktestOut}, **UNAUTHORIZED},
         dependencies=[Depends(authorize)],
     )
     def post_backtest(body: BacktestIn, response: Response) -> BacktestOut:

@@ -28,6 +28,7 @@ from heurmetrics.audit.errors import AuditError, LifecycleError
 from heurmetrics.audit.model import jsonable, split_ref
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion, VersionConflict
 from heurmetrics.ingest import Ingest
+from heurmetrics.server.models import UNAUTHORIZED, ErrorOut
 
 
 class _Strict(BaseModel):
@@ -52,9 +53,17 @@ class DeployIn(TransitionIn):
     env: str = Field("live", description="Environment: live, paper, …")
 
 
+#: Documented answers besides 200/201, 401 and 422 (see the module docstring).
+_UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "Unknown rule or version."}}
+_WRITE: dict[int | str, dict[str, Any]] = {
+    **_UNKNOWN,
+    409: {"model": ErrorOut, "description": "Policy violation, or a transition that does not fit the state."},
+}
+
+
 def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     """The audit reads and lifecycle writes over ``ingest``'s store, all behind ``authorize``."""
-    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)])
+    router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)], responses=UNAUTHORIZED)
     store = ingest.store
     engine = store.engine
 
@@ -83,31 +92,31 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         """Every rule: number of versions, latest version, active version per environment now."""
         return jsonable(queries.list_rules(engine))
 
-    @router.get("/rules/{rule}/versions")
+    @router.get("/rules/{rule}/versions", responses=_UNKNOWN)
     def versions(rule: str) -> Any:
         """The versions of a rule in semantic-version order, with status, author and approvers."""
         with answering():
             return jsonable(queries.list_versions(engine, rule))
 
-    @router.get("/rules/{rule}/history")
+    @router.get("/rules/{rule}/history", responses=_UNKNOWN)
     def rule_history(rule: str) -> Any:
         """The lifecycle events of every version of a rule, in chain order."""
         with answering():
             return jsonable(queries.history(engine, rule))
 
-    @router.get("/rule-versions/{rule}/{version}")
+    @router.get("/rule-versions/{rule}/{version}", responses=_UNKNOWN)
     def show(rule: str, version: str) -> Any:
         """One version: params, source, hashes, author, approvers, lifecycle, backtests, executions."""
         with answering():
             return jsonable(queries.show_version(engine, rule, version))
 
-    @router.get("/rule-versions/{rule}/{version}/history")
+    @router.get("/rule-versions/{rule}/{version}/history", responses=_UNKNOWN)
     def version_history(rule: str, version: str) -> Any:
         """The lifecycle events of one version."""
         with answering():
             return jsonable(queries.history(engine, rule, version))
 
-    @router.get("/rule-versions/{rule}/{version}/executions")
+    @router.get("/rule-versions/{rule}/{version}/executions", responses=_UNKNOWN)
     def executions(
         rule: str,
         version: str,
@@ -121,7 +130,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             t1 = None if end is None else queries.parse_time(end)
             return jsonable(queries.executions(engine, rule, version, start=t0, end=t1, rows=rows))
 
-    @router.get("/diff")
+    @router.get("/diff", responses=_UNKNOWN)
     def diff(old: str = Query(description="rule@version"), new: str = Query(description="rule@version")) -> Any:
         """Params diff by key path and unified source diff between two versions."""
         with answering():
@@ -169,7 +178,11 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         )
 
     # --- lifecycle writes --------------------------------------------------------------------
-    @router.post("/rule-versions/{rule}/{version}/propose", status_code=201)
+    @router.post(
+        "/rule-versions/{rule}/{version}/propose",
+        status_code=201,
+        responses={200: {"description": "Identical version exists."}, **_WRITE},
+    )
     def propose(rule: str, version: str, body: ProposeIn, response: Response) -> Any:
         """Register a version as a proposal with its lineage: 201 created, 200 identical exists, 409 conflict."""
         with answering():
@@ -191,7 +204,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         response.status_code = 201 if created else 200
         return {"rule": rv.rule, "version": rv.version, "content_hash": rv.content_hash, "created": created}
 
-    @router.post("/rule-versions/{rule}/{version}/approve", status_code=201)
+    @router.post("/rule-versions/{rule}/{version}/approve", status_code=201, responses=_WRITE)
     def approve(rule: str, version: str, body: TransitionIn) -> Any:
         """Approve a version (the approver must not be its author)."""
         with answering():
@@ -199,7 +212,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         changed()
         return jsonable(event)
 
-    @router.post("/rule-versions/{rule}/{version}/activate", status_code=201)
+    @router.post("/rule-versions/{rule}/{version}/activate", status_code=201, responses=_WRITE)
     def activate(rule: str, version: str, body: DeployIn) -> Any:
         """Activate a version in ``env`` (needs an approval and a completed backtest of it); ends the previous one."""
         with answering():
@@ -207,7 +220,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         changed()
         return jsonable(event)
 
-    @router.post("/rule-versions/{rule}/{version}/retire", status_code=201)
+    @router.post("/rule-versions/{rule}/{version}/retire", status_code=201, responses=_WRITE)
     def retire(rule: str, version: str, body: TransitionIn) -> Any:
         """Retire a version for good (it ends in every environment)."""
         with answering():
@@ -215,7 +228,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         changed()
         return jsonable(event)
 
-    @router.post("/rule-versions/{rule}/{version}/rollback", status_code=201)
+    @router.post("/rule-versions/{rule}/{version}/rollback", status_code=201, responses=_WRITE)
     def rollback(rule: str, version: str, body: DeployIn) -> Any:
         """Roll the version back in ``env``; the version it replaced becomes active again."""
         with answering():

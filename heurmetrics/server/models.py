@@ -100,3 +100,9 @@ class FieldError(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: list[FieldError] | str
+
+
+#: The documented answer of every route behind the bearer token (``Settings.api_token``).
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid bearer token (only when an API token is set)."}
+}

@@ -31,7 +31,7 @@ from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import make_resolution
 from heurmetrics.performance.store import PerformanceStore
-from heurmetrics.server.models import EquityIn, ErrorOut, Timestamp, Uuid
+from heurmetrics.server.models import UNAUTHORIZED, EquityIn, ErrorOut, Timestamp, Uuid
 
 #: Largest number of folds / resolutions one request may carry.
 MAX_FOLDS_PER_RUN = 1_000
@@ -120,11 +120,12 @@ def _series(field: str, body: EquityIn) -> pd.Series:
         raise _invalid(f"{field}.values", f"has {len(body.values)} values for {len(body.timestamps)} timestamps")
     if any(ts.tzinfo is None for ts in body.timestamps):
         raise _invalid(f"{field}.timestamps", "every timestamp needs a time zone (e.g. Z)")
-    series = pd.Series(
-        [math.nan if v is None else float(v) for v in body.values],
-        index=pd.DatetimeIndex(body.timestamps),
-        dtype="float64",
-    )
+    try:
+        values = [math.nan if v is None else float(v) for v in body.values]
+    except OverflowError:
+        raise _invalid(f"{field}.values", "a value is too large to be a number") from None
+    # utc=True: timestamps with different offsets are one instant each (a plain DatetimeIndex raises).
+    series = pd.Series(values, index=pd.to_datetime(body.timestamps, utc=True), dtype="float64")
     try:
         return check_equity(field, series)
     except InvalidEvent as exc:
@@ -148,7 +149,7 @@ def _growth(metrics: dict[str, Any] | None) -> tuple[float, int] | None:
 
 def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     """The routes above, bound to the app's ingest path and bearer-token dependency."""
-    router = APIRouter(dependencies=[Depends(authorize)], responses={422: {"model": ErrorOut}})
+    router = APIRouter(dependencies=[Depends(authorize)], responses={422: {"model": ErrorOut}, **UNAUTHORIZED})
 
     @router.post(
         "/v1/walk-forward",
