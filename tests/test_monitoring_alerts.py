@@ -8,34 +8,20 @@ read from it, never repeated. Expected texts are literal English so a broken tem
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from heurmetrics.metrics import definitions as d
 from heurmetrics.monitoring import alerts
 from heurmetrics.monitoring import config as c
 from heurmetrics.monitoring.config import MonitoringConfig, duration_seconds
+from tests.conftest import require_binary
 
-REQUIRE_SERVICES = os.environ.get("HEURMETRICS_REQUIRE_SERVICES") == "1"
 INTERVAL_MINUTES = 1
-
-
-def require_binary(name: str) -> str:
-    """Path of ``name``; skip when missing, fail instead when HEURMETRICS_REQUIRE_SERVICES=1."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package 'prometheus')"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message}; HEURMETRICS_REQUIRE_SERVICES=1 makes it mandatory")
-        pytest.skip(message)
-    return path
 
 
 def minutes(duration: str) -> int:

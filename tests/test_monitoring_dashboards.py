@@ -5,9 +5,7 @@ the committed generated files must equal what the generators produce now."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +22,7 @@ from heurmetrics.monitoring import config as c
 from heurmetrics.monitoring import panels as p
 from heurmetrics.monitoring.config import MonitoringConfig
 from heurmetrics.store.schema import Base
+from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = (
@@ -40,17 +39,6 @@ SAMPLE_VALUES: dict[str, list[str] | str] = {
     p.RULE_VERSION_VAR: ["1.0.0", "2.0.0-rc.1"],
     "run_id": "6f1c1f0e-4f5e-4c1e-9d43-0d9a4c0b2f11",
 }
-
-
-def require_binary(name: str) -> str:
-    """Path of ``name``; skip when missing, fail instead when HEURMETRICS_REQUIRE_SERVICES=1."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package 'prometheus')"
-        if os.environ.get("HEURMETRICS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{message}; HEURMETRICS_REQUIRE_SERVICES=1 makes it mandatory")
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
