@@ -85,7 +85,7 @@ from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.sql_store import SqlStore, _execution_tuple
 
 BATCH = 5000
 COLUMNS = (
@@ -140,10 +140,6 @@ def build_events(rv: RuleVersion, durs: Sequence[float]) -> list[ExecutionEvent]
 
 def batches(events: list[ExecutionEvent]) -> list[list[ExecutionEvent]]:
     return [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 def run_recorder(rec: Recorder, rv: RuleVersion, durs: Sequence[float]) -> tuple[float, float]:
@@ -258,21 +254,8 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[object,
     conn.commit()
 
 
-def pg_row(e: ExecutionEvent, now: datetime) -> tuple[object, ...]:
-    return (
-        e.event_id,
-        e.rule_version.id,
-        _utc(e.started_at),
-        e.duration_seconds,
-        e.status,
-        e.outcome,
-        e.signal,
-        e.confidence,
-        e.mode,
-        e.error_type,
-        e.backtest_run_id,
-        now,
-    )
+# The baseline copies exactly the rows the store writes (same tuple builder).
+pg_row = _execution_tuple
 
 
 def postgres_section(n: int, reps: int, extra: bool, budget: Budget) -> dict[str, tuple[float, float]]:
