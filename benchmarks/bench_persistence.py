@@ -85,37 +85,12 @@ from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.sql_store import SqlStore, _execution_tuple
+from heurmetrics.store.sql_store import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlStore, _execution_tuple
 
 BATCH = 5000
-COLUMNS = (
-    "event_id",
-    "rule_version_id",
-    "started_at",
-    "duration_seconds",
-    "status",
-    "outcome",
-    "signal",
-    "confidence",
-    "mode",
-    "error_type",
-    "backtest_run_id",
-    "ingested_at",
-)
-PG_TYPES = (
-    "uuid",
-    "int4",
-    "timestamptz",
-    "float8",
-    "text",
-    "text",
-    "float8",
-    "float8",
-    "text",
-    "text",
-    "uuid",
-    "timestamptz",
-)
+# The same column order and binary COPY types as the store: the baseline differs only in the path.
+COLUMNS = _EXECUTION_COLUMNS
+PG_TYPES = _EXECUTION_PG_TYPES
 BASELINE = "raw COPY, same rows (baseline)"
 SQLITE_BASELINE = "raw sqlite3 executemany (baseline)"
 
