@@ -39,7 +39,8 @@ return is ≤ 0 or either side is not finite. Stored in ``config.walk_forward``;
 
 **Expectation.** When ``data`` has a ``price_column`` (default ``"close"``) and the out-of-sample
 evaluations carry ``bar_time``, their directional signals are resolved against those prices
-(:func:`heurmetrics.performance.resolution.resolve_against_prices`) at every horizon: signals,
+(:func:`heurmetrics.performance.resolution.resolve_against_prices`) at every horizon no shorter
+than the bars (by default; an explicit shorter horizon is refused): signals,
 hits, hit ratio and mean realised return, stored in ``config.walk_forward.expectation`` — the
 baseline the live drift test compares against (``docs/performance.md``).
 
@@ -83,7 +84,11 @@ from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError, InvalidEvent
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import (
+    HorizonTooShort,
     SignalStats,
+    bar_interval_seconds,
+    horizon_seconds,
+    horizons_for_bars,
     resolve_against_prices,
     signal_direction,
     signal_stats,
@@ -583,7 +588,7 @@ def run_walk_forward(
     output: Output = "returns",
     warmup: int = 0,
     price_column: str | None = "close",
-    horizons: Sequence[str] = d.RESOLUTION_HORIZONS,
+    horizons: Sequence[str] | None = None,
     risk_free_rate: float = 0.0,
     dataset_hash: str | None = None,
     run_id: uuid.UUID | None = None,
@@ -611,10 +616,9 @@ def run_walk_forward(
     if not isinstance(splitter, WalkForwardSplitter):
         raise TypeError("splitter must be a WalkForwardSplitter")
     periods_per_year = check_finite("periods_per_year", periods_per_year, low=1e-9)
-    for horizon in horizons:
-        if horizon not in d.RESOLUTION_HORIZONS:
-            raise ValueError(f"unknown horizon {horizon!r}: use {', '.join(d.RESOLUTION_HORIZONS)}")
     splits = splitter.split(data.index)
+    close = data[price_column] if price_column is not None and price_column in data.columns else None
+    horizons = _check_horizons(horizons, close)
     run_id = run_id or uuid.uuid4()
     started_at = datetime.now(UTC)
     tasks = []
@@ -635,7 +639,6 @@ def run_walk_forward(
 
     outputs: dict[int, _FoldOutput] = {}
     fold_stats: dict[int, dict[str, SignalStats]] = {}
-    close = data[price_column] if price_column is not None and price_column in data.columns else None
     executions = 0
     try:
         with _progress_bar(progress, len(tasks), f"walk-forward {rule_version.key}") as advance:
@@ -919,6 +922,25 @@ def _growth(metrics: Mapping[str, Any]) -> tuple[float, int]:
     total = metrics.get("total_return")
     w = 1.0 + float(total) if isinstance(total, int | float) else math.nan
     return w, n
+
+
+def _check_horizons(horizons: Sequence[str] | None, close: pd.Series | None) -> tuple[str, ...]:
+    """Explicit horizons: each known and no shorter than the bars (else the error says which);
+    None: every known horizon the bars allow (on daily bars only 1d — 1h and 4h would score
+    signals on their own bar)."""
+    if horizons is None:
+        if close is None:
+            return tuple(d.RESOLUTION_HORIZONS)
+        return horizons_for_bars(pd.DatetimeIndex(close.index), d.RESOLUTION_HORIZONS)
+    for horizon in horizons:
+        if horizon not in d.RESOLUTION_HORIZONS:
+            raise ValueError(f"unknown horizon {horizon!r}: use {', '.join(d.RESOLUTION_HORIZONS)}")
+    if close is not None:
+        interval = bar_interval_seconds(pd.DatetimeIndex(close.index))
+        for horizon in horizons:
+            if interval is not None and horizon_seconds(horizon) < interval:
+                raise HorizonTooShort(horizon, interval)
+    return tuple(horizons)
 
 
 def _expectation(
