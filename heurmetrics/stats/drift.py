@@ -148,3 +148,48 @@ def _check_counts(side: str, hits: int, n: int) -> None:
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if n < 0 or not 0 <= hits <= n:
         raise ValueError(f"need 0 <= {side}_hits <= {side}_n, got {side}_hits={hits}, {side}_n={n}")
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationCell:
+    """Simulated false-alarm rate (same p on both sides) and power (live p + ``shift``)."""
+
+    p: float
+    backtest_n: int
+    live_n: int
+    false_alarm_rate: float
+    power: float
+
+
+def simulate_calibration(
+    ps: Sequence[float] = (0.3, 0.55, 0.8),
+    backtest_ns: Sequence[int] = (30, 100, 1000),
+    live_ns: Sequence[int] = (50, 200, 1000),
+    *,
+    alpha: float = 0.01,
+    shift: float = 0.10,
+    replications: int = 20_000,
+    seed: int = 12,
+) -> list[CalibrationCell]:
+    """The calibration table of ``docs/performance.md``: per cell, ``replications`` draws of
+    backtest hits ~ Bin(n0, p) and live hits ~ Bin(n1, p) (H0) or Bin(n1, p + shift) (power),
+    tested at ``alpha`` with :func:`fisher_p_value_table` (one table per (n0, n1), then look-ups)."""
+    rng = np.random.default_rng(seed)
+    cells = []
+    for n0 in backtest_ns:
+        for n1 in live_ns:
+            table = fisher_p_value_table(n0, n1)
+            for p in ps:
+                k0 = rng.binomial(n0, p, replications)
+                null = rng.binomial(n1, p, replications)
+                shifted = rng.binomial(n1, min(1.0, p + shift), replications)
+                cells.append(
+                    CalibrationCell(
+                        p,
+                        n0,
+                        n1,
+                        float(np.mean(table[k0 + null, null] < alpha)),
+                        float(np.mean(table[k0 + shifted, shifted] < alpha)),
+                    )
+                )
+    return cells

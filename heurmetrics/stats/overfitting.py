@@ -124,11 +124,15 @@ def deflated_sharpe_ratio(
     variance_pp = trials_sharpe_variance / periods_per_year
     root = math.sqrt(periods_per_year)
     n = len(values)
+    mean = float(np.mean(values)) if n else math.nan
     sd = float(np.std(values, ddof=1)) if n > 1 else math.nan
-    if n > 1 and sd > 0 and math.isfinite(sd):
-        sharpe = float(np.mean(values)) / sd
-        skewness = float(stats.skew(values))
-        kurtosis = float(stats.kurtosis(values, fisher=False))
+    # A deviation at rounding level of the mean is no dispersion: the Sharpe ratio is undefined.
+    if n > 1 and math.isfinite(sd) and sd > 1e-12 * abs(mean):
+        deviation = values - mean
+        m2 = float(np.mean(deviation**2))
+        sharpe = mean / sd
+        skewness = float(np.mean(deviation**3)) / m2**1.5  # biased sample moments, as in the paper
+        kurtosis = float(np.mean(deviation**4)) / m2**2
     else:
         sharpe = skewness = kurtosis = math.nan
     threshold = expected_maximum_sharpe(n_trials, variance_pp)
