@@ -44,6 +44,13 @@ than the bars (by default; an explicit shorter horizon is refused): signals,
 hits, hit ratio and mean realised return, stored in ``config.walk_forward.expectation`` — the
 baseline the live drift test compares against (``docs/performance.md``).
 
+**Overfitting.** When ``fit`` reports its candidates (:class:`GridSearch` does), each candidate
+is also run on every out-of-sample window: that trial return matrix gives the Probability of
+Backtest Overfitting (CSCV, ``pbo_blocks`` = 16 by default) and the variance of the trials'
+Sharpe ratios for the Deflated Sharpe Ratio of the stitched curve; with the minimum backtest
+length they are stored in ``config.walk_forward.overfitting`` and the ``backtest_overfitting``
+table (:mod:`heurmetrics.backtest.overfit`).
+
 **Parallelism.** Folds run on any :class:`concurrent.futures.Executor`. The default is a
 ``ProcessPoolExecutor`` with one worker per CPU (``forkserver`` start method: the Recorder's
 writer thread and database connections must not be forked); ``SerialExecutor()`` runs inline,
@@ -77,6 +84,7 @@ import numpy as np
 import pandas as pd
 
 from heurmetrics.backtest import compute_metrics_from_returns
+from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, overfitting_stats, trial_matrix
 from heurmetrics.backtest.record import json_safe
 from heurmetrics.backtest.splits import Split, WalkForwardSplitter
 from heurmetrics.canonical import canonical_json
@@ -117,6 +125,12 @@ class FitResult:
 
     params: dict[str, Any]
     trials: int = 1
+    #: Every candidate tried (params dicts, in a fixed order): the runner evaluates each one
+    #: out-of-sample too, for the trial return matrix of the overfitting statistics (PBO, DSR).
+    candidates: tuple[dict[str, Any], ...] = ()
+    #: Variance of the candidates' annualised Sharpe ratios, when ``fit`` knows it and gives no
+    #: candidates (optimisers run elsewhere): the Deflated Sharpe Ratio's V.
+    sharpe_variance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +296,8 @@ class WalkForwardResult:
     expectation: dict[str, SignalStats]
     #: Executions recorded for this run (mode ``backtest``, linked by ``backtest_run_id``).
     executions: int
+    #: Deflated Sharpe Ratio, PBO, minimum backtest length (:mod:`heurmetrics.backtest.overfit`).
+    overfitting: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> uuid.UUID:
@@ -383,7 +399,7 @@ class GridSearch:
             score = float(score) if self.maximize else -float(score)
             if score > best_score:
                 best, best_score = params, score
-        return FitResult(best, len(candidates))
+        return FitResult(best, len(candidates), candidates=tuple(candidates))
 
 
 @dataclass(frozen=True)
@@ -454,6 +470,9 @@ class _FoldOutput:
     records: list[ExecutionRecord]
     seconds: float
     executions: int = 0  # set by the parent once the records are recorded (and dropped)
+    #: Out-of-sample returns of every candidate ``fit`` tried (columns = candidate index), or None.
+    trial_returns: pd.DataFrame | None = None
+    sharpe_variance: float | None = None
 
 
 def _run_fold(task: _FoldTask) -> _FoldOutput:
@@ -463,9 +482,10 @@ def _run_fold(task: _FoldTask) -> _FoldOutput:
     is_lo, is_hi = split.in_sample.start - base, split.in_sample.stop - base
     oos_lo, oos_hi = split.out_of_sample.start - base, split.out_of_sample.stop - base
     if task.fit is None:
-        params, trials = dict(task.fixed_params), 1
+        fitted = FitResult(dict(task.fixed_params), 1)
     else:
-        params, trials = _fit_result(task.fit(frame.iloc[is_lo:is_hi]))
+        fitted = _fit_result(task.fit(frame.iloc[is_lo:is_hi]))
+    params, trials = fitted.params, fitted.trials
     records: list[ExecutionRecord] = []
     ctx = FoldContext(split.fold_index, IN_SAMPLE, params, record=task.record_in_sample)
     out = _call_run(task.run, frame.iloc[max(0, is_lo - task.warmup) : is_hi], params, ctx)
@@ -475,8 +495,27 @@ def _run_fold(task: _FoldTask) -> _FoldOutput:
     out = _call_run(task.run, frame.iloc[max(0, oos_lo - task.warmup) : oos_hi], params, ctx)
     oos_returns = window_returns(out, task.output, split.out_of_sample_start, split.out_of_sample_end)
     records.extend(_tag_warmup(ctx.records, split.out_of_sample_start))
+    trial_returns = None
+    if len(fitted.candidates) >= 2:
+        # Every candidate out-of-sample (not recorded as executions): the columns of the trial
+        # return matrix for PBO / DSR (heurmetrics.backtest.overfit).
+        oos_frame = frame.iloc[max(0, oos_lo - task.warmup) : oos_hi]
+        columns = {}
+        for i, candidate in enumerate(fitted.candidates):
+            trial_ctx = FoldContext(split.fold_index, "trial", candidate, record=False)
+            out = _call_run(task.run, oos_frame, candidate, trial_ctx)
+            columns[i] = window_returns(out, task.output, split.out_of_sample_start, split.out_of_sample_end)
+        trial_returns = pd.DataFrame(columns)
     return _FoldOutput(
-        split.fold_index, params, trials, is_returns, oos_returns, records, time.perf_counter() - started
+        split.fold_index,
+        params,
+        trials,
+        is_returns,
+        oos_returns,
+        records,
+        time.perf_counter() - started,
+        trial_returns=trial_returns,
+        sharpe_variance=fitted.sharpe_variance,
     )
 
 
@@ -499,7 +538,7 @@ def _as_utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _fit_result(value: object) -> tuple[dict[str, Any], int]:
+def _fit_result(value: object) -> FitResult:
     if isinstance(value, FitResult):
         params, trials = value.params, value.trials
     elif isinstance(value, tuple) and len(value) == 2:
@@ -519,7 +558,15 @@ def _fit_result(value: object) -> tuple[dict[str, Any], int]:
         canonical_json(params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"fit: params must be JSON-serialisable without NaN/inf: {exc}") from None
-    return dict(params), int(trials)
+    candidates: tuple[dict[str, Any], ...] = ()
+    variance = None
+    if isinstance(value, FitResult):
+        candidates = tuple(dict(c) for c in value.candidates)
+        if candidates and len(candidates) != trials:
+            raise ValueError(f"fit: {len(candidates)} candidates given for {trials} trials")
+        if value.sharpe_variance is not None:
+            variance = check_finite("fit: sharpe_variance", value.sharpe_variance, low=0.0)
+    return FitResult(dict(params), int(trials), candidates, variance)
 
 
 def _call_run(run: RunFn, data: pd.DataFrame, params: dict[str, Any], ctx: FoldContext) -> object:
@@ -595,6 +642,7 @@ def run_walk_forward(
     config: Mapping[str, Any] | None = None,
     record_in_sample: bool = True,
     progress: bool | Console | Progress = True,
+    pbo_blocks: int = DEFAULT_PBO_BLOCKS,
 ) -> WalkForwardResult:
     """Run a walk-forward backtest and store it (kind ``walk_forward``); see the module docstring.
 
@@ -613,6 +661,8 @@ def run_walk_forward(
         raise ValueError(f"output must be 'returns' or 'equity', got {output!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0 (bars), got {warmup!r}")
+    if isinstance(pbo_blocks, bool) or not isinstance(pbo_blocks, int) or pbo_blocks < 2 or pbo_blocks % 2:
+        raise ValueError(f"pbo_blocks must be an even int >= 2, got {pbo_blocks!r}")
     if not isinstance(splitter, WalkForwardSplitter):
         raise TypeError("splitter must be a WalkForwardSplitter")
     periods_per_year = check_finite("periods_per_year", periods_per_year, low=1e-9)
@@ -685,6 +735,7 @@ def run_walk_forward(
         price_column=price_column,
         horizons=tuple(horizons),
         executions=executions,
+        pbo_blocks=pbo_blocks,
         config={
             **(config or {}),
             "walk_forward": {
@@ -744,6 +795,7 @@ def _store_result(
     horizons: tuple[str, ...],
     executions: int,
     config: dict[str, Any],
+    pbo_blocks: int = DEFAULT_PBO_BLOCKS,
 ) -> WalkForwardResult:
     close = data[price_column] if price_column is not None and price_column in data.columns else None
     folds: list[WalkForwardFold] = []
@@ -800,6 +852,16 @@ def _store_result(
     oos_annual = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     efficiency = efficiency_ratio(oos_annual, is_annual)
     expectation = _pool_stats(stats_by_fold, horizons) if close is not None else {}
+    reported = [out.sharpe_variance for out in outputs if out.sharpe_variance is not None]
+    overfitting = overfitting_stats(
+        stitched_returns,
+        n_trials=max((out.trials for out in outputs), default=1),
+        periods_per_year=periods_per_year,
+        trial_returns=trial_matrix([out.trial_returns for out in outputs]),
+        reported_sharpe_variance=float(np.mean(reported)) if reported else None,
+        risk_free_rate=risk_free_rate,
+        n_blocks=pbo_blocks,
+    )
     wf = config["walk_forward"]
     wf.update(
         {
@@ -810,6 +872,7 @@ def _store_result(
             "price_column": price_column if close is not None else None,
             "expectation": {h: s.as_dict() for h, s in expectation.items()},
             "executions": executions,
+            "overfitting": overfitting,
         }
     )
     if dataset_hash is None:
@@ -830,7 +893,16 @@ def _store_result(
         fold_equity=fold_equity,
     )
     return WalkForwardResult(
-        stored, tuple(folds), stitched, stitched_returns, efficiency, is_annual, oos_annual, expectation, executions
+        stored,
+        tuple(folds),
+        stitched,
+        stitched_returns,
+        efficiency,
+        is_annual,
+        oos_annual,
+        expectation,
+        executions,
+        overfitting,
     )
 
 

@@ -38,7 +38,7 @@ def overfitting_row(run: BacktestRun) -> dict[str, Any] | None:
     for name in _FLOATS:
         value = stats.get(name)
         finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        row[name] = float(value) if finite else None
+        row[name] = float(value) if finite and value is not None else None
     for name in _INTS:
         value = stats.get(name)
         row[name] = int(value) if isinstance(value, int) and not isinstance(value, bool) else None
