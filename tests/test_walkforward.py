@@ -348,3 +348,36 @@ def test_daily_bars_get_expectations_only_at_horizons_of_a_bar_or_more(rec: Reco
     assert result.expectation["1d"].signals > 0
     with pytest.raises(HorizonTooShort, match="horizon 4h is shorter than the bar interval"):
         rec.walk_forward(rv, daily, run=momentum_run, horizons=("4h",), **options)
+
+
+def test_collector_exports_the_latest_walk_forward_overfitting(rec: Recorder, rv: RuleVersion, data: pd.DataFrame) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from heurmetrics.metrics.performance_collector import PerformanceCollector
+
+    registry = CollectorRegistry()
+    registry.register(PerformanceCollector(rec.store, ttl_seconds=0))
+    other = rec.register_rule_version("momentum", "2.0.0", params={"lookback": 6})
+
+    def gauges() -> dict[tuple[str, str], float]:
+        page = generate_latest(registry).decode()
+        return {
+            (s.name, s.labels["rule_version"]): s.value
+            for f in text_string_to_metric_families(page)
+            for s in f.samples
+            if s.name.startswith("backtest_overfitting_")
+        }
+
+    assert math.isnan(gauges()[(d.BACKTEST_OVERFITTING_PBO.name, "1.0.0")])  # no run yet: unknown, not 0
+    result = rec.walk_forward(
+        rv, data, run=momentum_run, fit=GridSearch(momentum_returns, {"lookback": [3, 6, 12, 24]}, A),
+        splitter=SPLITTER, dataset="d", periods_per_year=A, executor=SerialExecutor(), warmup=WARMUP,
+        progress=False, pbo_blocks=4,
+    )  # fmt: skip
+    after = gauges()
+    assert after[(d.BACKTEST_OVERFITTING_PBO.name, "1.0.0")] == result.overfitting["pbo"]
+    assert after[(d.BACKTEST_OVERFITTING_TRIALS.name, "1.0.0")] == 4
+    assert after[(d.BACKTEST_OVERFITTING_LENGTH.name, "1.0.0")] == pytest.approx(
+        result.overfitting["backtest_years"] * d.SECONDS_PER_YEAR
+    )
+    assert math.isnan(after[(d.BACKTEST_OVERFITTING_DSR.name, other.version)])
