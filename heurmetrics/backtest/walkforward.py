@@ -30,12 +30,16 @@ executions with mode ``backtest`` and ``backtest_run_id`` = the run id, as each 
 In-sample evaluations are recorded too (``record_in_sample=False`` turns that off); the
 candidates tried inside ``fit`` are not (``trials`` counts them).
 
-**Efficiency.** Walk-forward efficiency = annualised out-of-sample return / annualised in-sample
-return, each pooled over the folds with the period-count method:
-``(∏ W_k)^(A / Σ N_k) - 1`` (``W_k`` = growth of fold ``k``'s window, ``N_k`` its returns; for the
-out-of-sample side this is exactly the stitched curve's CAGR). It is None when the in-sample
-return is ≤ 0 or either side is not finite. Stored in ``config.walk_forward``; per fold in its
-``out_of_sample_metrics["walk_forward_efficiency"]``. Rank runs on the stitched statistics.
+**Efficiency.** Walk-forward efficiency as Pardo defines it: annualised out-of-sample return /
+annualised in-sample return, with **simple** annualisation ``(Σ R_k / Σ N_k) · A`` (``R_k`` = total
+return of fold ``k``'s window, ``N_k`` its returns, ``A`` periods per year): the headline
+``efficiency``. The compounded variant ``(∏ (1 + R_k))^(A / Σ N_k) - 1`` (for the out-of-sample
+side exactly the stitched curve's CAGR) is kept as ``efficiency_compounded``. Both are None when
+the in-sample annualised return is below 1 % a year (:data:`MIN_IN_SAMPLE_ANNUAL_RETURN`: a
+non-positive or tiny denominator makes the ratio meaningless) or either side is not finite.
+Stored in ``config.walk_forward``; per fold in its ``out_of_sample_metrics``
+(``walk_forward_efficiency``, ``walk_forward_efficiency_compounded``). Rank runs on the stitched
+statistics.
 
 **Expectation.** When ``data`` has a ``price_column`` (default ``"close"``) and the out-of-sample
 evaluations carry ``bar_time``, their directional signals are resolved against those prices
@@ -290,6 +294,7 @@ class WalkForwardResult:
     equity: pd.Series
     #: The stitched out-of-sample returns (NaN = missing).
     returns: pd.Series
+    #: Pardo's walk-forward efficiency (simple annualisation); see the module docstring.
     efficiency: float | None
     in_sample_annualized_return: float | None
     out_of_sample_annualized_return: float | None
@@ -807,11 +812,19 @@ def _store_result(
         oos_metrics = _metrics(out.out_of_sample_returns, periods_per_year, risk_free_rate)
         growth[IN_SAMPLE].append(_growth(is_metrics))
         growth[OUT_OF_SAMPLE].append(_growth(oos_metrics))
+        last = {side: [growth[side][-1]] for side in growth}
         efficiency = efficiency_ratio(
-            pooled_annualized_return([growth[OUT_OF_SAMPLE][-1]], periods_per_year),
-            pooled_annualized_return([growth[IN_SAMPLE][-1]], periods_per_year),
+            simple_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
+            simple_annualized_return(last[IN_SAMPLE], periods_per_year),
         )
-        oos_extra: dict[str, Any] = {"walk_forward_efficiency": efficiency}
+        compounded = efficiency_ratio(
+            pooled_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
+            pooled_annualized_return(last[IN_SAMPLE], periods_per_year),
+        )
+        oos_extra: dict[str, Any] = {
+            "walk_forward_efficiency": efficiency,
+            "walk_forward_efficiency_compounded": compounded,
+        }
         for horizon, s in stats.items():
             oos_extra.update(
                 {
@@ -848,9 +861,11 @@ def _store_result(
         )
     stitched_returns = pd.concat([out.out_of_sample_returns for out in outputs]).rename("returns")
     stitched = anchored_equity(stitched_returns, data.index)
-    is_annual = pooled_annualized_return(growth[IN_SAMPLE], periods_per_year)
-    oos_annual = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
+    is_annual = simple_annualized_return(growth[IN_SAMPLE], periods_per_year)
+    oos_annual = simple_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     efficiency = efficiency_ratio(oos_annual, is_annual)
+    is_compounded = pooled_annualized_return(growth[IN_SAMPLE], periods_per_year)
+    oos_compounded = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     expectation = _pool_stats(stats_by_fold, horizons) if close is not None else {}
     reported = [out.sharpe_variance for out in outputs if out.sharpe_variance is not None]
     overfitting = overfitting_stats(
@@ -868,7 +883,11 @@ def _store_result(
             "efficiency": efficiency,
             "in_sample_annualized_return": is_annual,
             "out_of_sample_annualized_return": oos_annual,
-            "annualization": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
+            "annualization": "simple (Pardo): (sum R_k / sum N_k) * A",
+            "efficiency_compounded": efficiency_ratio(oos_compounded, is_compounded),
+            "in_sample_annualized_return_compounded": is_compounded,
+            "out_of_sample_annualized_return_compounded": oos_compounded,
+            "annualization_compounded": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
             "price_column": price_column if close is not None else None,
             "expectation": {h: s.as_dict() for h, s in expectation.items()},
             "executions": executions,
@@ -974,11 +993,26 @@ def pooled_annualized_return(parts: Sequence[tuple[float, int]], periods_per_yea
         return math.inf
 
 
+#: Below this in-sample annualised return (1 % a year) the efficiency ratio is undefined.
+MIN_IN_SAMPLE_ANNUAL_RETURN = 0.01
+
+
+def simple_annualized_return(parts: Sequence[tuple[float, int]], periods_per_year: float) -> float | None:
+    """Pardo's simple annualisation ``(Σ (W_k - 1) / Σ N_k) · A`` over ``(growth W_k, returns N_k)``
+    parts (the mean return per period, scaled linearly to a year); None without returns."""
+    used = [(w, n) for w, n in parts if n > 0 and math.isfinite(w)]
+    total = sum(n for _, n in used)
+    if total == 0:
+        return None
+    return sum(w - 1.0 for w, _ in used) / total * periods_per_year
+
+
 def efficiency_ratio(out_of_sample: float | None, in_sample: float | None) -> float | None:
-    """Walk-forward efficiency: OOS / IS annualised return; None when IS <= 0 or either is not finite."""
+    """Walk-forward efficiency: OOS / IS annualised return; None when IS is below
+    :data:`MIN_IN_SAMPLE_ANNUAL_RETURN` (non-positive or tiny) or either is not finite."""
     if out_of_sample is None or in_sample is None:
         return None
-    if not (math.isfinite(out_of_sample) and math.isfinite(in_sample)) or in_sample <= 0:
+    if not (math.isfinite(out_of_sample) and math.isfinite(in_sample)) or in_sample < MIN_IN_SAMPLE_ANNUAL_RETURN:
         return None
     return out_of_sample / in_sample
 
