@@ -15,6 +15,7 @@ Pure functions of the stored equity curve (``equity_points``), quantstats-style:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,10 +48,10 @@ def calendar_returns(returns: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     index = pd.DatetimeIndex(returns.index)
     index = index.tz_convert("UTC") if index.tz is not None else index
     growth = pd.Series(np.log1p(returns.to_numpy(dtype=np.float64)), index=index)
-    monthly = np.expm1(growth.groupby([index.year, index.month]).sum())
+    monthly = growth.groupby([index.year, index.month]).sum().apply(math.expm1)
     table = monthly.unstack().reindex(columns=range(1, 13))
     table.index.name, table.columns.name = "year", "month"
-    yearly = np.expm1(growth.groupby(index.year).sum())
+    yearly = growth.groupby(index.year).sum().apply(math.expm1)
     yearly.index.name = "year"
     return table, yearly
 

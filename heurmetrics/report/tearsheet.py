@@ -142,6 +142,7 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
     first 25 folds below (for PNG output).
     """
     from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
 
     returns = period_returns(report.curve["equity"]) if len(report.curve) else pd.Series(dtype=float)
     walk = bool(report.folds)
@@ -179,7 +180,12 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
         ax_worst.set_title("Worst drawdowns", loc="left", fontsize=9)
         rows = [_drawdown_cells(dd) for dd in worst_drawdowns(report.curve["equity"])] if len(report.curve) else []
         if rows:
-            table = ax_worst.table(cellText=rows, colLabels=DRAWDOWN_COLUMNS, bbox=(0, 0.25, 1, 0.75), cellLoc="right")
+            table = ax_worst.table(
+                cellText=rows,
+                colLabels=DRAWDOWN_COLUMNS,
+                bbox=Bbox.from_bounds(0, 0.25, 1, 0.75),
+                cellLoc="right",
+            )
             table.auto_set_font_size(False)
             table.set_fontsize(7.5)
         ax_folds = fig.add_subplot(grid[row + 1, :])
@@ -192,7 +198,7 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
                 cellText=cells,
                 colLabels=FOLD_COLUMNS,
                 colWidths=(0.04, 0.2, 0.2, 0.06, 0.1, 0.1, 0.1, 0.1, 0.1),
-                bbox=(0, 0, 1, 1),
+                bbox=Bbox.from_bounds(0, 0, 1, 1),
                 cellLoc="right",
             )
             table.auto_set_font_size(False)
