@@ -146,7 +146,8 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
 
     returns = period_returns(report.curve["equity"]) if len(report.curve) else pd.Series(dtype=float)
     walk = bool(report.folds)
-    heights = [3.0, 1.3, 1.7, 2.6] + ([1.9] if walk else []) + ([2.6, 3.0] if with_tables else [])
+    heights = [3.0, 1.3, 1.7, 2.6] + ([1.9] if walk else []) + ([2.6] if with_tables else [])
+    heights += [3.0] if with_tables and walk else []
     fig = Figure(figsize=(12, sum(heights) + 1.0), layout="constrained")
     grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=(3.2, 1.0))
     ax_eq = fig.add_subplot(grid[0, :])
@@ -168,7 +169,7 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
         lines = [f"{label}: {_fmt(report.metrics.get(key), kind)}" for key, label, kind in HEADLINE[:9]]
         if walk:
             lines.append(f"Walk-forward efficiency: {_fmt(report.efficiency, 'num')}")
-        ax_text.set_title("Headline (stitched out-of-sample)", loc="left", fontsize=9)
+        ax_text.set_title("Headline (stitched out-of-sample)" if walk else "Headline", loc="left", fontsize=9)
         ax_text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace")
         ax_over = fig.add_subplot(boxes[0, 1])
         ax_over.axis("off")
@@ -188,9 +189,9 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
             )
             table.auto_set_font_size(False)
             table.set_fontsize(7.5)
-        ax_folds = fig.add_subplot(grid[row + 1, :])
-        ax_folds.axis("off")
         if walk:
+            ax_folds = fig.add_subplot(grid[row + 1, :])
+            ax_folds.axis("off")
             shown = min(25, len(report.folds))
             ax_folds.set_title(f"Folds (first {shown} of {len(report.folds)})", loc="left", fontsize=9)
             cells = [_fold_cells(f) for f in report.folds[:25]]
