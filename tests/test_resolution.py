@@ -204,3 +204,15 @@ def test_post_resolutions(migrated_url: str) -> None:
     assert empty.status_code == 422 and empty.json()["detail"][0]["field"] == "resolutions[0].realized_return"
     with client.app.state.ingest.store.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.execute(text("SELECT count(*) FROM execution_resolutions")).scalar_one() == 2
+
+
+def test_resolving_stored_signals_on_daily_prices_refuses_intraday_horizons(rec: Recorder, rv: RuleVersion) -> None:
+    close = daily_bars()
+    friday = pd.Timestamp("2025-01-10 00:00", tz="UTC").to_pydatetime()
+    eid = rec.record_execution(rv, duration_seconds=0.001, outcome="bullish", started_at=friday)
+    with pytest.raises(HorizonTooShort, match="horizon 1h is shorter"):
+        rec.resolve_from_prices(close, horizons=("1h",))
+    assert resolutions(rec) == []  # nothing half-written
+    assert rec.resolve_from_prices(close, horizons=("1d",)).accepted == 1
+    (row,) = resolutions(rec)
+    assert row.event_id == eid and row.price_at_horizon == close[pd.Timestamp("2025-01-13", tz="UTC")]  # Monday
