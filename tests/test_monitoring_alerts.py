@@ -391,7 +391,7 @@ def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
 def drift_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
     drift = cfg.alerts.performance_drift
     window = {d.WINDOW: drift.window}
-    p_value = d.RVP_DRIFT_P_VALUE.name
+    p_value = d.RVP_DRIFT_ADJUSTED_P_VALUE.name
     low = drift.alpha / 10
     expected = fired(
         cfg,
@@ -399,7 +399,7 @@ def drift_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
         {**RV, **window, "severity": "warning"},
         "A rule version performs live unlike its walk-forward backtest.",
         f"Rule {RULE} version {VERSION}: over the last {drift.window} its live hit ratio differs from the "
-        f"walk-forward expectation (two-sided binomial test p = {low:.4f} < {alerts.num(drift.alpha)}).",
+        f"walk-forward expectation (Fisher exact test, BH-adjusted p = {low:.4f} < {alerts.num(drift.alpha)}).",
     )
     end = 11 + minutes(drift.for_) + 10
     return [
@@ -414,6 +414,38 @@ def drift_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
             [series(p_value, {**RV, d.WINDOW: "1h" if drift.window != "1h" else "7d"}, f"{low}x{end}")],
             end,
         ),
+        # A small raw p-value that the FDR adjustment lifts above alpha is not drift either.
+        Quiet(
+            c.PERFORMANCE_DRIFT,
+            [
+                series(d.RVP_DRIFT_P_VALUE.name, {**RV, **window}, f"{low}x{end}"),
+                series(p_value, {**RV, **window}, f"{drift.alpha * 3}x{end}"),
+            ],
+            end,
+        ),
+    ]
+
+
+def overfitting_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
+    a = cfg.alerts.backtest_overfitting
+    pbo = d.BACKTEST_OVERFITTING_PBO.name
+    high = (1 + a.threshold) / 2
+    expected = fired(
+        cfg,
+        c.BACKTEST_OVERFITTING,
+        {**RV, "severity": "warning"},
+        "The latest walk-forward run of a rule version is probably overfit.",
+        f"Rule {RULE} version {VERSION}: probability of backtest overfitting {high * 100:.4g}% (above "
+        f"{alerts.num(a.threshold)}) in its latest walk-forward run: the in-sample winner often ranks below "
+        "the median out of sample.",
+    )
+    end = 11 + minutes(a.for_) + 10
+    return [
+        # A new walk-forward run with a high PBO is stored at minute 11.
+        Case(c.BACKTEST_OVERFITTING, [series(pbo, RV, f"0.1x10 {high}x{end}")], 11, a.for_, [expected]),
+        # PBO at the threshold is not above it; NaN (no trial matrix) never fires.
+        Quiet(c.BACKTEST_OVERFITTING, [series(pbo, RV, f"{a.threshold}x{end}")], end),
+        Quiet(c.BACKTEST_OVERFITTING, [series(pbo, RV, " ".join(["NaN"] * (end + 1)))], end),
     ]
 
 
@@ -424,6 +456,7 @@ def all_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
         *absent_cases(cfg),
         *backtest_cases(cfg),
         *drift_cases(cfg),
+        *overfitting_cases(cfg),
         *exporter_cases(cfg),
     ]
 

@@ -203,6 +203,7 @@ def test_every_key_can_be_overridden_with_its_own_default() -> None:
         c.BACKTEST_FAILED,
         c.BACKTEST_STALE,
         c.PERFORMANCE_DRIFT,
+        c.BACKTEST_OVERFITTING,
         c.EXPORTER_DOWN,
         c.STORE_WRITE_ERRORS,
         c.EVENTS_DROPPED,
@@ -219,6 +220,15 @@ def test_drift_alert_follows_its_config() -> None:
     assert "< 0.001" in "".join(alerts.rule_files(stricter).values())
     disabled = apply_overrides(MonitoringConfig(), {"alerts": {c.PERFORMANCE_DRIFT: {"enabled": False}}})
     assert c.PERFORMANCE_DRIFT not in alerts.alert_names(disabled)
+
+
+def test_overfitting_alert_threshold_is_configurable() -> None:
+    default = "".join(alerts.rule_files(MonitoringConfig()).values())
+    assert f"{d.BACKTEST_OVERFITTING_PBO.name} > 0.5" in default
+    stricter = apply_overrides(MonitoringConfig(), {"alerts": {c.BACKTEST_OVERFITTING: {"threshold": 0.3}}})
+    assert f"{d.BACKTEST_OVERFITTING_PBO.name} > 0.3" in "".join(alerts.rule_files(stricter).values())
+    with pytest.raises(ConfigError, match="threshold"):
+        apply_overrides(MonitoringConfig(), {"alerts": {c.BACKTEST_OVERFITTING: {"threshold": 1.5}}})
 
 
 def test_cli_builds_with_a_config_file(tmp_path: Path) -> None:

@@ -278,6 +278,39 @@ def test_constant_positive_returns_zero_dispersion() -> None:
     assert math.isnan(m.calmar)
 
 
+def test_near_zero_dispersion_is_zero_dispersion_not_a_huge_sharpe() -> None:
+    # 0.01 + 1e-17 is rounding noise: the Sharpe ratio is the documented +inf, not ~1e15.
+    noisy = pd.Series([0.01, 0.01 + 1e-17, 0.01, 0.01 - 1e-17, 0.01])
+    m = compute_metrics_from_returns(noisy, periods_per_year=12)
+    assert m.volatility == 0.0 and m.sharpe == math.inf
+    assert math.isnan(m.skew) and math.isnan(m.probabilistic_sharpe)
+    real = compute_metrics_from_returns(pd.Series([0.01, 0.0101, 0.01]), periods_per_year=12)
+    assert math.isfinite(real.sharpe) and real.volatility > 0  # a real spread is kept
+
+
+def test_unsorted_or_duplicate_timestamps_are_refused() -> None:
+    idx = pd.date_range("2024-01-01", periods=6, freq="D", tz="UTC")
+    eq = pd.Series([1.0, 1.1, 1.05, 1.2, 1.15, 1.3], index=idx)
+    shuffled = eq.iloc[[0, 2, 1, 3, 4, 5]]
+    for fn in (compute_metrics, compute_metrics_from_returns, drawdown_series):
+        with pytest.raises(ValueError, match=r"timestamps out of order at position 2 \(2024-01-02"):
+            fn(shuffled, **({} if fn is drawdown_series else {"periods_per_year": 252}))
+    doubled = pd.concat([eq.iloc[:3], eq.iloc[2:]])
+    with pytest.raises(ValueError, match="duplicate timestamp 2024-01-03"):
+        compute_metrics(doubled, periods_per_year=252)
+    # An integer index is positional: the given order is the order (nothing to check).
+    assert compute_metrics(eq.reset_index(drop=True), periods_per_year=252).observations == 5
+
+
+def test_entry_points_agree_after_a_total_loss() -> None:
+    returns = pd.Series([0.1, -1.0, 0.5, 0.2])
+    equity = pd.Series([1.0, 1.1, 0.0, 0.0, 0.0])  # what those returns do to an account
+    a = compute_metrics(equity, periods_per_year=12).as_dict()
+    b = compute_metrics_from_returns(returns, periods_per_year=12).as_dict()
+    assert b["undefined_returns"] == a["undefined_returns"] == 2 and b["observations"] == a["observations"] == 2
+    assert a == pytest.approx(b, rel=1e-12, abs=1e-15, nan_ok=True)
+
+
 def test_all_gains_no_drawdown() -> None:
     m = metrics(equity_from(np.array([0.01, 0.02, 0.005, 0.03])))
     assert m.max_drawdown == 0.0

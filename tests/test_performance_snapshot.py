@@ -22,7 +22,7 @@ from heurmetrics import Recorder, RuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.cli import performance_app
 from heurmetrics.performance.snapshot import PeriodicSnapshots, take_snapshot
-from heurmetrics.performance.stats import binomial_two_sided_p_value, wilson_interval
+from heurmetrics.performance.stats import wilson_interval
 from heurmetrics.performance.store import PerformanceStore
 from heurmetrics.store.schema import RuleVersionPerformanceRow
 from tests.walkforward_helpers import exporter
@@ -78,17 +78,13 @@ def test_statistics_match_scipy() -> None:
     rng = random.Random(7)
     for _ in range(300):
         n = rng.randint(1, 400)
-        k, p = rng.randint(0, n), rng.random()
-        ours = binomial_two_sided_p_value(k, n, p)
-        theirs = scipy_stats.binomtest(k, n, p).pvalue
-        assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-300)
+        k = rng.randint(0, n)
         low, high = wilson_interval(k, n)
         ci = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert (low, high) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
-    assert math.isnan(binomial_two_sided_p_value(0, 0, 0.5)) and all(map(math.isnan, wilson_interval(0, 0)))
-    assert binomial_two_sided_p_value(3, 3, 1.0) == 1.0 and binomial_two_sided_p_value(2, 3, 1.0) == 0.0
+    assert all(map(math.isnan, wilson_interval(0, 0)))
     with pytest.raises(ValueError):
-        binomial_two_sided_p_value(5, 3, 0.5)
+        wilson_interval(5, 3)
 
 
 def test_snapshot_fields_expectation_and_drift(rec: Recorder) -> None:
@@ -114,7 +110,10 @@ def test_snapshot_fields_expectation_and_drift(rec: Recorder) -> None:
     assert (hour.hit_ratio_low, hour.hit_ratio_high) == pytest.approx(wilson_interval(6, 30))
     assert hour.expected_hit_ratio == 0.6 and hour.expectation_run_id == run_id and hour.expectation_signals == 400
     assert hour.expected_return_per_signal == 0.002
-    assert hour.drift_p_value == pytest.approx(scipy_stats.binomtest(6, 30, 0.6).pvalue, rel=1e-9)
+    # Two samples: 6 of 30 live against 240 of 400 backtest signals (Fisher's exact test).
+    assert hour.drift_p_value == pytest.approx(scipy_stats.fisher_exact([[6, 24], [240, 160]]).pvalue, rel=1e-9)
+    # The only tested version in its window: the BH-adjusted value equals the p-value.
+    assert hour.drift_adjusted_p_value == hour.drift_p_value
     assert hour.drifted is True and hour.alpha == d.DRIFT_ALPHA
     week = by[("range_bias", "1.0.0", "7d")]
     assert week.executions == 43 and week.signals == 33 and week.resolved == 30
@@ -125,6 +124,7 @@ def test_snapshot_fields_expectation_and_drift(rec: Recorder) -> None:
     assert len(rows) == 6 and {r["time_window"] for r in rows} == set(d.PERFORMANCE_WINDOWS)
     stored = next(r for r in rows if r["version"] == "1.0.0" and r["rule"] == "range_bias" and r["time_window"] == "1h")
     assert stored["drifted"] is True and stored["hits"] == 6 and stored["modes"] == "live,paper"
+    assert stored["drift_adjusted_p_value"] == pytest.approx(hour.drift_p_value)
 
 
 def test_small_expectations_and_consistent_live_hits_do_not_alarm(rec: Recorder) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
@@ -13,10 +15,18 @@ from typer.testing import CliRunner
 
 from heurmetrics import Recorder
 from heurmetrics.backtest.splits import WalkForwardSplitter
-from heurmetrics.backtest.walkforward import SerialExecutor
+from heurmetrics.backtest.walkforward import GridSearch, SerialExecutor
 from heurmetrics.report import RunNotFound, load_run, render_html, write_report
+from heurmetrics.report.analytics import (
+    calendar_returns,
+    period_returns,
+    rolling_sharpe_volatility,
+    rolling_window,
+    worst_drawdowns,
+)
 from heurmetrics.report.cli import report
-from tests.walkforward_helpers import hourly_bars, momentum_fit, momentum_run
+from heurmetrics.report.tearsheet import overfitting_rows
+from tests.walkforward_helpers import hourly_bars, momentum_fit, momentum_returns, momentum_run
 
 
 @pytest.fixture
@@ -87,3 +97,47 @@ def test_equity_curve_in_the_report_is_the_stored_one(runs: tuple[str, uuid.UUID
     assert isinstance(loaded.curve.index, pd.DatetimeIndex) and loaded.curve.index.is_monotonic_increasing
     assert (loaded.curve["drawdown"] <= 0).all()
     assert loaded.curve["equity"].iloc[-1] == pytest.approx(1 + loaded.metrics["total_return"])
+
+
+def test_calendar_returns_rolling_ratios_and_worst_drawdowns_by_hand() -> None:
+    idx = pd.to_datetime(["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02", "2025-01-02"], utc=True)
+    returns = pd.Series([0.1, -0.05, 0.02, 0.03, -0.1], index=idx)
+    monthly, yearly = calendar_returns(returns)
+    assert monthly.loc[2024, 1] == pytest.approx(1.1 * 0.95 - 1)
+    assert monthly.loc[2024, 2] == pytest.approx(1.02 * 1.03 - 1)
+    assert math.isnan(monthly.loc[2024, 3]) and monthly.loc[2025, 1] == pytest.approx(-0.1)
+    assert yearly.loc[2024] == pytest.approx(1.1 * 0.95 * 1.02 * 1.03 - 1)
+    equity = pd.Series([1.0, 1.2, 0.9, 1.3, 1.17, 1.25, 1.4, 1.05], index=pd.date_range("2024-01-01", periods=8))
+    worst = worst_drawdowns(equity)
+    assert [round(dd.depth, 6) for dd in worst] == [-0.25, -0.25, -0.1]
+    first = worst[0]  # ties keep time order: 1.2 -> 0.9, recovered at 1.3
+    assert (first.peak, first.trough, first.recovery, first.periods) == (
+        equity.index[1], equity.index[2], equity.index[3], 2
+    )
+    assert worst[1].recovery is None and worst[1].periods == 1  # 1.4 -> 1.05, still under water
+    assert period_returns(pd.Series([1.0, float("nan"), 1.1])).tolist() == pytest.approx([0.1])
+    daily = pd.Series(np.random.default_rng(1).normal(0.001, 0.01, 400), index=pd.date_range("2024", periods=400))
+    rolling = rolling_sharpe_volatility(daily, 252)
+    window = rolling_window(400, 252)
+    assert window == 21
+    tail = daily.iloc[-window:]
+    assert rolling["volatility"].iloc[-1] == pytest.approx(tail.std() * math.sqrt(252))
+    assert rolling["sharpe"].iloc[-1] == pytest.approx(tail.mean() / tail.std() * math.sqrt(252))
+
+
+def test_tearsheet_shows_the_overfitting_block_of_a_grid_search_run(migrated_url: str, tmp_path: Path) -> None:
+    data = hourly_bars(24 * 14)
+    with Recorder(migrated_url) as rec:
+        rv = rec.register_rule_version("momentum", "1.0.0", params={"lookback": 12})
+        wf = rec.walk_forward(
+            rv, data, fit=GridSearch(momentum_returns, {"lookback": [3, 6, 12, 24]}, 8760), run=momentum_run,
+            splitter=WalkForwardSplitter("3D", "2D"), dataset="d", periods_per_year=8760,
+            executor=SerialExecutor(), progress=False, record_in_sample=False, warmup=24, pbo_blocks=4,
+        )  # fmt: skip
+        report_ = load_run(rec.store, wf.run_id)
+        page = render_html(report_)
+    rows = dict(overfitting_rows(report_))
+    assert rows["Trials per fold"] == "4" and rows["PBO (CSCV)"] == f"{wf.overfitting['pbo']:.2%}"
+    assert rows["CSCV blocks / splits"] == "4 / 6"
+    assert "Overfitting: Deflated Sharpe Ratio and PBO" in page and "Worst drawdowns" in page
+    assert "Monthly and yearly returns" in page and "Walk-forward efficiency, compounded" in page

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from heurmetrics import InvalidEvent, Recorder, RuleVersion
 from heurmetrics.performance.resolution import (
+    HorizonTooShort,
+    horizons_for_bars,
     make_resolution,
     resolve_against_prices,
     signal_direction,
@@ -59,23 +61,54 @@ def test_signal_direction(outcome: str | None, signal: float | None, status: str
     assert signal_direction(outcome, signal, status) == direction
 
 
-def test_resolve_against_prices_uses_the_last_close_at_or_before_each_time() -> None:
+def test_resolve_against_prices_uses_the_first_close_at_or_after_the_horizon() -> None:
     index = pd.date_range("2025-01-01", periods=6, freq="h", tz="UTC")
     close = pd.Series([100.0, 101.0, 99.0, 99.0, np.nan, 104.0], index=index)
     times = pd.DatetimeIndex(
         [index[0] + timedelta(minutes=30), index[2], index[2], index[3], index[5], index[0] - timedelta(hours=1)]
     )
     out = resolve_against_prices(times, np.array([1, -1, 0, 1, 1, 1]), close, "1h")
-    # 00:30 → price of 00:00 (100), 01:30 → 01:00 (101): +1 %, right.
     assert out.resolvable.tolist() == [True, True, False, True, False, False]
-    np.testing.assert_allclose(out.realized_return[:2], [0.01, 0.0])
-    assert out.correct.tolist()[:2] == [True, False]  # a zero move is not a hit
-    # 03:00 → 04:00 is missing (NaN): the last valid close at or before 04:00 is 03:00's 99.
-    assert out.price_at_horizon[3] == 99.0 and not out.correct[3]
+    # 00:30 → price at the signal = 00:00's 100; horizon 01:30 → first close at or after: 02:00's 99.
+    assert (out.price_at_signal[0], out.price_at_horizon[0]) == (100.0, 99.0)
+    np.testing.assert_allclose(out.realized_return[:2], [-0.01, 0.0])
+    assert out.correct.tolist()[:2] == [False, False]  # a zero move is not a hit
+    # 03:00 → 04:00 is missing (NaN): the first valid close at or after 04:00 is 05:00's 104.
+    assert out.price_at_horizon[3] == 104.0 and out.correct[3]
     # A signal whose horizon the prices do not reach yet, or before the first price, stays open.
     assert np.isnan(out.realized_return[4]) and np.isnan(out.realized_return[5])
+    assert not out.correct[4]  # unresolved is not a miss: it is simply not resolvable
     naive = resolve_against_prices(times.tz_localize(None), np.array([1, -1, 0, 1, 1, 1]), close, "1h")
     np.testing.assert_array_equal(naive.resolvable, out.resolvable)  # naive times are UTC
+
+
+def daily_bars() -> pd.Series:
+    """Business-day closes of two weeks with a holiday (Wed 2025-01-08 missing); rising every day."""
+    days = pd.bdate_range("2025-01-06", "2025-01-17", tz="UTC").drop(pd.Timestamp("2025-01-08", tz="UTC"))
+    return pd.Series(100.0 + np.arange(len(days)), index=days)
+
+
+@pytest.mark.parametrize("horizon", ["1h", "4h"])
+def test_horizons_shorter_than_daily_bars_are_refused(horizon: str) -> None:
+    close = daily_bars()
+    with pytest.raises(HorizonTooShort, match=f"horizon {horizon} is shorter than the bar interval .*1d"):
+        resolve_against_prices(close.index[:3], np.ones(3), close, horizon)
+    assert horizons_for_bars(pd.DatetimeIndex(close.index), ("1h", "4h", "1d")) == ("1d",)
+
+
+def test_daily_bars_at_1d_resolve_on_the_next_trading_day_never_on_their_own_bar() -> None:
+    close = daily_bars()
+    out = resolve_against_prices(close.index, np.ones(len(close)), close, "1d")
+    # Every bar but the last resolves against the next trading day's close (prices rise every
+    # day, so every long signal is a hit); the last one has no later bar yet: unresolved, not a miss.
+    assert out.resolvable.tolist() == [True] * (len(close) - 1) + [False]
+    assert out.correct[:-1].all()
+    at_horizon = dict(zip(close.index[:-1], out.price_at_horizon[:-1], strict=True))
+    friday = pd.Timestamp("2025-01-10", tz="UTC")
+    assert at_horizon[friday] == close[pd.Timestamp("2025-01-13", tz="UTC")]  # Friday → Monday
+    before_holiday = pd.Timestamp("2025-01-07", tz="UTC")
+    assert at_horizon[before_holiday] == close[pd.Timestamp("2025-01-09", tz="UTC")]  # Tue → Thu
+    assert (out.price_at_horizon[:-1] != out.price_at_signal[:-1]).all()
 
 
 def test_make_resolution_validates_every_field() -> None:
@@ -140,9 +173,11 @@ def test_resolve_from_prices_resolves_stored_live_signals_once(rec: Recorder, rv
     result = rec.resolve_from_prices(close, horizons=("1h", "4h"))
     rows = {(r.event_id, r.horizon): r for r in resolutions(rec)}
     assert result.accepted == len(rows) == 6  # up, down and signed, at 1h and 4h
-    assert rows[(ids["up"], "1h")].realized_return == pytest.approx(0.01)
+    # 10 minutes before a bar: priced at the last close before the signal, resolved at the first
+    # close at or after signal + horizon — two bars later for 1h, five for 4h.
+    assert rows[(ids["up"], "1h")].realized_return == pytest.approx(1.01**2 - 1)
     assert rows[(ids["up"], "1h")].correct and rows[(ids["up"], "1h")].method == "prices"
-    assert rows[(ids["down"], "4h")].realized_return == pytest.approx(-(1.01**4 - 1))
+    assert rows[(ids["down"], "4h")].realized_return == pytest.approx(-(1.01**5 - 1))
     assert not rows[(ids["down"], "4h")].correct
     assert rows[(ids["up"], "1h")].price_at_signal == pytest.approx(close.iloc[1])
     assert {eid for eid, _ in rows} == {ids["up"], ids["down"], ids["signed"]}
@@ -169,3 +204,15 @@ def test_post_resolutions(migrated_url: str) -> None:
     assert empty.status_code == 422 and empty.json()["detail"][0]["field"] == "resolutions[0].realized_return"
     with client.app.state.ingest.store.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.execute(text("SELECT count(*) FROM execution_resolutions")).scalar_one() == 2
+
+
+def test_resolving_stored_signals_on_daily_prices_refuses_intraday_horizons(rec: Recorder, rv: RuleVersion) -> None:
+    close = daily_bars()
+    friday = pd.Timestamp("2025-01-10 00:00", tz="UTC").to_pydatetime()
+    eid = rec.record_execution(rv, duration_seconds=0.001, outcome="bullish", started_at=friday)
+    with pytest.raises(HorizonTooShort, match="horizon 1h is shorter"):
+        rec.resolve_from_prices(close, horizons=("1h",))
+    assert resolutions(rec) == []  # nothing half-written
+    assert rec.resolve_from_prices(close, horizons=("1d",)).accepted == 1
+    (row,) = resolutions(rec)
+    assert row.event_id == eid and row.price_at_horizon == close[pd.Timestamp("2025-01-13", tz="UTC")]  # Monday

@@ -28,10 +28,19 @@ from heurmetrics.backtest.walkforward import (
     default_executor,
     efficiency_ratio,
     pooled_annualized_return,
+    simple_annualized_return,
 )
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import resolve_against_prices
-from heurmetrics.store.schema import BacktestFoldRow, BacktestRunRow, EquityPointRow, ExecutionRow
+from heurmetrics.performance.resolution import HorizonTooShort, resolve_against_prices
+from heurmetrics.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
+from heurmetrics.store.overfitting import latest_overfitting
+from heurmetrics.store.schema import (
+    BacktestFoldRow,
+    BacktestOverfittingRow,
+    BacktestRunRow,
+    EquityPointRow,
+    ExecutionRow,
+)
 from tests.walkforward_helpers import (
     failing_run,
     hourly_bars,
@@ -99,15 +108,22 @@ def test_walk_forward_stores_the_stitched_curve_folds_and_executions(
     assert result.equity.index[0] == data.index[first - 1] and result.equity.iloc[0] == 1.0
     np.testing.assert_allclose(result.equity.iloc[1:].to_numpy(), (1 + stitched).cumprod().to_numpy())
 
-    # The run's metrics are those of the stitched curve; CAGR = pooled out-of-sample return.
+    # The run's metrics are those of the stitched curve; the compounded pooled out-of-sample
+    # return is its CAGR; the headline (Pardo) annualises simply: mean fold return per bar * A.
     reference = compute_metrics_from_returns(stitched, periods_per_year=A).as_dict()
     for key in ("total_return", "sharpe", "max_drawdown", "observations"):
         assert result.metrics[key] == pytest.approx(reference[key], rel=1e-9)
-    assert result.out_of_sample_annualized_return == pytest.approx(result.metrics["cagr"], rel=1e-9)
-    if result.in_sample_annualized_return and result.in_sample_annualized_return > 0:
+    wf_config = result.run.config["walk_forward"]
+    assert wf_config["out_of_sample_annualized_return_compounded"] == pytest.approx(result.metrics["cagr"], rel=1e-9)
+    fold_totals = [(1 + f.out_of_sample_returns.dropna()).prod() - 1 for f in result.folds]
+    fold_counts = [f.out_of_sample_returns.notna().sum() for f in result.folds]
+    assert result.out_of_sample_annualized_return == pytest.approx(sum(fold_totals) / sum(fold_counts) * A)
+    if result.in_sample_annualized_return and result.in_sample_annualized_return >= 0.01:
         assert result.efficiency == pytest.approx(
             result.out_of_sample_annualized_return / result.in_sample_annualized_return
         )
+    else:
+        assert result.efficiency is None
 
     # Stored: run, folds with provenance, stitched and per-fold curves.
     with Session(rec.store.engine) as session:
@@ -265,6 +281,9 @@ def test_pooled_annualisation_and_efficiency_edge_cases() -> None:
     assert pooled_annualized_return([(10.0, 1)], 8760) == math.inf
     assert efficiency_ratio(0.1, 0.2) == pytest.approx(0.5)
     assert efficiency_ratio(0.1, 0.0) is None and efficiency_ratio(0.1, -0.2) is None
+    assert efficiency_ratio(0.1, 0.005) is None  # a tiny in-sample return makes the ratio meaningless
+    assert simple_annualized_return([(1.1, 10), (0.95, 10)], 100) == pytest.approx((0.1 - 0.05) / 20 * 100)
+    assert simple_annualized_return([(1.1, 0)], 100) is None
     assert efficiency_ratio(None, 0.2) is None and efficiency_ratio(math.inf, 0.2) is None
 
 
@@ -293,3 +312,85 @@ def test_cli_walk_forward_of_a_rule_in_a_module(sqlite_url: str, tmp_path: Path,
         assert [k for k, _ in kinds] == ["walk_forward"] * 3
         trials = {c["walk_forward"]["fit"] for _, c in kinds}
         assert any(t and "GridSearch" in t for t in trials) and None in trials
+
+
+def test_grid_search_run_stores_its_overfitting_statistics(rec: Recorder, rv: RuleVersion, data: pd.DataFrame) -> None:
+    grid = {"lookback": [3, 6, 12, 24]}
+    fit = GridSearch(momentum_returns, grid, A)
+    result = rec.walk_forward(
+        rv, data, run=momentum_run, fit=fit, splitter=SPLITTER, dataset="d", periods_per_year=A,
+        executor=SerialExecutor(), warmup=WARMUP, progress=False, pbo_blocks=4,
+    )  # fmt: skip
+    stats = result.overfitting
+    # The trial matrix, rebuilt independently: every candidate over every out-of-sample window.
+    columns = []
+    for params in fit.candidates():
+        parts = []
+        for f in result.folds:  # with the same warm-up bars before each window as the runner
+            lo = data.index.get_loc(pd.Timestamp(f.fold.out_of_sample_start))
+            hi = data.index.get_loc(pd.Timestamp(f.fold.out_of_sample_end))
+            parts.append(momentum_returns(data.iloc[lo - WARMUP : hi + 1], params).iloc[WARMUP:])
+        columns.append(pd.concat(parts))
+    matrix = pd.concat(columns, axis=1).dropna()
+    expected_pbo = probability_of_backtest_overfitting(matrix.to_numpy(), n_blocks=4)
+    assert stats["n_trials"] == 4 and stats["pbo_blocks"] == 4 and stats["pbo_splits"] == 6
+    assert stats["pbo"] == expected_pbo.pbo
+    sharpes = matrix.mean() / matrix.std(ddof=1) * math.sqrt(A)
+    assert stats["trials_sharpe_variance"] == pytest.approx(float(np.var(sharpes, ddof=1)), rel=1e-9)
+    dsr = deflated_sharpe_ratio(result.returns, 4, stats["trials_sharpe_variance"], A)
+    assert stats["deflated_sharpe_ratio"] == pytest.approx(dsr.deflated_sharpe_ratio, rel=1e-12)
+    assert stats["backtest_years"] == pytest.approx(result.returns.notna().sum() / A)
+    with Session(rec.store.engine) as session:
+        row = session.get(BacktestOverfittingRow, result.run_id)
+    assert row is not None and row.n_trials == 4 and row.pbo == stats["pbo"]
+    assert row.deflated_sharpe_ratio == pytest.approx(stats["deflated_sharpe_ratio"])
+    latest = latest_overfitting(rec.store.engine)
+    assert [(r["rule"], r["version"], r["run_id"]) for r in latest] == [("momentum", "1.0.0", result.run_id)]
+    with pytest.raises(ValueError, match="pbo_blocks must be an even int"):
+        rec.walk_forward(rv, data, run=momentum_run, splitter=SPLITTER, dataset="d", periods_per_year=A, pbo_blocks=5)
+
+
+def test_daily_bars_get_expectations_only_at_horizons_of_a_bar_or_more(rec: Recorder, rv: RuleVersion) -> None:
+    days = pd.bdate_range("2024-01-01", periods=160, tz="UTC")
+    daily = pd.DataFrame({"close": 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.01, 160)))}, days)
+    options = {"splitter": WalkForwardSplitter("60D", "20D"), "dataset": "d", "periods_per_year": 252}
+    result = rec.walk_forward(rv, daily, run=momentum_run, executor=SerialExecutor(), progress=False, **options)
+    assert set(result.expectation) == {"1d"}  # 1h and 4h would score signals on their own bar
+    assert result.expectation["1d"].signals > 0
+    with pytest.raises(HorizonTooShort, match="horizon 4h is shorter than the bar interval"):
+        rec.walk_forward(rv, daily, run=momentum_run, horizons=("4h",), **options)
+
+
+def test_collector_exports_the_latest_walk_forward_overfitting(
+    rec: Recorder, rv: RuleVersion, data: pd.DataFrame
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from heurmetrics.metrics.performance_collector import PerformanceCollector
+
+    registry = CollectorRegistry()
+    registry.register(PerformanceCollector(rec.store, ttl_seconds=0))
+    other = rec.register_rule_version("momentum", "2.0.0", params={"lookback": 6})
+
+    def gauges() -> dict[tuple[str, str], float]:
+        page = generate_latest(registry).decode()
+        return {
+            (s.name, s.labels["rule_version"]): s.value
+            for f in text_string_to_metric_families(page)
+            for s in f.samples
+            if s.name.startswith("backtest_overfitting_")
+        }
+
+    assert math.isnan(gauges()[(d.BACKTEST_OVERFITTING_PBO.name, "1.0.0")])  # no run yet: unknown, not 0
+    result = rec.walk_forward(
+        rv, data, run=momentum_run, fit=GridSearch(momentum_returns, {"lookback": [3, 6, 12, 24]}, A),
+        splitter=SPLITTER, dataset="d", periods_per_year=A, executor=SerialExecutor(), warmup=WARMUP,
+        progress=False, pbo_blocks=4,
+    )  # fmt: skip
+    after = gauges()
+    assert after[(d.BACKTEST_OVERFITTING_PBO.name, "1.0.0")] == result.overfitting["pbo"]
+    assert after[(d.BACKTEST_OVERFITTING_TRIALS.name, "1.0.0")] == 4
+    assert after[(d.BACKTEST_OVERFITTING_LENGTH.name, "1.0.0")] == pytest.approx(
+        result.overfitting["backtest_years"] * d.SECONDS_PER_YEAR
+    )
+    assert math.isnan(after[(d.BACKTEST_OVERFITTING_DSR.name, other.version)])

@@ -49,6 +49,8 @@ TAIL = 0.05
 #: Columns of the trades frame: ``pnl`` is required, the two times are optional (both or neither).
 TRADE_COLUMNS = ("pnl", "entry_time", "exit_time")
 _NAN = float("nan")
+#: Returns whose spread is below this share of their magnitude have no dispersion (rounding noise).
+_DISPERSION_TOLERANCE = 1e-12
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ def compute_metrics(
     """
     annual, rf = _check_args(periods_per_year, risk_free_rate)
     values, finite = _series_values(equity, "equity")
+    _check_order(equity, "equity")
     trade_frame = _check_trades(trades)
 
     level = values if finite.all() else values[finite]
@@ -193,11 +196,14 @@ def compute_metrics_from_returns(
     """
     annual, rf = _check_args(periods_per_year, risk_free_rate)
     values, finite = _series_values(returns, "returns")
+    _check_order(returns, "returns")
     trade_frame = _check_trades(trades)
 
     r = values[finite]
     with np.errstate(all="ignore"):
         level = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    # After a -100 % period the wealth is 0: later returns have no base, exactly as in
+    # compute_metrics on the equity curve (undefined, excluded, counted in undefined_returns).
     bounds = None
     if _has_times(trade_frame) and isinstance(returns.index, pd.DatetimeIndex):
         idx = returns.index
@@ -205,7 +211,7 @@ def compute_metrics_from_returns(
         bounds = (starts[finite], idx[finite])
     return _assemble(
         r,
-        np.ones(r.size, dtype=bool),
+        level[:-1] > 0.0,
         level,
         annual=annual,
         rf=rf,
@@ -224,6 +230,7 @@ def drawdown_series(equity: pd.Series) -> pd.Series:
     :func:`compute_metrics`.
     """
     values, finite = _series_values(equity, "equity")
+    _check_order(equity, "equity")
     out = np.full(values.size, np.nan)
     out[finite] = _drawdown(values[finite])
     return pd.Series(out, index=equity.index, name="drawdown")
@@ -277,6 +284,22 @@ def _series_values(series: object, name: str) -> tuple[FloatArray, BoolArray]:
         raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     return values, np.isfinite(values)
+
+
+def _check_order(series: pd.Series, name: str) -> None:
+    """A time index must be strictly increasing: sorting or de-duplicating silently would change
+    every statistic (the returns are taken between neighbours), so it is the caller's to fix."""
+    index = series.index
+    if not isinstance(index, pd.DatetimeIndex) or (index.is_monotonic_increasing and index.is_unique):
+        return
+    if index.has_duplicates:
+        first = index[index.duplicated()][0]
+        raise ValueError(f"{name}: duplicate timestamp {first} (timestamps must be strictly increasing)")
+    position = int(np.argmax(index[1:] < index[:-1])) + 1
+    raise ValueError(
+        f"{name}: timestamps out of order at position {position} ({index[position]} after "
+        f"{index[position - 1]}); sort the series first"
+    )
 
 
 def _check_trades(trades: object) -> pd.DataFrame | None:
@@ -385,8 +408,10 @@ def _return_stats(r: FloatArray, *, annual: float, rf: float, exposed: BoolArray
     stats.update(best_period=best, worst_period=worst, exposure=in_market / n)
     stats.update(var_95=var, cvar_95=cvar, tail_ratio=tail)
     if n >= 2:
-        if best == worst:  # zero dispersion: exact zeros, not rounding residues of the mean
-            mean, m2, m3, m4 = best, np.float64(0.0), np.float64(0.0), np.float64(0.0)
+        # Zero dispersion, also when it is only rounding noise (a spread below 1e-12 of the values'
+        # magnitude): exact zeros, so the Sharpe ratio is the documented ±inf, not ~1e15.
+        if best - worst <= _DISPERSION_TOLERANCE * max(abs(best), abs(worst)):
+            mean, m2, m3, m4 = r.mean(), np.float64(0.0), np.float64(0.0), np.float64(0.0)
         else:
             mean = r.mean()
             dev = r - mean

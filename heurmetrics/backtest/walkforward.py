@@ -30,18 +30,30 @@ executions with mode ``backtest`` and ``backtest_run_id`` = the run id, as each 
 In-sample evaluations are recorded too (``record_in_sample=False`` turns that off); the
 candidates tried inside ``fit`` are not (``trials`` counts them).
 
-**Efficiency.** Walk-forward efficiency = annualised out-of-sample return / annualised in-sample
-return, each pooled over the folds with the period-count method:
-``(∏ W_k)^(A / Σ N_k) - 1`` (``W_k`` = growth of fold ``k``'s window, ``N_k`` its returns; for the
-out-of-sample side this is exactly the stitched curve's CAGR). It is None when the in-sample
-return is ≤ 0 or either side is not finite. Stored in ``config.walk_forward``; per fold in its
-``out_of_sample_metrics["walk_forward_efficiency"]``. Rank runs on the stitched statistics.
+**Efficiency.** Walk-forward efficiency as Pardo defines it: annualised out-of-sample return /
+annualised in-sample return, with **simple** annualisation ``(Σ R_k / Σ N_k) · A`` (``R_k`` = total
+return of fold ``k``'s window, ``N_k`` its returns, ``A`` periods per year): the headline
+``efficiency``. The compounded variant ``(∏ (1 + R_k))^(A / Σ N_k) - 1`` (for the out-of-sample
+side exactly the stitched curve's CAGR) is kept as ``efficiency_compounded``. Both are None when
+the in-sample annualised return is below 1 % a year (:data:`MIN_IN_SAMPLE_ANNUAL_RETURN`: a
+non-positive or tiny denominator makes the ratio meaningless) or either side is not finite.
+Stored in ``config.walk_forward``; per fold in its ``out_of_sample_metrics``
+(``walk_forward_efficiency``, ``walk_forward_efficiency_compounded``). Rank runs on the stitched
+statistics.
 
 **Expectation.** When ``data`` has a ``price_column`` (default ``"close"``) and the out-of-sample
 evaluations carry ``bar_time``, their directional signals are resolved against those prices
-(:func:`heurmetrics.performance.resolution.resolve_against_prices`) at every horizon: signals,
+(:func:`heurmetrics.performance.resolution.resolve_against_prices`) at every horizon no shorter
+than the bars (by default; an explicit shorter horizon is refused): signals,
 hits, hit ratio and mean realised return, stored in ``config.walk_forward.expectation`` — the
 baseline the live drift test compares against (``docs/performance.md``).
+
+**Overfitting.** When ``fit`` reports its candidates (:class:`GridSearch` does), each candidate
+is also run on every out-of-sample window: that trial return matrix gives the Probability of
+Backtest Overfitting (CSCV, ``pbo_blocks`` = 16 by default) and the variance of the trials'
+Sharpe ratios for the Deflated Sharpe Ratio of the stitched curve; with the minimum backtest
+length they are stored in ``config.walk_forward.overfitting`` and the ``backtest_overfitting``
+table (:mod:`heurmetrics.backtest.overfit`).
 
 **Parallelism.** Folds run on any :class:`concurrent.futures.Executor`. The default is a
 ``ProcessPoolExecutor`` with one worker per CPU (``forkserver`` start method: the Recorder's
@@ -76,6 +88,7 @@ import numpy as np
 import pandas as pd
 
 from heurmetrics.backtest import compute_metrics_from_returns
+from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, overfitting_stats, trial_matrix
 from heurmetrics.backtest.record import json_safe
 from heurmetrics.backtest.splits import Split, WalkForwardSplitter
 from heurmetrics.canonical import canonical_json
@@ -83,7 +96,11 @@ from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError, InvalidEvent
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import (
+    HorizonTooShort,
     SignalStats,
+    bar_interval_seconds,
+    horizon_seconds,
+    horizons_for_bars,
     resolve_against_prices,
     signal_direction,
     signal_stats,
@@ -112,6 +129,12 @@ class FitResult:
 
     params: dict[str, Any]
     trials: int = 1
+    #: Every candidate tried (params dicts, in a fixed order): the runner evaluates each one
+    #: out-of-sample too, for the trial return matrix of the overfitting statistics (PBO, DSR).
+    candidates: tuple[dict[str, Any], ...] = ()
+    #: Variance of the candidates' annualised Sharpe ratios, when ``fit`` knows it and gives no
+    #: candidates (optimisers run elsewhere): the Deflated Sharpe Ratio's V.
+    sharpe_variance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +294,15 @@ class WalkForwardResult:
     equity: pd.Series
     #: The stitched out-of-sample returns (NaN = missing).
     returns: pd.Series
+    #: Pardo's walk-forward efficiency (simple annualisation); see the module docstring.
     efficiency: float | None
     in_sample_annualized_return: float | None
     out_of_sample_annualized_return: float | None
     expectation: dict[str, SignalStats]
     #: Executions recorded for this run (mode ``backtest``, linked by ``backtest_run_id``).
     executions: int
+    #: Deflated Sharpe Ratio, PBO, minimum backtest length (:mod:`heurmetrics.backtest.overfit`).
+    overfitting: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> uuid.UUID:
@@ -378,7 +404,7 @@ class GridSearch:
             score = float(score) if self.maximize else -float(score)
             if score > best_score:
                 best, best_score = params, score
-        return FitResult(best, len(candidates))
+        return FitResult(best, len(candidates), candidates=tuple(candidates))
 
 
 @dataclass(frozen=True)
@@ -449,6 +475,9 @@ class _FoldOutput:
     records: list[ExecutionRecord]
     seconds: float
     executions: int = 0  # set by the parent once the records are recorded (and dropped)
+    #: Out-of-sample returns of every candidate ``fit`` tried (columns = candidate index), or None.
+    trial_returns: pd.DataFrame | None = None
+    sharpe_variance: float | None = None
 
 
 def _run_fold(task: _FoldTask) -> _FoldOutput:
@@ -458,9 +487,10 @@ def _run_fold(task: _FoldTask) -> _FoldOutput:
     is_lo, is_hi = split.in_sample.start - base, split.in_sample.stop - base
     oos_lo, oos_hi = split.out_of_sample.start - base, split.out_of_sample.stop - base
     if task.fit is None:
-        params, trials = dict(task.fixed_params), 1
+        fitted = FitResult(dict(task.fixed_params), 1)
     else:
-        params, trials = _fit_result(task.fit(frame.iloc[is_lo:is_hi]))
+        fitted = _fit_result(task.fit(frame.iloc[is_lo:is_hi]))
+    params, trials = fitted.params, fitted.trials
     records: list[ExecutionRecord] = []
     ctx = FoldContext(split.fold_index, IN_SAMPLE, params, record=task.record_in_sample)
     out = _call_run(task.run, frame.iloc[max(0, is_lo - task.warmup) : is_hi], params, ctx)
@@ -470,8 +500,27 @@ def _run_fold(task: _FoldTask) -> _FoldOutput:
     out = _call_run(task.run, frame.iloc[max(0, oos_lo - task.warmup) : oos_hi], params, ctx)
     oos_returns = window_returns(out, task.output, split.out_of_sample_start, split.out_of_sample_end)
     records.extend(_tag_warmup(ctx.records, split.out_of_sample_start))
+    trial_returns = None
+    if len(fitted.candidates) >= 2:
+        # Every candidate out-of-sample (not recorded as executions): the columns of the trial
+        # return matrix for PBO / DSR (heurmetrics.backtest.overfit).
+        oos_frame = frame.iloc[max(0, oos_lo - task.warmup) : oos_hi]
+        columns = {}
+        for i, candidate in enumerate(fitted.candidates):
+            trial_ctx = FoldContext(split.fold_index, "trial", candidate, record=False)
+            out = _call_run(task.run, oos_frame, candidate, trial_ctx)
+            columns[i] = window_returns(out, task.output, split.out_of_sample_start, split.out_of_sample_end)
+        trial_returns = pd.DataFrame(columns)
     return _FoldOutput(
-        split.fold_index, params, trials, is_returns, oos_returns, records, time.perf_counter() - started
+        split.fold_index,
+        params,
+        trials,
+        is_returns,
+        oos_returns,
+        records,
+        time.perf_counter() - started,
+        trial_returns=trial_returns,
+        sharpe_variance=fitted.sharpe_variance,
     )
 
 
@@ -494,7 +543,7 @@ def _as_utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _fit_result(value: object) -> tuple[dict[str, Any], int]:
+def _fit_result(value: object) -> FitResult:
     if isinstance(value, FitResult):
         params, trials = value.params, value.trials
     elif isinstance(value, tuple) and len(value) == 2:
@@ -514,7 +563,15 @@ def _fit_result(value: object) -> tuple[dict[str, Any], int]:
         canonical_json(params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"fit: params must be JSON-serialisable without NaN/inf: {exc}") from None
-    return dict(params), int(trials)
+    candidates: tuple[dict[str, Any], ...] = ()
+    variance = None
+    if isinstance(value, FitResult):
+        candidates = tuple(dict(c) for c in value.candidates)
+        if candidates and len(candidates) != trials:
+            raise ValueError(f"fit: {len(candidates)} candidates given for {trials} trials")
+        if value.sharpe_variance is not None:
+            variance = check_finite("fit: sharpe_variance", value.sharpe_variance, low=0.0)
+    return FitResult(dict(params), int(trials), candidates, variance)
 
 
 def _call_run(run: RunFn, data: pd.DataFrame, params: dict[str, Any], ctx: FoldContext) -> object:
@@ -583,13 +640,14 @@ def run_walk_forward(
     output: Output = "returns",
     warmup: int = 0,
     price_column: str | None = "close",
-    horizons: Sequence[str] = d.RESOLUTION_HORIZONS,
+    horizons: Sequence[str] | None = None,
     risk_free_rate: float = 0.0,
     dataset_hash: str | None = None,
     run_id: uuid.UUID | None = None,
     config: Mapping[str, Any] | None = None,
     record_in_sample: bool = True,
     progress: bool | Console | Progress = True,
+    pbo_blocks: int = DEFAULT_PBO_BLOCKS,
 ) -> WalkForwardResult:
     """Run a walk-forward backtest and store it (kind ``walk_forward``); see the module docstring.
 
@@ -608,13 +666,14 @@ def run_walk_forward(
         raise ValueError(f"output must be 'returns' or 'equity', got {output!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0 (bars), got {warmup!r}")
+    if isinstance(pbo_blocks, bool) or not isinstance(pbo_blocks, int) or pbo_blocks < 2 or pbo_blocks % 2:
+        raise ValueError(f"pbo_blocks must be an even int >= 2, got {pbo_blocks!r}")
     if not isinstance(splitter, WalkForwardSplitter):
         raise TypeError("splitter must be a WalkForwardSplitter")
     periods_per_year = check_finite("periods_per_year", periods_per_year, low=1e-9)
-    for horizon in horizons:
-        if horizon not in d.RESOLUTION_HORIZONS:
-            raise ValueError(f"unknown horizon {horizon!r}: use {', '.join(d.RESOLUTION_HORIZONS)}")
     splits = splitter.split(data.index)
+    close = data[price_column] if price_column is not None and price_column in data.columns else None
+    horizons = _check_horizons(horizons, close)
     run_id = run_id or uuid.uuid4()
     started_at = datetime.now(UTC)
     tasks = []
@@ -635,7 +694,6 @@ def run_walk_forward(
 
     outputs: dict[int, _FoldOutput] = {}
     fold_stats: dict[int, dict[str, SignalStats]] = {}
-    close = data[price_column] if price_column is not None and price_column in data.columns else None
     executions = 0
     try:
         with _progress_bar(progress, len(tasks), f"walk-forward {rule_version.key}") as advance:
@@ -682,6 +740,7 @@ def run_walk_forward(
         price_column=price_column,
         horizons=tuple(horizons),
         executions=executions,
+        pbo_blocks=pbo_blocks,
         config={
             **(config or {}),
             "walk_forward": {
@@ -741,6 +800,7 @@ def _store_result(
     horizons: tuple[str, ...],
     executions: int,
     config: dict[str, Any],
+    pbo_blocks: int = DEFAULT_PBO_BLOCKS,
 ) -> WalkForwardResult:
     close = data[price_column] if price_column is not None and price_column in data.columns else None
     folds: list[WalkForwardFold] = []
@@ -752,11 +812,19 @@ def _store_result(
         oos_metrics = _metrics(out.out_of_sample_returns, periods_per_year, risk_free_rate)
         growth[IN_SAMPLE].append(_growth(is_metrics))
         growth[OUT_OF_SAMPLE].append(_growth(oos_metrics))
+        last = {side: [growth[side][-1]] for side in growth}
         efficiency = efficiency_ratio(
-            pooled_annualized_return([growth[OUT_OF_SAMPLE][-1]], periods_per_year),
-            pooled_annualized_return([growth[IN_SAMPLE][-1]], periods_per_year),
+            simple_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
+            simple_annualized_return(last[IN_SAMPLE], periods_per_year),
         )
-        oos_extra: dict[str, Any] = {"walk_forward_efficiency": efficiency}
+        compounded = efficiency_ratio(
+            pooled_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
+            pooled_annualized_return(last[IN_SAMPLE], periods_per_year),
+        )
+        oos_extra: dict[str, Any] = {
+            "walk_forward_efficiency": efficiency,
+            "walk_forward_efficiency_compounded": compounded,
+        }
         for horizon, s in stats.items():
             oos_extra.update(
                 {
@@ -793,20 +861,37 @@ def _store_result(
         )
     stitched_returns = pd.concat([out.out_of_sample_returns for out in outputs]).rename("returns")
     stitched = anchored_equity(stitched_returns, data.index)
-    is_annual = pooled_annualized_return(growth[IN_SAMPLE], periods_per_year)
-    oos_annual = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
+    is_annual = simple_annualized_return(growth[IN_SAMPLE], periods_per_year)
+    oos_annual = simple_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     efficiency = efficiency_ratio(oos_annual, is_annual)
+    is_compounded = pooled_annualized_return(growth[IN_SAMPLE], periods_per_year)
+    oos_compounded = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     expectation = _pool_stats(stats_by_fold, horizons) if close is not None else {}
+    reported = [out.sharpe_variance for out in outputs if out.sharpe_variance is not None]
+    overfitting = overfitting_stats(
+        stitched_returns,
+        n_trials=max((out.trials for out in outputs), default=1),
+        periods_per_year=periods_per_year,
+        trial_returns=trial_matrix([out.trial_returns for out in outputs]),
+        reported_sharpe_variance=float(np.mean(reported)) if reported else None,
+        risk_free_rate=risk_free_rate,
+        n_blocks=pbo_blocks,
+    )
     wf = config["walk_forward"]
     wf.update(
         {
             "efficiency": efficiency,
             "in_sample_annualized_return": is_annual,
             "out_of_sample_annualized_return": oos_annual,
-            "annualization": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
+            "annualization": "simple (Pardo): (sum R_k / sum N_k) * A",
+            "efficiency_compounded": efficiency_ratio(oos_compounded, is_compounded),
+            "in_sample_annualized_return_compounded": is_compounded,
+            "out_of_sample_annualized_return_compounded": oos_compounded,
+            "annualization_compounded": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
             "price_column": price_column if close is not None else None,
             "expectation": {h: s.as_dict() for h, s in expectation.items()},
             "executions": executions,
+            "overfitting": overfitting,
         }
     )
     if dataset_hash is None:
@@ -827,7 +912,16 @@ def _store_result(
         fold_equity=fold_equity,
     )
     return WalkForwardResult(
-        stored, tuple(folds), stitched, stitched_returns, efficiency, is_annual, oos_annual, expectation, executions
+        stored,
+        tuple(folds),
+        stitched,
+        stitched_returns,
+        efficiency,
+        is_annual,
+        oos_annual,
+        expectation,
+        executions,
+        overfitting,
     )
 
 
@@ -899,11 +993,26 @@ def pooled_annualized_return(parts: Sequence[tuple[float, int]], periods_per_yea
         return math.inf
 
 
+#: Below this in-sample annualised return (1 % a year) the efficiency ratio is undefined.
+MIN_IN_SAMPLE_ANNUAL_RETURN = 0.01
+
+
+def simple_annualized_return(parts: Sequence[tuple[float, int]], periods_per_year: float) -> float | None:
+    """Pardo's simple annualisation ``(Σ (W_k - 1) / Σ N_k) · A`` over ``(growth W_k, returns N_k)``
+    parts (the mean return per period, scaled linearly to a year); None without returns."""
+    used = [(w, n) for w, n in parts if n > 0 and math.isfinite(w)]
+    total = sum(n for _, n in used)
+    if total == 0:
+        return None
+    return sum(w - 1.0 for w, _ in used) / total * periods_per_year
+
+
 def efficiency_ratio(out_of_sample: float | None, in_sample: float | None) -> float | None:
-    """Walk-forward efficiency: OOS / IS annualised return; None when IS <= 0 or either is not finite."""
+    """Walk-forward efficiency: OOS / IS annualised return; None when IS is below
+    :data:`MIN_IN_SAMPLE_ANNUAL_RETURN` (non-positive or tiny) or either is not finite."""
     if out_of_sample is None or in_sample is None:
         return None
-    if not (math.isfinite(out_of_sample) and math.isfinite(in_sample)) or in_sample <= 0:
+    if not (math.isfinite(out_of_sample) and math.isfinite(in_sample)) or in_sample < MIN_IN_SAMPLE_ANNUAL_RETURN:
         return None
     return out_of_sample / in_sample
 
@@ -919,6 +1028,25 @@ def _growth(metrics: Mapping[str, Any]) -> tuple[float, int]:
     total = metrics.get("total_return")
     w = 1.0 + float(total) if isinstance(total, int | float) else math.nan
     return w, n
+
+
+def _check_horizons(horizons: Sequence[str] | None, close: pd.Series | None) -> tuple[str, ...]:
+    """Explicit horizons: each known and no shorter than the bars (else the error says which);
+    None: every known horizon the bars allow (on daily bars only 1d — 1h and 4h would score
+    signals on their own bar)."""
+    if horizons is None:
+        if close is None:
+            return tuple(d.RESOLUTION_HORIZONS)
+        return horizons_for_bars(pd.DatetimeIndex(close.index), d.RESOLUTION_HORIZONS)
+    for horizon in horizons:
+        if horizon not in d.RESOLUTION_HORIZONS:
+            raise ValueError(f"unknown horizon {horizon!r}: use {', '.join(d.RESOLUTION_HORIZONS)}")
+    if close is not None:
+        interval = bar_interval_seconds(pd.DatetimeIndex(close.index))
+        for horizon in horizons:
+            if interval is not None and horizon_seconds(horizon) < interval:
+                raise HorizonTooShort(horizon, interval)
+    return tuple(horizons)
 
 
 def _expectation(

@@ -8,7 +8,9 @@ Called by :func:`heurmetrics.demo.run.run_demo` once every demo rule version has
 2. the version's live (or paper) executions are resolved at 1 h against the bars that followed
    them (:class:`~heurmetrics.performance.resolution.Resolution`, method ``prices``);
 3. a performance snapshot (``rule_version_performance``) compares live hits with the expectation
-   (exact binomial test) — the table printed at the end of the demo.
+   (Fisher's exact test of the two samples, Benjamini-Hochberg adjusted across versions) — the
+   table printed at the end of the demo. Live and backtest signals of a version come from the
+   same rule on the same synthetic market, so no version should be flagged.
 """
 
 from __future__ import annotations
@@ -169,7 +171,9 @@ def _table(results: Mapping[str, WalkForwardResult], snapshots: list[Performance
         "expected hit (n)",
         "live hit [95% CI] (n)",
         "drift p",
+        "BH-adj. p",
         "drifted",
+        "DSR",
     ):
         table.add_column(column, justify="left" if column == "rule version" else "right")
     for key, result in results.items():
@@ -179,6 +183,8 @@ def _table(results: Mapping[str, WalkForwardResult], snapshots: list[Performance
         if s is not None and s.hit_ratio is not None:
             live = f"{s.hit_ratio:.1%} [{s.hit_ratio_low:.0%}, {s.hit_ratio_high:.0%}] ({s.resolved})"
         p_value = s.drift_p_value if s is not None else None
+        adjusted = s.drift_adjusted_p_value if s is not None else None
+        dsr = result.overfitting.get("deflated_sharpe_ratio")
         drifted = s.drifted if s is not None else None
         table.add_row(
             key,
@@ -190,7 +196,9 @@ def _table(results: Mapping[str, WalkForwardResult], snapshots: list[Performance
             else f"{expected.hit_ratio:.1%} ({expected.signals})",
             live,
             "n/a" if p_value is None else f"{p_value:.3g}",
+            "n/a" if adjusted is None else f"{adjusted:.3g}",
             "[bold red]yes[/]" if drifted else ("no" if drifted is False else "n/a (too few signals)"),
+            _num(dsr),
         )
     return table
 

@@ -298,7 +298,8 @@ PERFORMANCE_WINDOWS: Final = ("1h", "1d", "7d")
 RESOLUTION_HORIZONS: Final = ("1h", "4h", "1d")
 #: The horizon whose snapshots the exporter publishes (hit ratios and drift are per horizon).
 DEFAULT_PERFORMANCE_HORIZON: Final = "1h"
-#: Significance level below which a version counts as drifted (two-sided exact binomial test).
+#: Significance level below which a version counts as drifted (Benjamini-Hochberg adjusted p-value
+#: of the two-sided Fisher exact test, live hits against the walk-forward's; heurmetrics.stats).
 DRIFT_ALPHA: Final = 0.01
 
 _RVW = (RULE, RULE_VERSION, WINDOW)
@@ -351,14 +352,56 @@ RVP_EXPECTED_HIT_RATIO = _performance(
 )
 RVP_DRIFT_P_VALUE = _performance(
     "drift_p_value",
-    "Two-sided exact binomial p-value of the live hits against the expected hit ratio; small = drift.",
+    "Two-sided Fisher exact p-value of the live hits against the walk-forward's out-of-sample hits; small = drift.",
+    "none",
+)
+RVP_DRIFT_ADJUSTED_P_VALUE = _performance(
+    "drift_adjusted_p_value",
+    "Drift p-value adjusted by Benjamini-Hochberg across the rule versions of the window (false-discovery rate).",
     "none",
 )
 RVP_DRIFTED = _performance(
-    "drifted", f"1 when the drift p-value is below alpha (default {DRIFT_ALPHA}), else 0; NaN when untestable.", "bool"
+    "drifted",
+    f"1 when the adjusted drift p-value is below alpha (default {DRIFT_ALPHA}), else 0; NaN when untestable.",
+    "bool",
 )
 RVP_SNAPSHOT_TIMESTAMP = _performance(
     "snapshot_timestamp_seconds", "Unix time of the performance snapshot these values come from.", "dateTimeFromNow"
+)
+
+# --- backtest.result: overfitting statistics of the latest walk-forward run per version --------
+# Read by heurmetrics.metrics.performance_collector from ``backtest_overfitting``; see
+# docs/walk-forward.md (Deflated Sharpe Ratio, PBO by CSCV, minimum backtest length).
+SECONDS_PER_YEAR: Final = 365.25 * 86400
+
+
+def _overfitting(name: str, documentation: str, unit: str) -> MetricSpec:
+    return MetricSpec(
+        f"backtest_overfitting_{name}", "gauge", documentation, _RV, unit=unit, design_name="backtest.result",
+        source="store",
+    )  # fmt: skip
+
+
+BACKTEST_OVERFITTING_DSR = _overfitting(
+    "deflated_sharpe_ratio",
+    "Deflated Sharpe Ratio (0-1) of the latest walk-forward run: P(true Sharpe > 0) given the trials tried.",
+    "percentunit",
+)
+BACKTEST_OVERFITTING_PBO = _overfitting(
+    "pbo_ratio",
+    "Probability of backtest overfitting (CSCV) of the latest walk-forward run; NaN without a trial matrix.",
+    "percentunit",
+)
+BACKTEST_OVERFITTING_TRIALS = _overfitting(
+    "trials", "Candidates the optimiser tried per fold in the latest walk-forward run.", "short"
+)
+BACKTEST_OVERFITTING_MIN_LENGTH = _overfitting(
+    "min_backtest_length_seconds",
+    "Minimum backtest length for the run's Sharpe ratio given its trials (NaN when the Sharpe ratio is <= 0).",
+    "s",
+)
+BACKTEST_OVERFITTING_LENGTH = _overfitting(
+    "backtest_length_seconds", "Length of the latest walk-forward run's stitched out-of-sample returns.", "s"
 )
 
 # --- self-monitoring of delivery: SDK writer, local spool, HTTP client (heurmetrics.sdk) ----------
@@ -418,8 +461,14 @@ ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     RVP_MEAN_REALIZED_RETURN,
     RVP_EXPECTED_HIT_RATIO,
     RVP_DRIFT_P_VALUE,
+    RVP_DRIFT_ADJUSTED_P_VALUE,
     RVP_DRIFTED,
     RVP_SNAPSHOT_TIMESTAMP,
+    BACKTEST_OVERFITTING_DSR,
+    BACKTEST_OVERFITTING_PBO,
+    BACKTEST_OVERFITTING_TRIALS,
+    BACKTEST_OVERFITTING_MIN_LENGTH,
+    BACKTEST_OVERFITTING_LENGTH,
     SPOOL_EVENTS,
     SPOOL_BYTES,
     DELIVERY_RETRIES,
@@ -452,5 +501,16 @@ PERFORMANCE_GAUGES: Final = {
     "mean_realized_return": RVP_MEAN_REALIZED_RETURN,
     "expected_hit_ratio": RVP_EXPECTED_HIT_RATIO,
     "drift_p_value": RVP_DRIFT_P_VALUE,
+    "drift_adjusted_p_value": RVP_DRIFT_ADJUSTED_P_VALUE,
     "drifted": RVP_DRIFTED,
+}
+
+#: Overfitting gauges, keyed by the ``backtest_overfitting`` column they export, with the factor
+#: to base units (years -> seconds).
+OVERFITTING_GAUGES: Final = {
+    "deflated_sharpe_ratio": (BACKTEST_OVERFITTING_DSR, 1.0),
+    "pbo": (BACKTEST_OVERFITTING_PBO, 1.0),
+    "n_trials": (BACKTEST_OVERFITTING_TRIALS, 1.0),
+    "min_backtest_years": (BACKTEST_OVERFITTING_MIN_LENGTH, SECONDS_PER_YEAR),
+    "backtest_years": (BACKTEST_OVERFITTING_LENGTH, SECONDS_PER_YEAR),
 }

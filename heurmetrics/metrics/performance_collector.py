@@ -6,6 +6,10 @@ when the store is unreachable the last good answer is served. Every registered r
 a series per window from the first scrape on: NaN until a snapshot exists (unknown, not 0), and
 NaN for values a snapshot left undefined (no executions, no resolved signals, no expectation).
 A series disappears when its rule version does.
+
+It also exports ``backtest_overfitting_*{rule, rule_version}`` from the latest completed
+walk-forward run per version that has overfitting statistics (``backtest_overfitting``): NaN
+for a version without one, or for a statistic the run left undefined.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class PerformanceCollector(Collector):
         self._fetched_at = float("-inf")
         self._versions: list[RuleVersion] = []
         self._rows: dict[tuple[int, str], dict[str, Any]] = {}
+        self._overfitting: dict[int, dict[str, Any]] = {}
 
     def invalidate(self) -> None:
         """Forget the cache: the next scrape reads the store."""
@@ -51,6 +56,7 @@ class PerformanceCollector(Collector):
 
     def _refresh(self) -> tuple[list[RuleVersion], dict[tuple[int, str], dict[str, Any]]]:
         from heurmetrics.performance.store import PerformanceStore
+        from heurmetrics.store.overfitting import latest_overfitting
 
         with self._lock:
             if time.monotonic() - self._fetched_at >= self._ttl:
@@ -58,6 +64,8 @@ class PerformanceCollector(Collector):
                     self._versions = self._store.list_rule_versions()
                     rows = PerformanceStore(self._store).latest_snapshots(self._horizon)
                     self._rows = {(row["rule_version_id"], row["time_window"]): row for row in rows}
+                    overfit = latest_overfitting(self._store.engine)
+                    self._overfitting = {row["rule_version_id"]: row for row in overfit}
                     self._fetched_at = time.monotonic()
                 except Exception as exc:  # serve the last good answer; the scrape must not fail
                     log.warning("performance collector: reading the store failed, serving cached values: %s", exc)
@@ -85,6 +93,14 @@ class PerformanceCollector(Collector):
                     [v.rule, v.version, window], math.nan if row is None else row["computed_at"].timestamp()
                 )
         yield family
+        overfitting = self._overfitting
+        for column, (spec, factor) in d.OVERFITTING_GAUGES.items():
+            family = GaugeMetricFamily(spec.name, spec.documentation, labels=list(spec.labels))
+            for v in versions:
+                found = overfitting.get(v.id)
+                value = _value(None if found is None else found[column])
+                family.add_metric([v.rule, v.version], value * factor)
+            yield family
 
 
 def _value(value: object) -> float:

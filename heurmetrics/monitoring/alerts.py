@@ -340,18 +340,34 @@ def _backtest_stale(cfg: c.MonitoringConfig) -> AlertingRule:
 
 def _performance_drift(cfg: c.MonitoringConfig) -> AlertingRule:
     a = cfg.alerts.performance_drift
-    p_value = sel(gauge(d.RVP_DRIFT_P_VALUE), cfg.selectors.series, f'{d.WINDOW}="{a.window}"', a.selector)
+    p_value = sel(gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE), cfg.selectors.series, f'{d.WINDOW}="{a.window}"', a.selector)
     expr = f"{p_value} < {num(a.alpha)}"
     text = _AlertText(
         summary="A rule version performs live unlike its walk-forward backtest.",
         description=(
             f"Rule {labels_template(d.RULE)} version {labels_template(d.RULE_VERSION)}: over the last "
             f"{labels_template(d.WINDOW)} its live hit ratio differs from the walk-forward expectation "
-            f'(two-sided binomial test p = {{{{ $value | printf "%.4f" }}}} < {num(a.alpha)}).'
+            f'(Fisher exact test, BH-adjusted p = {{{{ $value | printf "%.4f" }}}} < {num(a.alpha)}).'
         ),
         dashboard_uid=c.RULE_VERSIONS_DASHBOARD_UID,
     )
     return _simple(cfg, c.PERFORMANCE_DRIFT, a, expr, text)
+
+
+def _backtest_overfitting(cfg: c.MonitoringConfig) -> AlertingRule:
+    a = cfg.alerts.backtest_overfitting
+    pbo = sel(gauge(d.BACKTEST_OVERFITTING_PBO), cfg.selectors.series, a.selector)
+    expr = f"{pbo} > {num(a.threshold)}"
+    text = _AlertText(
+        summary="The latest walk-forward run of a rule version is probably overfit.",
+        description=(
+            f"Rule {labels_template(d.RULE)} version {labels_template(d.RULE_VERSION)}: probability of backtest "
+            f"overfitting {{{{ $value | humanizePercentage }}}} (above {num(a.threshold)}) in its latest "
+            "walk-forward run: the in-sample winner often ranks below the median out of sample."
+        ),
+        dashboard_uid=c.BACKTESTS_DASHBOARD_UID,
+    )
+    return _simple(cfg, c.BACKTEST_OVERFITTING, a, expr, text)
 
 
 def _exporter_down(cfg: c.MonitoringConfig) -> AlertingRule:
@@ -431,6 +447,7 @@ def alert_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
             (a.backtest_failed.enabled, _backtest_failed),
             (a.backtest_stale.enabled, _backtest_stale),
             (a.performance_drift.enabled, _performance_drift),
+            (a.backtest_overfitting.enabled, _backtest_overfitting),
         )
         if enabled
     ]

@@ -54,6 +54,7 @@ EXECUTIONS_ABSENT = "HeuristicExecutionsAbsent"
 BACKTEST_FAILED = "BacktestFailed"
 BACKTEST_STALE = "BacktestStale"
 PERFORMANCE_DRIFT = "RuleVersionPerformanceDrift"
+BACKTEST_OVERFITTING = "BacktestOverfitting"
 EXPORTER_DOWN = "HeurmetricsExporterDown"
 STORE_WRITE_ERRORS = "HeurmetricsStoreWriteErrors"
 EVENTS_DROPPED = "HeurmetricsEventsDropped"
@@ -297,9 +298,10 @@ class BacktestStaleConfig(SimpleAlertConfig):
 class PerformanceDriftConfig(SimpleAlertConfig):
     """A version's live hit ratio disagrees with its walk-forward expectation.
 
-    Reads the ``rule_version_performance_drift_p_value`` gauge of the latest performance snapshot
-    (an exact two-sided binomial test of the live hits against the expected hit ratio; NaN, and
-    so never firing, while there are too few resolved signals). Fires when the p-value of the
+    Reads the ``rule_version_performance_drift_adjusted_p_value`` gauge of the latest performance
+    snapshot (Fisher's exact test of live hits against the walk-forward's out-of-sample hits,
+    Benjamini-Hochberg adjusted across the versions of the window; NaN, and so never firing,
+    while either side has too few resolved signals). Fires when the adjusted p-value of the
     ``window`` snapshot is below ``alpha`` for ``for``.
     """
 
@@ -313,6 +315,20 @@ class PerformanceDriftConfig(SimpleAlertConfig):
             raise ValueError(f"window {self.window!r} is not one of {', '.join(d.PERFORMANCE_WINDOWS)}")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be strictly between 0 and 1, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class BacktestOverfittingConfig(SimpleAlertConfig):
+    """The latest walk-forward run of a version is probably overfit: its probability of backtest
+    overfitting (``backtest_overfitting_pbo_ratio``, CSCV) is above ``threshold``."""
+
+    threshold: float = 0.5
+    for_: str = _duration("15m", "for")
+
+    def _check(self) -> None:
+        super()._check()
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
 
 
 @dataclass(frozen=True)
@@ -368,6 +384,9 @@ class AlertsConfig(_Checked):
     backtest_stale: BacktestStaleConfig = field(default_factory=BacktestStaleConfig, metadata={"yaml": BACKTEST_STALE})
     performance_drift: PerformanceDriftConfig = field(
         default_factory=PerformanceDriftConfig, metadata={"yaml": PERFORMANCE_DRIFT}
+    )
+    backtest_overfitting: BacktestOverfittingConfig = field(
+        default_factory=BacktestOverfittingConfig, metadata={"yaml": BACKTEST_OVERFITTING}
     )
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig, metadata={"yaml": EXPORTER_DOWN})
     store_write_errors: StoreWriteErrorsConfig = field(

@@ -199,6 +199,49 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
         6,
     )
 
+    grid.row("Overfitting of the latest walk-forward run (Prometheus)")
+    pbo_threshold = cfg.alerts.backtest_overfitting.threshold
+    for spec, title, thresholds in (
+        (
+            d.BACKTEST_OVERFITTING_PBO,
+            "Probability of backtest overfitting",
+            p.steps(("green", None), ("red", pbo_threshold)),
+        ),
+        (d.BACKTEST_OVERFITTING_DSR, "Deflated Sharpe ratio", p.steps(("red", None), ("green", 0.95))),
+        (d.BACKTEST_OVERFITTING_TRIALS, "Trials per fold", None),
+    ):
+        grid.add(
+            p.stat(
+                title,
+                spec.documentation
+                + (f" Above {pbo_threshold} fires BacktestOverfitting." if spec is d.BACKTEST_OVERFITTING_PBO else ""),
+                [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", legend)],
+                spec.unit,
+                graph=False,
+                thresholds=thresholds,
+                decimals=2 if spec.unit == p.RATIO_UNIT else None,
+            ),
+            6,
+            6,
+        )
+    lengths = [(d.BACKTEST_OVERFITTING_LENGTH, "backtest"), (d.BACKTEST_OVERFITTING_MIN_LENGTH, "minimum")]
+    grid.add(
+        p.stat(
+            "Backtest length vs minimum backtest length",
+            "Out-of-sample length of the run against the minimum for its Sharpe ratio given its trials "
+            "(Bailey et al. 2014): shorter than the minimum = the Sharpe ratio is within what chance gives.",
+            [
+                p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", f"{legend} {name}", ref=ref)
+                for (spec, name), ref in zip(lengths, "AB", strict=True)
+            ],
+            "s",
+            graph=False,
+            text_mode="value_and_name",
+        ),
+        6,
+        6,
+    )
+
     grid.row("Runs and failures")
     grid.add(
         p.stat(

@@ -276,10 +276,11 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
     )
     grid.add(
         p.timeseries(
-            f"Drift p-value ({drift.window})",
-            "Two-sided exact binomial test of the live hits against the expectation; below the line "
-            f"(alpha {drift.alpha}) for {drift.for_} fires RuleVersionPerformanceDrift.",
-            [p.prom(sel(gauge(d.RVP_DRIFT_P_VALUE), *f, window), legend)],
+            f"Drift p-value, FDR-adjusted ({drift.window})",
+            "Fisher's exact test of the live hits against the walk-forward's, Benjamini-Hochberg adjusted "
+            f"across versions; below the line (alpha {drift.alpha}) for {drift.for_} fires "
+            "RuleVersionPerformanceDrift.",
+            [p.prom(sel(gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE), *f, window), legend)],
             "none",
             thresholds=p.steps(("red", None), ("green", drift.alpha)),
             min_value=0,

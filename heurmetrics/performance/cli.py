@@ -29,7 +29,7 @@ def _url(database_url: str | None) -> str:
 @performance_app.command("snapshot")
 def snapshot(
     horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON,
-    alpha: Annotated[float, typer.Option(help="Drift significance level (two-sided binomial test).")] = d.DRIFT_ALPHA,
+    alpha: Annotated[float, typer.Option(help="Drift significance level (BH-adjusted Fisher test).")] = d.DRIFT_ALPHA,
     window: Annotated[
         list[str] | None, typer.Option(help=f"Window(s) to compute (default all: {', '.join(d.PERFORMANCE_WINDOWS)}).")
     ] = None,
@@ -123,6 +123,7 @@ def snapshot_table(rows: list[dict[str, object]], title: str) -> Table:
         "n",
         "expected",
         "drift p",
+        "BH-adj. p",
         "drifted",
     ):
         table.add_column(column, justify="left" if column in ("rule version", "window") else "right")
@@ -143,6 +144,7 @@ def snapshot_table(rows: list[dict[str, object]], title: str) -> Table:
             str(row.get("resolved")),
             _pct(row.get("expected_hit_ratio")),
             f"{row['drift_p_value']:.3g}" if isinstance(row.get("drift_p_value"), float) else "n/a",
+            f"{row['drift_adjusted_p_value']:.3g}" if isinstance(row.get("drift_adjusted_p_value"), float) else "n/a",
             "[bold red]yes[/]" if drifted else ("no" if drifted is False else "n/a"),
         )
     return table

@@ -12,10 +12,16 @@ Two ways to resolve:
 - **reported** (``Recorder.resolve``, ``POST /v1/resolutions``): the caller says what happened
   (e.g. the trade closed at +0.8 %).
 - **prices** (:func:`resolve_against_prices`, ``Recorder.resolve_from_prices``): from a close-price
-  series; price at the signal = last close at or before the signal time, price at the horizon =
-  last close at or before signal time + horizon; a signal is resolvable once the prices reach
-  that time. The walk-forward runner uses the same function for its expectation, so live and
-  backtest hit ratios are measured identically.
+  series; price at the signal = last close at or before the signal time ``t`` (the signal's own
+  bar); price at the horizon = the **first close at or after** ``t + horizon``. Because the
+  horizon is never shorter than the bar interval (shorter ones are refused with
+  :class:`HorizonTooShort`), that is always a later bar than the signal's own: a signal is never
+  scored on its own bar. On daily bars a Friday signal at 1d resolves on Monday's close (the
+  first bar at or after Saturday), one before a holiday on the next trading day. A signal whose
+  ``t + horizon`` lies after the last price stays **unresolved** (never a miss) until later
+  prices arrive. The bar interval is the median spacing of the price timestamps. The walk-forward
+  runner uses the same function for its expectation, so live and backtest hit ratios are
+  measured identically.
 """
 
 from __future__ import annotations
@@ -133,6 +139,33 @@ class PriceResolution:
     correct: np.ndarray  # bool; meaningful where resolvable
 
 
+class HorizonTooShort(ValueError):
+    """A horizon shorter than the bar interval: its price would be the signal's own bar."""
+
+    def __init__(self, horizon: str, bar_seconds: float) -> None:
+        super().__init__(
+            f"horizon {horizon} is shorter than the bar interval of the prices "
+            f"({_describe_seconds(bar_seconds)}): it would score signals on their own bar. "
+            "Use a horizon of at least one bar, or finer-grained prices."
+        )
+        self.horizon = horizon
+        self.bar_seconds = bar_seconds
+
+
+def bar_interval_seconds(index: pd.DatetimeIndex) -> float | None:
+    """Median spacing of a sorted time index in seconds; None with fewer than two timestamps."""
+    if len(index) < 2:
+        return None
+    steps = np.diff(index.as_unit("ns").asi8) / 1e9
+    return float(np.median(steps))
+
+
+def horizons_for_bars(index: pd.DatetimeIndex, horizons: Sequence[str]) -> tuple[str, ...]:
+    """The ``horizons`` no shorter than the bar interval of ``index`` (all when it is unknown)."""
+    interval = bar_interval_seconds(index)
+    return tuple(h for h in horizons if interval is None or horizon_seconds(h) >= interval)
+
+
 def resolve_against_prices(
     signal_times: pd.DatetimeIndex | Sequence[datetime],
     directions: np.ndarray | Sequence[int],
@@ -143,7 +176,8 @@ def resolve_against_prices(
 
     ``signal_times`` and ``close.index`` are compared as UTC (naive values are taken as UTC).
     A signal is resolvable when its direction is non-zero, a finite positive close exists at or
-    before its time, and the series reaches ``time + horizon``.
+    before its time, and a close exists at or after ``time + horizon``. Raises
+    :class:`HorizonTooShort` when ``horizon`` is shorter than the bar interval of ``close``.
     """
     seconds = horizon_seconds(horizon)
     times = _utc_index(pd.DatetimeIndex(list(signal_times)))
@@ -151,17 +185,20 @@ def resolve_against_prices(
     if direction.shape != (len(times),):
         raise ValueError("directions must have one value per signal time")
     prices = _clean_close(close)
+    interval = bar_interval_seconds(pd.DatetimeIndex(prices.index))
+    if interval is not None and seconds < interval:
+        raise HorizonTooShort(horizon, interval)
     n = len(times)
     p0 = np.full(n, np.nan)
     p1 = np.full(n, np.nan)
     if len(prices) and n:
         px = prices.to_numpy(dtype=np.float64)
         at = prices.index.searchsorted(times, side="right") - 1
-        later = prices.index.searchsorted(times + pd.Timedelta(seconds=seconds), side="right") - 1
+        # First bar at or after t + horizon; past the last bar = not resolvable (yet).
+        later = prices.index.searchsorted(times + pd.Timedelta(seconds=seconds), side="left")
         ok0 = at >= 0
         p0[ok0] = px[at[ok0]]
-        reach = times + pd.Timedelta(seconds=seconds) <= prices.index[-1]
-        ok1 = reach & (later >= 0)
+        ok1 = later < len(px)
         p1[ok1] = px[later[ok1]]
     resolvable = (direction != 0) & np.isfinite(p0) & np.isfinite(p1) & (p0 > 0)
     with np.errstate(all="ignore"):
@@ -199,6 +236,13 @@ def signal_stats(horizon: str, realized: np.ndarray, correct: np.ndarray) -> Sig
     hits = int(np.asarray(correct, dtype=bool)[mask].sum())
     mean = float(realized[mask].mean()) if n else None
     return SignalStats(horizon, n, hits, mean)
+
+
+def _describe_seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g} s"
 
 
 def _utc_index(index: pd.DatetimeIndex) -> pd.DatetimeIndex:

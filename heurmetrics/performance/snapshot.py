@@ -11,12 +11,14 @@ executions of modes ``live`` and ``paper`` that **started in [T - w, T)**:
 - the **expectation**: hit ratio ``p0`` and mean return per signal of the out-of-sample signals of
   the version's latest completed walk-forward run, resolved at the same horizon against the
   backtest's prices (``backtest_runs.config.walk_forward.expectation[h]``);
-- the **drift test**: exact two-sided binomial test of ``k`` hits in ``n`` against ``p0``;
-  ``drift_p_value`` is its p-value and ``drifted = p < alpha`` (default 0.01). Exact for any
-  ``n`` (no normal approximation), so small samples give large p-values rather than false alarms.
-  Undefined (NULL / NaN) without an expectation or without resolved signals. The test takes
-  ``p0`` as known, which is fair only when the backtest resolved many signals: an expectation from
-  fewer than ``min_expectation_signals`` (default 30) is stored but not tested against.
+- the **drift test**: live hits ``k1`` of ``n1`` against the expectation's ``k0`` of ``n0`` as two
+  samples, Fisher's exact test, two-sided (:func:`heurmetrics.stats.hit_ratio_drift_test`):
+  ``drift_p_value``. No p-value (NULL) below 30 backtest or 10 live resolved signals, or without
+  an expectation. The backtest's hit ratio is an estimate, not a known p0: a one-sample test
+  against it raised false alarms far above alpha;
+- **false-discovery control**: the p-values of all versions of one snapshot and window are
+  adjusted by Benjamini-Hochberg (``drift_adjusted_p_value``), and ``drifted = adjusted < alpha``
+  (default 0.01) — at most a share alpha of the flagged versions are expected to be false alarms.
 
 Snapshots are appended to ``rule_version_performance``; nothing is updated. A version with no
 activity in the longest window gets no rows, except once after activity stops (so its gauges fall
@@ -30,21 +32,22 @@ import math
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heurmetrics.domain import RuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import duration_seconds, horizon_seconds
-from heurmetrics.performance.stats import binomial_two_sided_p_value, wilson_interval
+from heurmetrics.performance.stats import wilson_interval
 from heurmetrics.performance.store import LIVE_MODES, PerformanceStore
+from heurmetrics.stats import MIN_BACKTEST_SIGNALS, MIN_LIVE_SIGNALS, benjamini_hochberg, hit_ratio_drift_test
 from heurmetrics.store.sql_store import SqlStore
 
 log = logging.getLogger(__name__)
 
 #: An expectation from fewer backtest signals is too uncertain to test live hits against.
-MIN_EXPECTATION_SIGNALS = 30
+MIN_EXPECTATION_SIGNALS = MIN_BACKTEST_SIGNALS
 #: Window label → length.
 WINDOW_LENGTHS: dict[str, timedelta] = {w: timedelta(seconds=duration_seconds(w)) for w in d.PERFORMANCE_WINDOWS}
 
@@ -57,6 +60,14 @@ class Expectation:
     signals: int
     hit_ratio: float | None
     mean_return: float | None
+    hits: int | None = None
+
+    @property
+    def hit_count(self) -> int | None:
+        """Hits as stored, else recovered from the ratio (stored ratios are ``hits / signals``)."""
+        if self.hits is not None:
+            return self.hits
+        return None if self.hit_ratio is None else round(self.hit_ratio * self.signals)
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,7 @@ class PerformanceSnapshot:
     drift_p_value: float | None
     drifted: bool | None
     alpha: float
+    drift_adjusted_p_value: float | None = None
 
     def row(self) -> dict[str, Any]:
         """The column values to insert."""
@@ -109,7 +121,9 @@ def expectation_of(config: dict[str, Any], run_id: uuid.UUID, horizon: str) -> E
     if not isinstance(signals, int) or signals <= 0:
         return None
     hit_ratio = _number(stats.get("hit_ratio"))
-    return Expectation(run_id, signals, hit_ratio, _number(stats.get("mean_return")))
+    hits = stats.get("hits")
+    count = hits if isinstance(hits, int) and not isinstance(hits, bool) and 0 <= hits <= signals else None
+    return Expectation(run_id, signals, hit_ratio, _number(stats.get("mean_return")), count)
 
 
 def compute_snapshot(
@@ -123,16 +137,27 @@ def compute_snapshot(
     modes: Sequence[str] = LIVE_MODES,
     expectation: Expectation | None = None,
     min_expectation_signals: int = MIN_EXPECTATION_SIGNALS,
+    min_live_signals: int = MIN_LIVE_SIGNALS,
 ) -> PerformanceSnapshot:
-    """One version's snapshot over ``[now - window, now)``; see the module docstring."""
+    """One version's snapshot over ``[now - window, now)``; see the module docstring. The
+    adjusted p-value needs the other versions: :func:`take_snapshot` fills it in (here, and for
+    a single tested version, it equals the p-value)."""
     start = now - WINDOW_LENGTHS[window]
     ex = pstore.execution_stats(rv.id, start, now, modes)
     res = pstore.resolution_stats(rv.id, start, now, horizon, modes)
     low, high = wilson_interval(res.hits, res.resolved) if res.resolved else (None, None)
     p0 = expectation.hit_ratio if expectation is not None else None
     p_value = None
-    if p0 is not None and expectation is not None and expectation.signals >= min_expectation_signals and res.resolved:
-        p_value = binomial_two_sided_p_value(res.hits, res.resolved, p0)
+    k0 = expectation.hit_count if expectation is not None else None
+    if expectation is not None and k0 is not None:
+        p_value = hit_ratio_drift_test(
+            res.hits,
+            res.resolved,
+            k0,
+            expectation.signals,
+            min_live=min_live_signals,
+            min_backtest=min_expectation_signals,
+        ).p_value
     return PerformanceSnapshot(
         rule=rv.rule,
         version=rv.version,
@@ -163,7 +188,20 @@ def compute_snapshot(
         drift_p_value=None if p_value is None or math.isnan(p_value) else p_value,
         drifted=None if p_value is None or math.isnan(p_value) else bool(p_value < alpha),
         alpha=alpha,
+        drift_adjusted_p_value=None if p_value is None or math.isnan(p_value) else p_value,
     )
+
+
+def adjust_for_multiple_versions(snapshots: Sequence[PerformanceSnapshot]) -> list[PerformanceSnapshot]:
+    """Benjamini-Hochberg across the versions of each window: ``drift_adjusted_p_value`` and
+    ``drifted = adjusted < alpha`` (order kept)."""
+    out = list(snapshots)
+    for window in {s.time_window for s in out}:
+        positions = [i for i, s in enumerate(out) if s.time_window == window]
+        adjusted = benjamini_hochberg([out[i].drift_p_value for i in positions])
+        for i, q in zip(positions, adjusted, strict=True):
+            out[i] = replace(out[i], drift_adjusted_p_value=q, drifted=None if q is None else bool(q < out[i].alpha))
+    return out
 
 
 def take_snapshot(
@@ -176,6 +214,7 @@ def take_snapshot(
     modes: Sequence[str] = LIVE_MODES,
     rule_versions: Sequence[RuleVersion] | None = None,
     min_expectation_signals: int = MIN_EXPECTATION_SIGNALS,
+    min_live_signals: int = MIN_LIVE_SIGNALS,
 ) -> list[PerformanceSnapshot]:
     """Compute and append a snapshot of every (active) rule version and window; returns them.
 
@@ -207,6 +246,7 @@ def take_snapshot(
             "modes": modes,
             "expectation": expectation,
             "min_expectation_signals": min_expectation_signals,
+            "min_live_signals": min_live_signals,
         }
         probe = compute_snapshot(pstore, rv, longest, **options)
         was_active = any(
@@ -216,6 +256,7 @@ def take_snapshot(
             continue
         for window in windows:
             snapshots.append(probe if window == longest else compute_snapshot(pstore, rv, window, **options))
+    snapshots = adjust_for_multiple_versions(snapshots)
     pstore.insert_snapshots([s.row() for s in snapshots])
     return snapshots
 

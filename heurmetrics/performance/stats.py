@@ -1,9 +1,8 @@
-"""Small-sample statistics for hit ratios: Wilson score interval and the exact binomial test.
+"""Small-sample statistics for hit ratios: the Wilson score interval.
 
-Both are exact or well-calibrated for small samples, unlike the normal approximation
-``p ± 1.96·√(p(1-p)/n)``, which collapses to a zero-width interval at 0 or n hits and covers
-badly below n ≈ 30. Implemented with NumPy only (no SciPy at runtime); the tests check them
-against ``scipy.stats``.
+Well-calibrated for small samples, unlike the normal approximation ``p ± 1.96·√(p(1-p)/n)``,
+which collapses to a zero-width interval at 0 or n hits and covers badly below n ≈ 30. The tests
+check it against ``scipy.stats``. The drift test lives in :mod:`heurmetrics.stats`.
 """
 
 from __future__ import annotations
@@ -11,9 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-#: Relative tolerance when comparing point probabilities in the two-sided test (SciPy uses the same).
-_RELATIVE_TOLERANCE = 1 + 1e-7
 
 
 def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -33,30 +29,6 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def binomial_two_sided_p_value(hits: int, n: int, p: float) -> float:
-    """Exact two-sided p-value of ``hits`` successes in ``n`` trials under ``Binomial(n, p)``.
-
-    The "minimum likelihood" method (``scipy.stats.binomtest(...).pvalue``): the total probability
-    of every outcome no more likely than the observed one. NaN when ``n == 0`` or ``p`` is not a
-    probability. Exact for every ``n`` (no normal approximation), O(n) time.
-    """
-    _check_counts(hits, n)
-    if n == 0 or not (isinstance(p, int | float) and 0.0 <= p <= 1.0) or math.isnan(p):
-        return math.nan
-    if p == 0.0:
-        return 1.0 if hits == 0 else 0.0
-    if p == 1.0:
-        return 1.0 if hits == n else 0.0
-    k = np.arange(n + 1)
-    # log(k!) for k = 0..n as a cumulative sum of logs (relative error ~ n * 1e-16, plenty here).
-    log_factorial = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))))
-    log_pmf = log_factorial[n] - log_factorial[k] - log_factorial[n - k] + k * math.log(p) + (n - k) * math.log1p(-p)
-    pmf = np.exp(log_pmf)
-    observed = pmf[hits]
-    total = float(pmf[pmf <= observed * _RELATIVE_TOLERANCE].sum())
-    return min(1.0, total)
 
 
 def _check_counts(hits: int, n: int) -> None:

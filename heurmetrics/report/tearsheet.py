@@ -9,6 +9,7 @@ Charts need matplotlib.
 
 from __future__ import annotations
 
+import calendar
 import html
 import io
 import json
@@ -19,9 +20,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
+from heurmetrics.report.analytics import (
+    Drawdown,
+    calendar_returns,
+    period_returns,
+    rolling_sharpe_volatility,
+    rolling_window,
+    worst_drawdowns,
+)
 from heurmetrics.store.schema import BacktestFoldRow, BacktestRunRow, EquityPointRow, RuleRow, RuleVersionRow
 from heurmetrics.store.sql_store import SqlStore
 
@@ -124,21 +134,85 @@ def load_run(store: SqlStore, run_id: uuid.UUID | str) -> RunReport:
 
 
 def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
-    """The chart: equity (log scale when it spans > 10x) with fold boundaries, and drawdown.
+    """The charts: equity (log scale when it spans > 10x) with fold boundaries, drawdown, rolling
+    Sharpe ratio and volatility, monthly returns heatmap, yearly returns and, for walk-forward runs,
+    in-sample vs out-of-sample Sharpe per fold.
 
-    ``with_tables`` adds the headline metrics and the first 25 folds below (for PNG output).
+    ``with_tables`` adds the headline metrics, the overfitting block, the worst drawdowns and the
+    first 25 folds below (for PNG output).
     """
     from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
 
-    heights = [3.0, 1.4] + ([3.2] if with_tables else [])
-    fig = Figure(figsize=(11, sum(heights) + 0.8), layout="constrained")
-    axes = fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights})
-    ax_eq, ax_dd = axes[0], axes[1]
+    returns = period_returns(report.curve["equity"]) if len(report.curve) else pd.Series(dtype=float)
+    walk = bool(report.folds)
+    heights = [3.0, 1.3, 1.7, 2.6] + ([1.9] if walk else []) + ([2.6] if with_tables else [])
+    heights += [3.0] if with_tables and walk else []
+    fig = Figure(figsize=(12, sum(heights) + 1.0), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=(3.2, 1.0))
+    ax_eq = fig.add_subplot(grid[0, :])
+    ax_dd = fig.add_subplot(grid[1, :], sharex=ax_eq)
+    ax_roll = fig.add_subplot(grid[2, :], sharex=ax_eq)
+    _equity_panels(report, ax_eq, ax_dd)
+    _rolling_panel(returns, report.periods_per_year, ax_roll)
+    monthly, yearly = calendar_returns(returns)
+    _heatmap_panel(monthly, fig.add_subplot(grid[3, 0]))
+    _yearly_panel(yearly, fig.add_subplot(grid[3, 1]))
+    row = 4
+    if walk:
+        _folds_panel(report.folds, fig.add_subplot(grid[row, :]))
+        row += 1
+    if with_tables:
+        boxes = grid[row, :].subgridspec(1, 3, width_ratios=(1.0, 1.0, 1.6))
+        ax_text = fig.add_subplot(boxes[0, 0])
+        ax_text.axis("off")
+        lines = [f"{label}: {_fmt(report.metrics.get(key), kind)}" for key, label, kind in HEADLINE[:9]]
+        if walk:
+            lines.append(f"Walk-forward efficiency: {_fmt(report.efficiency, 'num')}")
+        ax_text.set_title("Headline (stitched out-of-sample)" if walk else "Headline", loc="left", fontsize=9)
+        ax_text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace")
+        ax_over = fig.add_subplot(boxes[0, 1])
+        ax_over.axis("off")
+        ax_over.set_title("Overfitting (DSR / PBO)", loc="left", fontsize=9)
+        block = [f"{label}: {value}" for label, value in overfitting_rows(report)] or ["not a walk-forward run"]
+        ax_over.text(0.0, 1.0, "\n".join(block), va="top", ha="left", fontsize=8.5, family="monospace")
+        ax_worst = fig.add_subplot(boxes[0, 2])
+        ax_worst.axis("off")
+        ax_worst.set_title("Worst drawdowns", loc="left", fontsize=9)
+        rows = [_drawdown_cells(dd) for dd in worst_drawdowns(report.curve["equity"])] if len(report.curve) else []
+        if rows:
+            table = ax_worst.table(
+                cellText=rows,
+                colLabels=DRAWDOWN_COLUMNS,
+                bbox=Bbox.from_bounds(0, 0.25, 1, 0.75),
+                cellLoc="right",
+            )
+            table.auto_set_font_size(False)
+            table.set_fontsize(7.5)
+        if walk:
+            ax_folds = fig.add_subplot(grid[row + 1, :])
+            ax_folds.axis("off")
+            shown = min(25, len(report.folds))
+            ax_folds.set_title(f"Folds (first {shown} of {len(report.folds)})", loc="left", fontsize=9)
+            cells = [_fold_cells(f) for f in report.folds[:25]]
+            table = ax_folds.table(
+                cellText=cells,
+                colLabels=FOLD_COLUMNS,
+                colWidths=(0.04, 0.2, 0.2, 0.06, 0.1, 0.1, 0.1, 0.1, 0.1),
+                bbox=Bbox.from_bounds(0, 0, 1, 1),
+                cellLoc="right",
+            )
+            table.auto_set_font_size(False)
+            table.set_fontsize(7)
+    return fig
+
+
+def _equity_panels(report: RunReport, ax_eq: Any, ax_dd: Any) -> None:
     curve = report.curve
-    title = f"{report.rule}@{report.version} · {report.kind} · {report.dataset}"
-    ax_eq.set_title(title, loc="left", fontsize=11)
+    ax_eq.set_title(f"{report.rule}@{report.version} · {report.kind} · {report.dataset}", loc="left", fontsize=11)
     if len(curve):
-        ax_eq.plot(curve.index, curve["equity"], color="#1f4e79", linewidth=1.2, label="equity (stitched OOS)")
+        label = "equity (stitched OOS)" if report.folds else "equity"
+        ax_eq.plot(curve.index, curve["equity"], color="#1f4e79", linewidth=1.2, label=label)
         ax_dd.fill_between(curve.index, curve["drawdown"], 0.0, color="#b22222", alpha=0.45, linewidth=0)
         low, high = curve["equity"].min(), curve["equity"].max()
         if low > 0 and high / low > 10:
@@ -151,10 +225,9 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
             ax_eq.axvspan(start, end, color="#dddddd", alpha=0.35, linewidth=0)
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    for ax in (ax_eq, ax_dd):
-        locator = AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    locator = AutoDateLocator()
+    ax_eq.xaxis.set_major_locator(locator)
+    ax_eq.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ax_eq.set_ylabel("equity")
     ax_eq.grid(alpha=0.3)
     ax_dd.set_ylabel("drawdown")
@@ -165,29 +238,112 @@ def figure(report: RunReport, *, with_tables: bool = False) -> Figure:
             0.995, 0.02, f"{len(report.folds)} folds (dashed: out-of-sample starts)", transform=ax_eq.transAxes,
             ha="right", va="bottom", fontsize=8, color="#555555",
         )  # fmt: skip
-    if with_tables:
-        ax_t = axes[2]
-        ax_t.axis("off")
-        lines = [f"{label}: {_fmt(report.metrics.get(key), kind)}" for key, label, kind in HEADLINE[:8]]
-        if report.efficiency is not None or report.folds:
-            lines.append(f"Walk-forward efficiency: {_fmt(report.efficiency, 'num')}")
-        ax_t.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=9, family="monospace")
-        if report.folds:
-            rows = [_fold_cells(f) for f in report.folds[:25]]
-            table = ax_t.table(
-                cellText=rows,
-                colLabels=FOLD_COLUMNS,
-                colWidths=(0.05, 0.22, 0.2, 0.07, 0.11, 0.11, 0.11, 0.13),
-                bbox=(0.32, 0.0, 0.68, 1.0),
-                cellLoc="right",
-                colLoc="right",
-            )
-            table.auto_set_font_size(False)
-            table.set_fontsize(7)
-    return fig
 
 
-FOLD_COLUMNS = ("fold", "out-of-sample", "params", "trials", "IS return", "OOS return", "OOS Sharpe", "WFE")
+def _rolling_panel(returns: pd.Series, periods_per_year: float, ax: Any) -> None:
+    window = rolling_window(len(returns), periods_per_year)
+    ax.set_title(f"Rolling Sharpe ratio and volatility ({window} periods, annualised)", loc="left", fontsize=9)
+    ax.set_ylabel("Sharpe", color="#1f4e79")
+    ax.grid(alpha=0.3)
+    if len(returns) < 4:
+        return
+    rolling = rolling_sharpe_volatility(returns, periods_per_year)
+    ax.plot(rolling.index, rolling["sharpe"], color="#1f4e79", linewidth=1.0)
+    ax.axhline(0.0, color="#555555", linewidth=0.6)
+    twin = ax.twinx()
+    twin.plot(rolling.index, rolling["volatility"], color="#d2691e", linewidth=1.0)
+    twin.set_ylabel("volatility", color="#d2691e")
+    twin.yaxis.set_major_formatter(_percent_formatter())
+
+
+def _heatmap_panel(monthly: pd.DataFrame, ax: Any) -> None:
+    ax.set_title("Monthly returns (compounded, UTC)", loc="left", fontsize=9)
+    if monthly.empty:
+        ax.axis("off")
+        return
+    values = monthly.to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    bound = float(np.max(np.abs(finite))) if finite.size else 1.0
+    ax.imshow(values, cmap="RdYlGn", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xticks(range(12), [calendar.month_abbr[m] for m in range(1, 13)], fontsize=8)
+    ax.set_yticks(range(len(monthly.index)), [str(y) for y in monthly.index], fontsize=8)
+    if values.size <= 12 * 12:
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.1%}", ha="center", va="center", fontsize=7)
+
+
+def _yearly_panel(yearly: pd.Series, ax: Any) -> None:
+    ax.set_title("Yearly returns", loc="left", fontsize=9)
+    if yearly.empty:
+        ax.axis("off")
+        return
+    colours = ["#2e8b57" if v >= 0 else "#b22222" for v in yearly.to_numpy()]
+    labels = [str(y) for y in yearly.index]
+    ax.barh(labels, yearly.to_numpy(), color=colours)
+    ax.invert_yaxis()
+    low, high = min(0.0, float(yearly.min())), max(0.0, float(yearly.max()))
+    pad = 0.35 * (high - low or 1.0)  # room for the value labels
+    ax.set_xlim(low - (pad if low < 0 else 0.0), high + (pad if high > 0 else 0.0))
+    ax.axvline(0.0, color="#555555", linewidth=0.6)
+    ax.xaxis.set_major_formatter(_percent_formatter())
+    for i, value in enumerate(yearly.to_numpy()):
+        ax.text(value, i, f" {value:.1%} ", va="center", ha="left" if value >= 0 else "right", fontsize=7)
+    ax.grid(alpha=0.3, axis="x")
+
+
+def _folds_panel(folds: list[dict[str, Any]], ax: Any) -> None:
+    ax.set_title("In-sample vs out-of-sample Sharpe ratio per fold (annualised)", loc="left", fontsize=9)
+    index = np.arange(len(folds))
+    sharpe = {
+        side: [_number((f[f"{side}_metrics"] or {}).get("sharpe")) for f in folds]
+        for side in ("in_sample", "out_of_sample")
+    }
+    ax.bar(index - 0.2, sharpe["in_sample"], width=0.4, color="#8fa9c8", label="in-sample")
+    ax.bar(index + 0.2, sharpe["out_of_sample"], width=0.4, color="#1f4e79", label="out-of-sample")
+    ax.axhline(0.0, color="#555555", linewidth=0.6)
+    ax.set_xticks(index, [str(f["fold_index"]) for f in folds], fontsize=7)
+    ax.set_xlabel("fold", fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3, axis="y")
+
+
+def overfitting_rows(report: RunReport) -> list[tuple[str, str]]:
+    """The DSR / PBO block (label, value) of a walk-forward run; empty for other runs."""
+    stats = (report.config.get("walk_forward") or {}).get("overfitting")
+    if not isinstance(stats, dict):
+        return []
+    years = stats.get("min_backtest_years")
+    return [
+        ("Trials per fold", _fmt(stats.get("n_trials"), "int")),
+        ("Var. of trials' Sharpe", _fmt(stats.get("trials_sharpe_variance"), "num")),
+        ("Sharpe (annualised)", _fmt(stats.get("sharpe"), "num")),
+        ("Expected max Sharpe (SR0)", _fmt(stats.get("benchmark_sharpe"), "num")),
+        ("Deflated Sharpe ratio", _fmt(stats.get("deflated_sharpe_ratio"), "num")),
+        ("PBO (CSCV)", _fmt(stats.get("pbo"), "pct")),
+        ("CSCV blocks / splits", f"{_fmt(stats.get('pbo_blocks'), 'int')} / {_fmt(stats.get('pbo_splits'), 'int')}"),
+        ("P(OOS loss | IS best)", _fmt(stats.get("probability_of_loss"), "pct")),
+        ("Min. backtest length", "n/a (Sharpe <= 0)" if years is None else f"{_fmt(years, 'num')} years"),
+        ("Backtest length", f"{_fmt(stats.get('backtest_years'), 'num')} years"),
+    ]
+
+
+DRAWDOWN_COLUMNS = ("peak", "trough", "recovery", "depth", "periods")
+
+
+def _drawdown_cells(dd: Drawdown) -> list[str]:
+    return [
+        f"{dd.peak:%Y-%m-%d %H:%M}",
+        f"{dd.trough:%Y-%m-%d %H:%M}",
+        "not recovered" if dd.recovery is None else f"{dd.recovery:%Y-%m-%d %H:%M}",
+        f"{dd.depth:.2%}",
+        f"{dd.periods:,}",
+    ]
+
+
+FOLD_COLUMNS = (
+    "fold", "out-of-sample", "params", "trials", "IS return", "OOS return", "IS Sharpe", "OOS Sharpe", "WFE",
+)  # fmt: skip
 
 
 def _fold_cells(fold: dict[str, Any]) -> list[str]:
@@ -199,9 +355,16 @@ def _fold_cells(fold: dict[str, Any]) -> list[str]:
         str(fold["trials"]),
         _fmt(is_m.get("total_return"), "pct"),
         _fmt(oos_m.get("total_return"), "pct"),
+        _fmt(is_m.get("sharpe"), "num"),
         _fmt(oos_m.get("sharpe"), "num"),
         _fmt(oos_m.get("walk_forward_efficiency"), "num"),
     ]
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
 
 
 def render_html(report: RunReport) -> str:
@@ -218,11 +381,14 @@ def render_html(report: RunReport) -> str:
     wf = report.config.get("walk_forward") or {}
     if report.kind == "walk_forward":
         headline += (
-            f"<tr><th>Walk-forward efficiency</th><td>{esc(_fmt(report.efficiency, 'num'))}</td></tr>"
-            f"<tr><th>In-sample annualised return (pooled)</th>"
+            f"<tr><th>Walk-forward efficiency (Pardo, simple annualisation)</th>"
+            f"<td>{esc(_fmt(report.efficiency, 'num'))}</td></tr>"
+            f"<tr><th>In-sample annualised return (simple)</th>"
             f"<td>{esc(_fmt(wf.get('in_sample_annualized_return'), 'pct'))}</td></tr>"
-            f"<tr><th>Out-of-sample annualised return (pooled)</th>"
+            f"<tr><th>Out-of-sample annualised return (simple)</th>"
             f"<td>{esc(_fmt(wf.get('out_of_sample_annualized_return'), 'pct'))}</td></tr>"
+            f"<tr><th>Walk-forward efficiency, compounded</th>"
+            f"<td>{esc(_fmt(wf.get('efficiency_compounded'), 'num'))}</td></tr>"
         )
     expectation = wf.get("expectation") or {}
     expectation_rows = "".join(
@@ -232,6 +398,10 @@ def render_html(report: RunReport) -> str:
         if isinstance(s, dict)
     )
     fold_rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _fold_cells(f)) + "</tr>" for f in report.folds)
+    overfitting = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in overfitting_rows(report))
+    drawdowns = [_drawdown_cells(dd) for dd in worst_drawdowns(report.curve["equity"])] if len(report.curve) else []
+    returns = period_returns(report.curve["equity"]) if len(report.curve) else pd.Series(dtype=float)
+    monthly, yearly = calendar_returns(returns)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{esc(report.rule)}@{esc(report.version)} backtest {report.run_id}</title>",
@@ -251,6 +421,34 @@ def render_html(report: RunReport) -> str:
         "not on in-sample figures.</p>",
         f"<table class='kv'>{headline}</table>",
     ]
+    if overfitting:
+        parts += [
+            "<h2>Overfitting: Deflated Sharpe Ratio and PBO</h2>",
+            "<p class='note'>DSR: probability that the true Sharpe ratio is above zero given the trials tried "
+            "(Bailey &amp; López de Prado 2014). PBO: share of CSCV splits where the in-sample best candidate "
+            "ranks at or below the out-of-sample median (Bailey, Borwein, López de Prado &amp; Zhu 2017). "
+            "See docs/walk-forward.md.</p>",
+            f"<table class='kv'>{overfitting}</table>",
+        ]
+    if drawdowns:
+        parts += [
+            "<h2>Worst drawdowns</h2>",
+            "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in DRAWDOWN_COLUMNS) + "</tr>",
+            "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in drawdowns),
+            "</table>",
+        ]
+    if not monthly.empty:
+        header = "".join(f"<th>{calendar.month_abbr[m]}</th>" for m in range(1, 13))
+        body = "".join(
+            f"<tr><th>{year}</th>"
+            + "".join(f"<td>{esc(_fmt(monthly.loc[year, m], 'pct'))}</td>" for m in range(1, 13))
+            + f"<td><b>{esc(_fmt(yearly.loc[year], 'pct'))}</b></td></tr>"
+            for year in monthly.index
+        )
+        parts += [
+            "<h2>Monthly and yearly returns</h2>",
+            f"<table><tr><th>year</th>{header}<th>year</th></tr>{body}</table>",
+        ]
     if expectation_rows:
         parts += [
             "<h2>Out-of-sample signal expectation</h2>",

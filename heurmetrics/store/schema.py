@@ -307,3 +307,27 @@ class RuleVersionPerformanceRow(Base):
     drift_p_value: Mapped[float | None] = mapped_column(Float)
     drifted: Mapped[bool | None] = mapped_column(Boolean)
     alpha: Mapped[float] = mapped_column(Float)
+    #: Benjamini-Hochberg adjusted drift p-value across the versions of the same snapshot and window.
+    drift_adjusted_p_value: Mapped[float | None] = mapped_column(Float)
+
+
+class BacktestOverfittingRow(Base):
+    """Overfitting statistics of one walk-forward run (heurmetrics.stats; docs/walk-forward.md)."""
+
+    __tablename__ = "backtest_overfitting"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("backtest_runs.run_id"), primary_key=True)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    #: Variance of the trials' annualised Sharpe ratios (the DSR's V).
+    trials_sharpe_variance: Mapped[float | None] = mapped_column(Float)
+    #: Annualised Sharpe ratio of the stitched out-of-sample returns.
+    sharpe: Mapped[float | None] = mapped_column(Float)
+    deflated_sharpe_ratio: Mapped[float | None] = mapped_column(Float)
+    #: SR0: expected maximum annualised Sharpe ratio of n_trials trials without skill.
+    benchmark_sharpe: Mapped[float | None] = mapped_column(Float)
+    pbo: Mapped[float | None] = mapped_column(Float)
+    pbo_blocks: Mapped[int | None] = mapped_column(Integer)
+    pbo_splits: Mapped[int | None] = mapped_column(Integer)
+    probability_of_loss: Mapped[float | None] = mapped_column(Float)
+    min_backtest_years: Mapped[float | None] = mapped_column(Float)
+    backtest_years: Mapped[float | None] = mapped_column(Float)

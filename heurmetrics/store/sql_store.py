@@ -34,6 +34,7 @@ from heurmetrics.domain import (
 from heurmetrics.errors import StoreUnavailable
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
+from heurmetrics.store.overfitting import insert_overfitting
 from heurmetrics.store.schema import (
     BacktestFoldRow,
     BacktestRunRow,
@@ -391,6 +392,7 @@ class SqlStore:
                 ]
                 if fold_rows:
                     conn.execute(_table(BacktestFoldRow).insert(), fold_rows)
+                insert_overfitting(conn, run)  # walk-forward runs: DSR / PBO row (issue 12)
                 self._insert_equity(conn, run.run_id, equity)
         except OperationalError as exc:
             raise StoreUnavailable(f"writing backtest run {run.run_id} failed: {exc.orig}") from exc
