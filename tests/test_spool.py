@@ -136,9 +136,11 @@ class FlakySink:
         self.attempts = 0
         self.times: list[float] = []
         self.retry_after: float | None = None
+        self.deliveries: list[uuid.UUID] = []
 
-    def deliver(self, batch: list[int]) -> int:
+    def deliver(self, batch: list[int], delivery_id: uuid.UUID) -> int:
         self.attempts += 1
+        self.deliveries.append(delivery_id)
         self.times.append(time.monotonic())
         if self.retry_after is not None:
             delay, self.retry_after = self.retry_after, None
@@ -328,10 +330,10 @@ def failing_recorder(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Recorder
     state = {"down": False}
     real = rec.ingest.write_executions
 
-    def write(events: Any) -> Any:
+    def write(events: Any, **kwargs: Any) -> Any:
         if state["down"]:
             raise StoreUnavailable("simulated outage")
-        return real(events)
+        return real(events, **kwargs)
 
     rec.ingest.write_executions = write  # type: ignore[method-assign]
     yield rec, state
