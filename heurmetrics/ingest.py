@@ -85,6 +85,7 @@ class Ingest:
         self._with_series: set[int] = set()  # versions whose series exist (the cardinality budget)
         self._lock = threading.Lock()
         self._claims: list[_Claim] = []  # committed batches not counted yet (the claim failed)
+        self._claimer: threading.Thread | None = None
 
     # --- rule versions ----------------------------------------------------------------------
     def register_rule_version(
@@ -248,6 +249,7 @@ class Ingest:
                     lost = self._claims.pop(0)
                     log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
             log.warning("counting delivery %s deferred (claim failed: %s)", claim.delivery_id, exc)
+            self._start_claimer()
             return False
         observe = self.metrics.observe_execution
         counted = 0
@@ -269,6 +271,22 @@ class Ingest:
                     counted += 1
         self.metrics.ingested.labels("execution", "accepted").inc(counted)
         return True
+
+    def _start_claimer(self) -> None:
+        """Retry deferred claims in the background too, so the last batch before a quiet period
+        is counted without waiting for the next write."""
+        with self._lock:
+            if self._claimer is not None and self._claimer.is_alive():
+                return
+            self._claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
+            self._claimer.start()
+
+    def _claim_until_settled(self) -> None:
+        delay = 0.5
+        while self._claims:
+            time.sleep(delay)
+            self._retry_claims()
+            delay = min(delay * 2, 10.0)
 
     def _retry_claims(self) -> None:
         """Settle claims that failed earlier (the database was unreachable right after a commit)."""
