@@ -126,9 +126,10 @@ class _Conn:
             self._buf = self._buf[1 + length :]
             if kind == b"c":
                 copy_done = True
-            elif kind == b"Q" and body.rstrip(b"\x00").strip().upper() == b"COMMIT":
-                if self.proxy.take("drop_commit"):
-                    self._commit_pending = True
+            elif (
+                kind == b"Q" and body.rstrip(b"\x00").strip().upper() == b"COMMIT" and self.proxy.take("drop_commit")
+            ):
+                self._commit_pending = True
 
     def close(self) -> None:
         if self.closed:

@@ -53,9 +53,9 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from heurmetrics.metrics import definitions as d
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.sdk.spool import RECORD_OVERHEAD_BYTES, Spool, SpoolError, SpoolFull
+from heurmetrics.metrics import definitions as d
+from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger("heurmetrics.sdk")
 
@@ -147,7 +147,8 @@ class Sink(Protocol[T]):
         """Deliver (idempotently) and return how many items were refused for good and dropped.
 
         ``delivery_id`` is the same on every attempt of this batch (retries, spool, replay), and
-        differs between batches: the target keys what it counted on it. Raise :class:`Rejected` when the whole batch is refused for good, anything else when the
+        differs between batches: the target keys what it counted on it. Raise :class:`Rejected`
+        when the whole batch is refused for good, anything else when the
         failure may be transient (the batch is retried or spooled).
         """
         ...

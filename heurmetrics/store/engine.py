@@ -193,7 +193,8 @@ def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
 def unbounded(conn: Connection) -> Iterator[None]:
     """Lift the statement timeout and the checkout bound for one long operation (migrations).
 
-    The connection is discarded afterwards (not returned to the pool). The lock timeout stays: a migration must not queue behind a stuck transaction forever.
+    The connection is discarded afterwards (not returned to the pool). The lock timeout stays: a
+    migration must not queue behind a stuck transaction forever.
     """
     if conn.dialect.name != "postgresql":
         yield
