@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -58,7 +58,7 @@ class _Claim:
 
     delivery_id: uuid.UUID
     token: uuid.UUID
-    events: dict[uuid.UUID, ExecutionEvent]
+    events: list[ExecutionEvent]
     digest: bytes
 
 
@@ -219,19 +219,23 @@ class Ingest:
         for event in events:
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
-        fresh = {e.event_id: e for e in batch if not e.counted}
+        fresh = [e for e in batch if not e.counted]
         if not fresh:  # all counted at record time (SDK-generated ids): nothing to claim
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
             self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
         else:
             self._retry_claims()
-            stamp = deliveries.stamp(delivery_id or uuid.uuid4(), fresh)
+            stamp = deliveries.stamp(delivery_id or uuid.uuid4(), [e.event_id for e in fresh])
             inserted = self._timed(
                 d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp)
             )
             # Committed: count what this delivery stored and nobody counted (this write's rows, and
             # those of an earlier attempt whose answer was lost).
-            self.metrics.ingested.labels("execution", "accepted").inc(len(inserted) - len(fresh.keys() & inserted))
+            self.metrics.ingested.labels("execution", "accepted").inc(
+                len(inserted) - sum(1 for e in fresh if e.event_id in inserted)
+                if len(fresh) < len(batch)
+                else 0
+            )
             self._settle(_Claim(stamp.delivery_id, uuid.uuid4(), fresh, stamp.digest))
         duplicates = len(events) - len(inserted)
         if duplicates:
@@ -255,20 +259,18 @@ class Ingest:
         counted = 0
         for rec in records:
             if rec.event_ids is not None:
-                ids: Iterable[uuid.UUID] = rec.event_ids
+                chosen = [e for e in claim.events if e.event_id in rec.event_ids]
             elif rec.digest == claim.digest:
-                ids = claim.events.keys()
+                chosen = claim.events
             else:
                 log.error(
-                    "delivery %s was re-sent with other events than its stored attempt: %s of its rows cannot "
-                    "be counted", claim.delivery_id, "some",
+                    "delivery %s was re-sent with other events than its stored attempt: the earlier attempt's "
+                    "rows cannot be counted", claim.delivery_id,
                 )
                 continue
-            for event_id in ids:
-                event = claim.events.get(event_id)
-                if event is not None:
-                    observe(event)
-                    counted += 1
+            for event in chosen:
+                observe(event)
+            counted += len(chosen)
         self.metrics.ingested.labels("execution", "accepted").inc(counted)
         return True
 

@@ -260,7 +260,7 @@ class SqlStore:
                 else:
                     inserted = self._insert_executions_sqlite(conn, events, now)
                 if delivery is not None:
-                    deliveries.record(conn, delivery, inserted)
+                    deliveries.record(conn, delivery, inserted, len(events))
                 return inserted
         except (OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(
