@@ -112,6 +112,13 @@ def executions_counter(rec: Recorder) -> float:
     return counter_total(rec, d.HEURISTIC_EXECUTIONS.sample_name)
 
 
+def assert_stored_and_counted(url: str, ids: list[uuid.UUID], n: int, counted: float) -> None:
+    """Rows == the ids sent (each once) == the Prometheus count."""
+    rows, stored = stored_ids(url)
+    assert rows == n and stored == set(ids)
+    assert counted == rows
+
+
 # --- 1. the spool refuses the first batch of an outage ---------------------------------------------
 def test_recorder_delivers_after_an_outage_that_began_with_a_refusing_spool(
     postgres_server_url: str, tmp_path: Path, short_timeouts: dict[str, str]
@@ -133,9 +140,7 @@ def test_recorder_delivers_after_an_outage_that_began_with_a_refusing_spool(
             assert after.complete, after
         finally:
             rec.close(5)
-        rows, stored = stored_ids(url)
-        assert rows == 4000 and stored == set(ids)
-        assert executions_counter(rec) == rows
+        assert_stored_and_counted(url, ids, 4000, executions_counter(rec))
 
 
 def test_exporter_client_delivers_after_an_outage_that_began_with_a_refusing_spool(
@@ -162,9 +167,7 @@ def test_exporter_client_delivers_after_an_outage_that_began_with_a_refusing_spo
                 assert after.complete, after
             finally:
                 client.close(5)
-        rows, stored = stored_ids(url)
-        assert rows == 3000 and stored == set(ids)
-        assert server.executions_counted() == rows
+        assert_stored_and_counted(url, ids, 3000, server.executions_counted())
 
 
 def test_a_spool_filling_up_mid_outage_recovers_everything(
@@ -184,9 +187,7 @@ def test_a_spool_filling_up_mid_outage_recovers_everything(
             assert rec.flush(30).complete
         finally:
             rec.close(5)
-        rows, stored = stored_ids(url)
-        assert rows == 4000 and stored == set(ids)
-        assert executions_counter(rec) == rows
+        assert_stored_and_counted(url, ids, 4000, executions_counter(rec))
 
 
 def test_a_spool_limit_below_one_batch_is_refused_at_construction(sqlite_url: str, tmp_path: Path) -> None:
@@ -218,9 +219,7 @@ def test_exporter_counts_a_batch_whose_commit_answer_was_lost(
             ids = [client.record_execution("lost_commit", "1", duration_seconds=0.001) for _ in range(3000)]
             assert client.flush(60).complete
         assert proxy.dropped_answers == 1
-        rows, stored = stored_ids(url)
-        assert rows == 3000 and stored == set(ids)
-        assert srv.executions_counted() == rows
+        assert_stored_and_counted(url, ids, 3000, srv.executions_counted())
 
 
 def test_recorder_counts_caller_ids_whose_commit_answer_was_lost(
@@ -236,9 +235,7 @@ def test_recorder_counts_caller_ids_whose_commit_answer_was_lost(
         finally:
             rec.close(5)
         assert proxy.dropped_answers == 2
-        rows, stored = stored_ids(url)
-        assert rows == 10_000 and stored == set(ids)
-        assert executions_counter(rec) == rows
+        assert_stored_and_counted(url, ids, 10_000, executions_counter(rec))
 
 
 # --- 3. a silent database connection --------------------------------------------------------------
@@ -262,9 +259,7 @@ def test_a_silent_connection_is_detected_and_the_recorder_spools(
             assert rec.flush(30).complete
         finally:
             rec.close(5)
-        rows, stored = stored_ids(url)
-        assert rows == 4000 and stored == set(ids)
-        assert executions_counter(rec) == rows
+        assert_stored_and_counted(url, ids, 4000, executions_counter(rec))
 
 
 # --- 4. a transaction orphaned right after its COPY -----------------------------------------------

@@ -424,6 +424,11 @@ class DeliveryLoop(Generic[T]):
             return self._to_spool(batch, delivery_id) or replayed
         return self._deliver(batch, delivery_id) or replayed
 
+    def _refused_for_good(self, batch: list[T], exc: Rejected) -> bool:
+        self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
+        self._settle(resolved=len(batch))
+        return True
+
     def _try_target(self, batch: list[T], delivery_id: uuid.UUID) -> bool:
         """The spool is blocked: try the target once when due, else the spool again; hold otherwise."""
         if time.monotonic() < self._next_probe and not self._stopping:
@@ -432,9 +437,7 @@ class DeliveryLoop(Generic[T]):
         try:
             refused = self._sink.deliver(batch, delivery_id)
         except Rejected as exc:
-            self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
-            self._settle(resolved=len(batch))
-            return True
+            return self._refused_for_good(batch, exc)
         except Exception as exc:
             self._note_failure(exc)
             self._next_probe = time.monotonic() + self._probe.next()
@@ -525,9 +528,7 @@ class DeliveryLoop(Generic[T]):
             try:
                 refused = self._sink.deliver(batch, delivery_id)
             except Rejected as exc:
-                self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
-                self._settle(resolved=len(batch))
-                return True
+                return self._refused_for_good(batch, exc)
             except Exception as exc:
                 now = time.monotonic()
                 first_failure = now if first_failure is None else first_failure
