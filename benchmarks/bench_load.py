@@ -16,6 +16,11 @@ p99 and max (request sent → response read), errors (anything but 202; target 0
 peak resident memory (``VmHWM`` of /proc/<pid>/status; target < 300 MB), and the rows in the
 store, which must equal the acknowledged executions. Targets: ≥ 50,000 executions/s, p95 < 200 ms.
 
+``--memory`` also prints what holds the exporter's idle memory: the resident set of fresh
+Python processes after importing each layer the exporter loads (interpreter, numpy, pandas,
+pyarrow, SQLAlchemy + psycopg, FastAPI + uvicorn + pydantic, prometheus_client, the whole
+exporter app), so the peak can be read as "imports" + "working set of the requests in flight".
+
 ``--profile`` samples the server with py-spy (``pip install py-spy`` into the venv) during the
 run (``--gil``: only the thread holding the GIL, i.e. where the one Python core goes) and prints
 the functions with the most samples and the share of each step of a request. ``--breakdown``
@@ -281,6 +286,52 @@ def breakdown(url: str, batch: int) -> None:
                 title=f"Breakdown of one POST /v1/executions of {batch:,} executions")
 
 
+def executions_counted(base: str) -> float:
+    """``heuristic_executions_total`` summed over its series, from the exporter's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from heurmetrics.metrics import definitions as d
+
+    page = httpx.get(f"{base}/metrics", timeout=30).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == d.HEURISTIC_EXECUTIONS.sample_name
+    )
+
+
+#: Import layers of the exporter, cumulative: what its idle resident memory is made of.
+MEMORY_LAYERS = (
+    ("python interpreter", ""),
+    ("+ numpy", "import numpy"),
+    ("+ pyarrow (pandas imports it when installed)", "import pyarrow"),
+    ("+ pandas", "import pandas"),
+    ("+ SQLAlchemy, psycopg, alembic", "import sqlalchemy, psycopg, alembic.command"),
+    ("+ FastAPI, uvicorn, pydantic", "import fastapi, uvicorn, pydantic"),
+    ("+ prometheus_client", "import prometheus_client"),
+    ("+ heurmetrics exporter app and CLI", "import heurmetrics.server.app, heurmetrics.cli"),
+)
+
+
+def memory_breakdown() -> None:
+    """Resident memory of fresh interpreters after each import layer (see the module doc)."""
+    rows = []
+    code = ""
+    previous = 0.0
+    for name, statement in MEMORY_LAYERS:
+        code += statement + "\n"
+        probe = code + (
+            "for line in open('/proc/self/status'):\n"
+            "    if line.startswith('VmRSS:'): print(int(line.split()[1]))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        mb = int(out.split()[-1]) / 1024
+        rows.append([name, f"{mb:.0f} MB", f"+{mb - previous:.0f} MB"])
+        previous = mb
+    print_table(["layer (cumulative imports)", "RSS", "added"], rows, title="What the exporter's idle memory holds")
+
+
 def run(args: argparse.Namespace, url: str) -> int:
     engine = create_store_engine(url)
     migrations.upgrade(engine)
@@ -357,6 +408,7 @@ def run(args: argparse.Namespace, url: str) -> int:
                 profiler.kill()
         peak_kb = proc_status_kb(proc.pid, "VmHWM")
         rss_after = proc_status_kb(proc.pid, "VmRSS")
+        counted = executions_counted(base)
         with engine.connect() as conn:
             rows = int(conn.execute(text("SELECT count(*) FROM heuristic_executions")).scalar_one())
         engine.dispose()
@@ -379,6 +431,7 @@ def run(args: argparse.Namespace, url: str) -> int:
             ["server peak RSS (VmHWM)", f"{peak_kb / 1024:.0f} MB", f"< {TARGET_RSS_MB} MB"],
             ["server RSS before / after", f"{rss_before / 1024:.0f} / {rss_after / 1024:.0f} MB", ""],
             ["rows in store (minus warm-up)", f"{rows - warm_rows:,}", f"= acknowledged ({acked:,})"],
+            ["heuristic_executions_total (with warm-up)", f"{counted:,.0f}", f"= rows ({rows:,})"],
             ["CPU: server process", f"{cpu[0]:.1f} s ({cpu[0] / elapsed:.2f} cores, "
              f"{cpu[0] / max(acked, 1) * 1e6:.0f} us/execution)", ""],
             ["CPU: PostgreSQL backends of the database", f"{cpu[1]:.1f} s ({cpu[1] / elapsed:.2f} cores, "
@@ -394,11 +447,13 @@ def run(args: argparse.Namespace, url: str) -> int:
         and p95 < TARGET_P95_SECONDS
         and peak_kb / 1024 < TARGET_RSS_MB
     )
-    correct = not errors and rows - warm_rows == acked
+    correct = not errors and rows - warm_rows == acked and counted == rows
     print(f"correctness (no errors, rows = acknowledged): {'OK' if correct else 'FAILED'}; "
           f"all targets met: {'yes' if ok else 'no'}")
     if args.breakdown:
         breakdown(url, args.batch)
+    if args.memory:
+        memory_breakdown()
     if args.profile and raw.exists():
         summarise_profile(raw)
     elif args.profile:
@@ -413,6 +468,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy")
     parser.add_argument("--breakdown", action="store_true", help="time the server-side steps in-process")
+    parser.add_argument("--memory", action="store_true", help="print what holds the exporter's idle memory")
     parser.add_argument("--database-url", help="use this PostgreSQL database (at head) instead of a scratch one")
     args = parser.parse_args()
     print_environment(

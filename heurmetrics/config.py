@@ -30,6 +30,24 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(
         15.0, ge=0, description="How long gauges read from the store are cached between scrapes."
     )
+    # Bounds on every PostgreSQL connection (docs/reliability.md, heurmetrics.store.engine).
+    db_connect_timeout: float = Field(5.0, gt=0, le=300, description="Seconds to establish a connection.")
+    db_statement_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Server-side statement_timeout in seconds (migrations are exempt)."
+    )
+    db_lock_timeout: float = Field(10.0, gt=0, le=3600, description="Server-side lock_timeout in seconds.")
+    db_idle_in_transaction_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Server-side idle_in_transaction_session_timeout in seconds."
+    )
+    db_checkout_timeout: float = Field(
+        45.0,
+        gt=0,
+        le=3600,
+        description="Client-side bound: a connection checked out longer than this has its socket shut "
+        "down (detects a silent connection).",
+    )
+    db_pool_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for a free pooled connection.")
+    db_keepalives_idle: int = Field(10, ge=1, le=3600, description="Seconds of idle before TCP keepalive probes.")
 
 
 def redact_url(url: str) -> str:

@@ -3,15 +3,22 @@
     runner ─┬─ SDK (Recorder → background writer) ─┐
             └─ HTTP (heurmetrics serve) ───────────┴─→ Ingest ─→ {SqlStore, PipelineMetrics}
 
-An event is counted in Prometheus exactly once, when it is known to be new: the store returns
-the ids it inserted, and only those are counted (the SDK counts ids it generated itself up front,
-because they cannot collide). So after any number of re-sent batches, counts equal rows.
+An event is counted in Prometheus exactly once, and only once it is stored. The SDK counts ids it
+generated itself up front (they cannot collide, and the SDK keeps them until they are stored or
+reported lost). Every other event is counted after its commit, by *claiming* its batch's delivery
+record (:mod:`heurmetrics.store.deliveries`): the write records which events it inserted in the
+same transaction, and after an acknowledged commit the writer claims every unclaimed record of
+the batch's delivery id and counts what they list. A commit whose answer was lost is therefore
+counted by the re-send of the same batch (same delivery id, on any process), and a batch that
+was counted is never counted again. So after any number of re-sent batches and lost answers,
+counts equal rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +34,7 @@ from heurmetrics.errors import CardinalityBudgetExceeded, StoreUnavailable, Unkn
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
+from heurmetrics.store import deliveries
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.validation import (
     check_execution,
@@ -37,8 +45,21 @@ from heurmetrics.validation import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 #: Largest rule source accepted (1 MB of text).
 MAX_SOURCE_LENGTH = 1_000_000
+#: Claims kept for a later retry when the database could not be asked right after a commit.
+MAX_PENDING_CLAIMS = 10_000
+
+
+@dataclasses.dataclass
+class _Claim:
+    """A claim to make (or whose answer was lost): the batch's uncounted events, by id."""
+
+    delivery_id: uuid.UUID
+    token: uuid.UUID
+    events: list[ExecutionEvent]
+    digest: bytes
 
 
 class Ingest:
@@ -63,6 +84,8 @@ class Ingest:
         self._versions: dict[tuple[str, str], RuleVersion] = {}
         self._with_series: set[int] = set()  # versions whose series exist (the cardinality budget)
         self._lock = threading.Lock()
+        self._claims: list[_Claim] = []  # committed batches not counted yet (the claim failed)
+        self._claimer: threading.Thread | None = None
 
     # --- rule versions ----------------------------------------------------------------------
     def register_rule_version(
@@ -180,26 +203,104 @@ class Ingest:
             backtest_run_id=backtest_run_id,
         )
 
-    def write_executions(self, events: Sequence[ExecutionEvent]) -> IngestResult:
-        """Store a batch (one transaction) and count the events that were new.
+    def write_executions(
+        self, events: Sequence[ExecutionEvent], *, delivery_id: uuid.UUID | None = None
+    ) -> IngestResult:
+        """Store a batch (one transaction) and count, once, the events it stored.
 
-        Repeated ids inside the batch and ids already stored are duplicates: skipped, not counted.
-        Raises :class:`StoreUnavailable` when the write failed; then nothing was stored or counted.
+        ``delivery_id`` identifies the batch across attempts (the SDK's batch id, the HTTP
+        ``Idempotency-Key``); pass the same id when re-sending the same batch. Repeated ids inside
+        the batch and ids already stored are duplicates: skipped. Raises :class:`StoreUnavailable`
+        when the write failed or its commit was not confirmed: then nothing is counted, and the
+        batch may or may not be stored — re-send it with the same ``delivery_id`` to have it
+        stored and counted exactly once (see the module doc).
         """
         unique: dict[uuid.UUID, ExecutionEvent] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
-        inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
-        observe = self.metrics.observe_execution
-        for event in batch:
-            if not event.counted and event.event_id in inserted:
-                observe(event)
+        fresh = [e for e in batch if not e.counted]
+        if not fresh:  # all counted at record time (SDK-generated ids): nothing to claim
+            inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
+            self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
+        else:
+            self._retry_claims()
+            stamp = deliveries.stamp(delivery_id or uuid.uuid4(), [e.event_id for e in fresh])
+            inserted = self._timed(
+                d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp)
+            )
+            # Committed: count what this delivery stored and nobody counted (this write's rows, and
+            # those of an earlier attempt whose answer was lost).
+            self.metrics.ingested.labels("execution", "accepted").inc(
+                len(inserted) - sum(1 for e in fresh if e.event_id in inserted)
+                if len(fresh) < len(batch)
+                else 0
+            )
+            self._settle(_Claim(stamp.delivery_id, uuid.uuid4(), fresh, stamp.digest))
         duplicates = len(events) - len(inserted)
-        self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
         if duplicates:
             self.metrics.ingested.labels("execution", "duplicate").inc(duplicates)
         return IngestResult(len(inserted), duplicates, tuple(e.event_id for e in batch))
+
+    def _settle(self, claim: _Claim) -> bool:
+        """Claim and count; on failure keep the claim for :meth:`_retry_claims`. True when settled."""
+        try:
+            records = self.store.claim_delivery(claim.delivery_id, claim.token)
+        except StoreUnavailable as exc:
+            with self._lock:
+                self._claims.append(claim)
+                if len(self._claims) > MAX_PENDING_CLAIMS:
+                    lost = self._claims.pop(0)
+                    log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
+            log.warning("counting delivery %s deferred (claim failed: %s)", claim.delivery_id, exc)
+            self._start_claimer()
+            return False
+        observe = self.metrics.observe_execution
+        counted = 0
+        for rec in records:
+            if rec.event_ids is not None:
+                chosen = [e for e in claim.events if e.event_id in rec.event_ids]
+            elif rec.digest == claim.digest:
+                chosen = claim.events
+            else:
+                log.error(
+                    "delivery %s was re-sent with other events than its stored attempt: the earlier attempt's "
+                    "rows cannot be counted", claim.delivery_id,
+                )
+                continue
+            for event in chosen:
+                observe(event)
+            counted += len(chosen)
+        self.metrics.ingested.labels("execution", "accepted").inc(counted)
+        return True
+
+    def _start_claimer(self) -> None:
+        """Retry deferred claims in the background too, so the last batch before a quiet period
+        is counted without waiting for the next write."""
+        with self._lock:
+            if self._claimer is not None and self._claimer.is_alive():
+                return
+            self._claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
+            self._claimer.start()
+
+    def _claim_until_settled(self) -> None:
+        delay = 0.5
+        while self._claims:
+            time.sleep(delay)
+            self._retry_claims()
+            delay = min(delay * 2, 10.0)
+
+    def _retry_claims(self) -> None:
+        """Settle claims that failed earlier (the database was unreachable right after a commit)."""
+        if not self._claims:
+            return
+        with self._lock:
+            claims, self._claims = self._claims, []
+        for i, claim in enumerate(claims):
+            if not self._settle(claim):  # still unreachable: keep the rest for later, in order
+                with self._lock:
+                    self._claims[0:0] = claims[i + 1 :]
+                return
 
     def count_rejected(self, kind: str, n: int = 1) -> None:
         self.metrics.ingested.labels(kind, "rejected").inc(n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
+from heurmetrics.store.engine import unbounded
 from heurmetrics.store.schema import Base
 
 config = context.config
@@ -27,7 +28,7 @@ def _engine() -> Engine:
 
 def run_migrations_online() -> None:
     engine = _engine()
-    with engine.connect() as connection:
+    with engine.connect() as connection, unbounded(connection):  # a migration may take long
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

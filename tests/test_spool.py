@@ -136,9 +136,11 @@ class FlakySink:
         self.attempts = 0
         self.times: list[float] = []
         self.retry_after: float | None = None
+        self.deliveries: list[uuid.UUID] = []
 
-    def deliver(self, batch: list[int]) -> int:
+    def deliver(self, batch: list[int], delivery_id: uuid.UUID) -> int:
         self.attempts += 1
+        self.deliveries.append(delivery_id)
         self.times.append(time.monotonic())
         if self.retry_after is not None:
             delay, self.retry_after = self.retry_after, None
@@ -328,10 +330,10 @@ def failing_recorder(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Recorder
     state = {"down": False}
     real = rec.ingest.write_executions
 
-    def write(events: Any) -> Any:
+    def write(events: Any, **kwargs: Any) -> Any:
         if state["down"]:
             raise StoreUnavailable("simulated outage")
-        return real(events)
+        return real(events, **kwargs)
 
     rec.ingest.write_executions = write  # type: ignore[method-assign]
     yield rec, state
@@ -473,3 +475,47 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert (retry_after_seconds(later) or 0) > 1e6
     assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": "soon"})) is None
     assert retry_after_seconds(httpx.Response(503)) is None
+
+
+def test_a_refusing_spool_does_not_stop_the_loop_from_trying_the_target(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    sink = FlakySink()
+    sink.down = True
+    spool = Spool(tmp_path)
+
+    def refuse(payload: bytes, count: int) -> None:
+        raise OSError(5, "short write")
+
+    spool.append = refuse  # type: ignore[method-assign]  # the disk is full when the outage starts
+    loop = loop_for(sink, registry, spool=spool, spool_after=0.05)
+    try:
+        for i in range(500):
+            loop.put(i)
+        during = loop.flush(0.5)
+        assert during.pending == 500 and during.spooled == 0 and "short write" in (during.last_error or "")
+        sink.down = False  # the target is back, the disk is still full
+        after = loop.flush(10)
+        assert after.complete, after
+        assert sink.got == list(range(500))
+        assert len(set(sink.deliveries)) == 5  # five batches, each with its own delivery id on every attempt
+    finally:
+        loop.close(5)
+
+
+def test_a_batch_larger_than_the_whole_spool_is_split_and_replayed(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    sink = FlakySink()
+    sink.down = True
+    loop = loop_for(sink, registry, spool=Spool(tmp_path, max_bytes=4096), batch_size=1000, spool_after=0.05)
+    try:
+        for i in range(1000):  # ~5 KB as one record: more than the whole spool
+            loop.put(i)
+        during = loop.flush(2)
+        assert during.spooled > 0
+        sink.down = False
+        assert loop.flush(10).complete
+        assert sorted(sink.got) == list(range(1000))
+    finally:
+        loop.close(5)

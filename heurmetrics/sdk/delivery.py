@@ -26,6 +26,15 @@ Contract
   re-tried with backoff (at most ``max_backoff`` apart). When one succeeds the spool is drained,
   oldest first, before anything newer is delivered directly again.
 * Retries are idempotent because every event carries its id and the targets skip known ids.
+  Every batch also gets a *delivery id* (a UUID) when it is taken from the queue; it stays with
+  the batch through retries, the spool and replay (the spool record carries it), so the target
+  can tell a re-sent batch from a new one and count what an earlier attempt stored but did not
+  count (see :mod:`heurmetrics.ingest`).
+* When the spool refuses a batch (full, a short write, a read-only disk), the batch is held in
+  memory and the loop keeps trying the *target* with backoff (it does not wait for a spool that
+  has nothing to replay); producers meanwhile meet the full-queue policy (reason
+  ``spool_full``). A batch whose record could never fit in the spool is split in halves.
+  A spool limit smaller than one batch of typical events is refused at construction.
 * A batch the target refuses for good (the sink raises :class:`Rejected`, e.g. an unknown rule
   version) is dropped with reason ``rejected`` and logged as an error, so that one poison batch
   cannot stall everything behind it.
@@ -38,11 +47,13 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull
 
@@ -61,6 +72,32 @@ DEFAULT_SPOOL_AFTER: Final = 2.0
 REASON_QUEUE_FULL: Final = "queue_full"
 REASON_SPOOL_FULL: Final = "spool_full"
 REASON_REJECTED: Final = "rejected"
+#: Spool records written by this version start with this tag and the batch's 16-byte delivery id.
+_DELIVERY_TAG: Final = b"HMD1"
+#: Namespace of delivery ids derived from other ids (split batches, untagged old spool records).
+_DERIVED: Final = uuid.UUID("5d1c7a9e-4a35-4f4e-9a52-2f0f6f3c2b11")
+
+
+class SpoolTooSmall(HeurmetricsError, ValueError):
+    """The spool limit cannot hold one batch: a configuration error, raised at construction."""
+
+
+def derived_delivery_id(parent: uuid.UUID, part: str) -> uuid.UUID:
+    """A stable delivery id for a part of a batch (the same part of the same batch: the same id)."""
+    return uuid.uuid5(_DERIVED, f"{parent}/{part}")
+
+
+def wrap_record(delivery_id: uuid.UUID, payload: bytes) -> bytes:
+    """A spool record payload: tag, delivery id, then the sink's encoding of the batch."""
+    return _DELIVERY_TAG + delivery_id.bytes + payload
+
+
+def unwrap_record(data: bytes) -> tuple[uuid.UUID, bytes]:
+    """Inverse of :func:`wrap_record`; records of older versions get an id derived from their bytes."""
+    if data.startswith(_DELIVERY_TAG) and len(data) >= len(_DELIVERY_TAG) + 16:
+        start = len(_DELIVERY_TAG)
+        return uuid.UUID(bytes=data[start : start + 16]), data[start + 16 :]
+    return uuid.uuid5(_DERIVED, data.hex()[:4096] + str(len(data))), data
 
 
 @dataclass(frozen=True)
@@ -106,10 +143,12 @@ class RetryLater(Exception):
 class Sink(Protocol[T]):
     """Where a :class:`DeliveryLoop` delivers, and how its batches are written to the spool."""
 
-    def deliver(self, batch: list[T]) -> int:
+    def deliver(self, batch: list[T], delivery_id: uuid.UUID) -> int:
         """Deliver (idempotently) and return how many items were refused for good and dropped.
 
-        Raise :class:`Rejected` when the whole batch is refused for good, anything else when the
+        ``delivery_id`` is the same on every attempt of this batch (retries, spool, replay), and
+        differs between batches: the target keys what it counted on it. Raise :class:`Rejected`
+        when the whole batch is refused for good, anything else when the
         failure may be transient (the batch is retried or spooled).
         """
         ...
@@ -188,11 +227,19 @@ class DeliveryLoop(Generic[T]):
         spool: Spool | None = None,
         spool_after: float = DEFAULT_SPOOL_AFTER,
         max_retry_after: float = 60.0,
+        event_spool_bytes: int = 0,
     ) -> None:
         if full_policy not in FULL_POLICIES:
             raise ValueError(f"full_policy must be one of {', '.join(FULL_POLICIES)}, got {full_policy!r}")
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be at least 1")
+        if spool is not None and not spool.can_ever_hold(batch_size * event_spool_bytes + len(_DELIVERY_TAG) + 16):
+            # A spool that cannot take one batch turns every outage into lost data: say so now.
+            raise SpoolTooSmall(
+                f"spool {spool.directory}: max_bytes {spool.max_bytes} cannot hold one batch of {batch_size} "
+                f"events (about {event_spool_bytes} bytes each, {batch_size * event_spool_bytes} bytes): raise "
+                "spool_max_bytes or lower batch_size"
+            )
         self._sink = sink
         self._metrics = metrics
         self._batch_size = batch_size
@@ -214,7 +261,7 @@ class DeliveryLoop(Generic[T]):
         self._spool_in = spool.events if spool is not None else 0  # events ever appended (+ found at open)
         self._spool_out = 0  # events acknowledged from the spool (delivered or dropped)
         self._dropped = 0
-        self._held: list[T] | None = None  # a taken batch that could go nowhere yet
+        self._held: list[tuple[list[T], uuid.UUID]] = []  # taken batches that could go nowhere yet
         self._full_since: float | None = None
         self._flush_waiters = 0
         self._failures = 0  # failed delivery attempts (direct or replay), for flush()
@@ -354,7 +401,9 @@ class DeliveryLoop(Generic[T]):
 
     def _idle(self) -> None:
         timeout = self._interval
-        if self.spool is not None and self.spool.events:
+        if self._spool_blocked and self._held:  # nothing to do before the next probe
+            timeout = max(timeout, self._next_probe - time.monotonic())
+        elif self.spool is not None and self.spool.events:
             timeout = min(timeout, max(0.0, self._next_probe - time.monotonic()))
         if timeout > 0:
             self._wake.wait(timeout)
@@ -363,26 +412,60 @@ class DeliveryLoop(Generic[T]):
     def _cycle(self) -> bool:
         """One step: replay the spool when due, then take and place one batch. True if anything moved."""
         replayed = self._replay()
-        batch = self._held if self._held is not None else self._take()
-        self._held = None
-        if not batch:
+        held = self._held.pop(0) if self._held else self._take()
+        if held is None:
             return replayed
+        batch, delivery_id = held
         if self.spool is not None and (self._down or self.spool.events or self._stopping):
-            return self._to_spool(batch) or replayed
-        return self._deliver(batch) or replayed
+            if self._spool_blocked:
+                # The spool refused the last batch: keep probing the target itself (with backoff),
+                # or an outage that began with a full spool would never end.
+                return self._try_target(batch, delivery_id) or replayed
+            return self._to_spool(batch, delivery_id) or replayed
+        return self._deliver(batch, delivery_id) or replayed
 
-    def _take(self) -> list[T]:
+    def _refused_for_good(self, batch: list[T], exc: Rejected) -> bool:
+        self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
+        self._settle(resolved=len(batch))
+        return True
+
+    def _try_target(self, batch: list[T], delivery_id: uuid.UUID) -> bool:
+        """The spool is blocked: try the target once when due, else the spool again; hold otherwise."""
+        if time.monotonic() < self._next_probe and not self._stopping:
+            self._held.insert(0, (batch, delivery_id))
+            return False
+        try:
+            refused = self._sink.deliver(batch, delivery_id)
+        except Rejected as exc:
+            return self._refused_for_good(batch, exc)
+        except Exception as exc:
+            self._note_failure(exc)
+            self._next_probe = time.monotonic() + self._probe.next()
+            return self._to_spool(batch, delivery_id)  # perhaps there is room again
+        if refused:
+            self._drop(refused, REASON_REJECTED, "refused by the target")
+        log.info("target reachable again while the spool was refusing batches")
+        self._spool_blocked = False
+        self._down = False
+        self._probe.reset()
+        self._next_probe = 0.0
+        if self.spool is not None and not self.spool.events:
+            self.last_error = None
+        self._settle(resolved=len(batch))
+        return True
+
+    def _take(self) -> tuple[list[T], uuid.UUID] | None:
         with self._lock:
             n = min(len(self.queue), self._batch_size)
             if not n:
-                return []
+                return None
             popleft = self.queue.popleft
             batch = [popleft() for _ in range(n)]
             self._taken += n
             if self._full_since is not None:
                 self._full_since = None
                 self._space_cond.notify_all()
-        return batch
+        return batch, uuid.uuid4()
 
     def _settle(self, resolved: int = 0, spooled_in: int = 0, spooled_out: int = 0) -> None:
         with self._done_cond:
@@ -407,46 +490,45 @@ class DeliveryLoop(Generic[T]):
         if not records:  # counted events without a readable record: never spin on it
             self._next_probe = time.monotonic() + 1.0
             return False
-        n = sum(r.count for r in records)
-        try:
-            batch: list[T] = []
-            for record in records:
-                batch.extend(self._sink.decode(record.payload))
-            refused = self._sink.deliver(batch)
-        except Rejected as exc:
-            refused = n
-            self._drop(n, REASON_REJECTED, f"spooled batch refused for good: {exc}")
-        except Exception as exc:
-            self._note_failure(exc)
-            self._down = True
-            delay = self._probe.next()
-            self._next_probe = time.monotonic() + delay
-            log.warning("replaying %d spooled events failed, next try in %.1fs: %s", n, delay, exc)
-            return False
-        else:
-            if refused:
-                self._drop(refused, REASON_REJECTED, "refused by the target while replaying the spool")
-        spool.ack(records)
+        # One delivery per record: a record is one batch with its own delivery id, so a replay
+        # after a crash re-sends exactly what the earlier attempt sent.
+        for record in records:
+            n = record.count
+            try:
+                delivery_id, payload = unwrap_record(record.payload)
+                refused = self._sink.deliver(self._sink.decode(payload), delivery_id)
+            except Rejected as exc:
+                self._drop(n, REASON_REJECTED, f"spooled batch refused for good: {exc}")
+            except Exception as exc:
+                self._note_failure(exc)
+                self._down = True
+                delay = self._probe.next()
+                self._next_probe = time.monotonic() + delay
+                log.warning("replaying %d spooled events failed, next try in %.1fs: %s", n, delay, exc)
+                return record is not records[0]
+            else:
+                if refused:
+                    self._drop(refused, REASON_REJECTED, "refused by the target while replaying the spool")
+            spool.ack([record])
+            self._settle(spooled_out=n)
         if self._down:
             log.info("target reachable again: replaying the spool (%d events left)", spool.events)
         self._down = False
         if not spool.events:
             self.last_error = None
+        self._spool_blocked = False
         self._probe.reset()
         self._next_probe = 0.0
-        self._settle(spooled_out=n)
         return True
 
-    def _deliver(self, batch: list[T]) -> bool:
+    def _deliver(self, batch: list[T], delivery_id: uuid.UUID) -> bool:
         backoff = Backoff(0.05, self._max_backoff)
         first_failure: float | None = None
         while True:
             try:
-                refused = self._sink.deliver(batch)
+                refused = self._sink.deliver(batch, delivery_id)
             except Rejected as exc:
-                self._drop(len(batch), REASON_REJECTED, f"batch refused for good: {exc}")
-                self._settle(resolved=len(batch))
-                return True
+                return self._refused_for_good(batch, exc)
             except Exception as exc:
                 now = time.monotonic()
                 first_failure = now if first_failure is None else first_failure
@@ -458,9 +540,9 @@ class DeliveryLoop(Generic[T]):
                     self._down = True
                     self._probe.reset()
                     self._next_probe = now + self._probe.next()
-                    return self._to_spool(batch)
+                    return self._to_spool(batch, delivery_id)
                 if self._stopping:  # no spool: the batch stays pending and is reported by close()
-                    self._held = batch
+                    self._held.insert(0, (batch, delivery_id))
                     return False
                 delay = backoff.next()
                 if isinstance(exc, RetryLater) and exc.delay is not None:
@@ -485,16 +567,32 @@ class DeliveryLoop(Generic[T]):
             self._wake.wait(remaining)
             self._wake.clear()
 
-    def _to_spool(self, batch: list[T]) -> bool:
-        assert self.spool is not None
+    def _to_spool(self, batch: list[T], delivery_id: uuid.UUID) -> bool:
+        spool = self.spool
+        assert spool is not None
+        payload = wrap_record(delivery_id, self._sink.encode(batch))
+        if not spool.can_ever_hold(len(payload)) and len(batch) > 1:
+            # Larger than the whole spool (unusually long events): spool it in halves, each a batch
+            # of its own (derived delivery ids), so the limit never holds a batch back for good.
+            half = len(batch) // 2
+            parts = [
+                (batch[:half], derived_delivery_id(delivery_id, "a")),
+                (batch[half:], derived_delivery_id(delivery_id, "b")),
+            ]
+            self._held[0:0] = parts
+            return True
         try:
-            self.spool.append(self._sink.encode(batch), len(batch))
+            spool.append(payload, len(batch))
         except (SpoolFull, SpoolError, OSError) as exc:
             if not self._spool_blocked:
-                log.error("cannot spool %d events (%s): holding them in memory", len(batch), exc)
+                log.error(
+                    "cannot spool %d events (%s): holding them in memory and retrying the target", len(batch), exc
+                )
+                self._probe.reset()
+                self._next_probe = time.monotonic() + self._probe.next()
             self._spool_blocked = True
             self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-            self._held = batch
+            self._held.insert(0, (batch, delivery_id))
             return False
         self._spool_blocked = False
         self._settle(resolved=len(batch), spooled_in=len(batch))

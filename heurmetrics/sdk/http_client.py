@@ -52,9 +52,11 @@ from heurmetrics.sdk.delivery import (
     FullPolicy,
     Rejected,
     RetryLater,
+    derived_delivery_id,
 )
 from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES, Spool
+from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
 from heurmetrics.validation import check_execution, check_label_value, check_timestamp
 
 log = logging.getLogger("heurmetrics.sdk")
@@ -68,6 +70,8 @@ _PERMANENT: Final = frozenset({400, 409, 413, 422})
 _ITEM_FIELD = re.compile(r"^executions\[(\d+)\]")
 _HASH_IN_MESSAGE = re.compile(r"content hash ([0-9a-f]{16,64})")
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
+#: Spool bytes of a typical execution item (the construction check: the spool must hold one batch).
+SPOOL_BYTES_PER_EVENT: Final = 256
 
 
 class ExporterError(HeurmetricsError):
@@ -124,10 +128,13 @@ class HttpSink:
     def __init__(self, http: httpx.Client) -> None:
         self._http = http
 
-    def deliver(self, batch: list[dict[str, Any]]) -> int:
+    def deliver(self, batch: list[dict[str, Any]], delivery_id: uuid.UUID) -> int:
         refused = 0
+        # The same Idempotency-Key on every attempt of this batch: the exporter counts a batch
+        # whose earlier attempt was committed but not confirmed exactly once.
+        headers = {**_JSON_HEADERS, IDEMPOTENCY_HEADER: str(delivery_id)}
         while batch:
-            response = self._http.post("/v1/executions", content=self.encode_body(batch), headers=_JSON_HEADERS)
+            response = self._http.post("/v1/executions", content=self.encode_body(batch), headers=headers)
             status = response.status_code
             if 200 <= status < 300:
                 return refused
@@ -141,6 +148,8 @@ class HttpSink:
                     )
                     batch = batch[:index] + batch[index + 1 :]
                     refused += 1
+                    # Other content, other delivery (nothing of the refused request was written).
+                    headers[IDEMPOTENCY_HEADER] = str(derived_delivery_id(delivery_id, f"-{index}"))
                     continue
             if status in _PERMANENT:
                 raise Rejected(f"HTTP {status}: {_detail(response)}")
@@ -215,19 +224,26 @@ class ExporterClient:
             self._http.close()
             raise
         self._ids = EventIds()
-        self._loop: DeliveryLoop[dict[str, Any]] = DeliveryLoop(
-            HttpSink(self._http),
-            self.metrics,
-            name="heurmetrics-http",
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_backoff=max_backoff,
-            max_queue=max_queue,
-            full_policy=full_policy,
-            block_timeout=block_timeout,
-            spool=self.spool,
-            spool_after=spool_after,
-        )
+        try:
+            self._loop: DeliveryLoop[dict[str, Any]] = DeliveryLoop(
+                HttpSink(self._http),
+                self.metrics,
+                name="heurmetrics-http",
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_backoff=max_backoff,
+                max_queue=max_queue,
+                full_policy=full_policy,
+                block_timeout=block_timeout,
+                spool=self.spool,
+                spool_after=spool_after,
+                event_spool_bytes=SPOOL_BYTES_PER_EVENT,
+            )
+        except BaseException:
+            if self.spool is not None:
+                self.spool.close()
+            self._http.close()
+            raise
         self._put = self._loop.put
         self._closed = False
 

@@ -65,7 +65,9 @@ class Recorder:
     bound to this database). Without a spool, a Recorder cannot be created while the database is
     unreachable (:class:`~heurmetrics.errors.StoreUnavailable`); with one, it can, and
     :meth:`register_rule_version` then answers from the spool's cache of versions registered
-    before (identical content only).
+    before (identical content only). A ``spool_dir`` that cannot be created or written raises
+    :class:`~heurmetrics.sdk.spool.SpoolError` naming it; a ``spool_max_bytes`` too small for one
+    batch raises :class:`~heurmetrics.sdk.delivery.SpoolTooSmall`.
     """
 
     def __init__(

@@ -62,6 +62,8 @@ MAX_RECORD_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_MAX_BYTES: Final = 1024 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 8 * 1024 * 1024
 _SEGMENT_GLOB: Final = "seg-*.hms"
+#: Bytes a record costs beyond its payload when it is alone in a segment (magic + header).
+RECORD_OVERHEAD_BYTES: Final = len(MAGIC) + _HEADER.size
 
 
 class SpoolError(HeurmetricsError):
@@ -194,14 +196,26 @@ class Spool:
         self.segment_bytes = segment_bytes or max(64 * 1024, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8))
         self.torn_segments = 0
         self._lock = threading.RLock()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._take_lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._take_lock()
+        except OSError as exc:  # read-only file system, no permission, a file in the way
+            raise SpoolError(
+                f"spool directory {self.directory} is not usable ({exc.strerror or exc}): give the spool a "
+                "writable directory of its own"
+            ) from None
         try:
             self._check_identity(identity)
             self._segments: dict[int, _Segment] = {}
             self._scan()
             self._events = sum(seg.events for seg in self._segments.values())
             self._bytes = sum(seg.size for seg in self._segments.values())
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise SpoolError(
+                f"spool directory {self.directory} is not usable ({exc.strerror or exc}): give the spool a "
+                "writable directory of its own"
+            ) from None
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -283,6 +297,10 @@ class Spool:
 
     def __len__(self) -> int:
         return self.events
+
+    def can_ever_hold(self, payload_bytes: int) -> bool:
+        """Whether a record of ``payload_bytes`` fits in this spool at all (when it is empty)."""
+        return payload_bytes + RECORD_OVERHEAD_BYTES <= self.max_bytes
 
     # --- appending --------------------------------------------------------------------------
     def append(self, payload: bytes, count: int) -> None:

@@ -44,6 +44,7 @@ from heurmetrics.sdk.delivery import (
     DeliveryMetrics,
     FlushResult,
     FullPolicy,
+    derived_delivery_id,
 )
 from heurmetrics.sdk.spool import Spool
 from heurmetrics.store import migrations
@@ -56,6 +57,8 @@ __all__ = ["BackgroundWriter", "FlushResult", "StoreGate", "StoreSink", "Version
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PAYLOAD_VERSION = 1
+#: Spool bytes of a typical execution (the construction check: the spool must hold one batch).
+SPOOL_BYTES_PER_EVENT = 128
 
 
 def database_identity(url: str) -> str:
@@ -184,15 +187,15 @@ class StoreSink:
         self._ingest = ingest
         self._gate = gate
 
-    def deliver(self, batch: list[ExecutionEvent]) -> int:
+    def deliver(self, batch: list[ExecutionEvent], delivery_id: uuid.UUID) -> int:
         if self._gate is not None:
             self._gate.ensure()
         refused = 0
         if any(e.rule_version.id < 0 for e in batch):  # replayed from the spool: resolve by name
             batch, refused = self._resolve(batch)
-        return refused + self._write(batch)
+        return refused + self._write(batch, delivery_id)
 
-    def _write(self, batch: list[ExecutionEvent]) -> int:
+    def _write(self, batch: list[ExecutionEvent], delivery_id: uuid.UUID) -> int:
         """Write; when the database refuses the data itself, bisect down to the refused events.
 
         Transient errors propagate (the caller retries or spools the whole batch: idempotent).
@@ -201,7 +204,7 @@ class StoreSink:
         if not batch:
             return 0
         try:
-            self._ingest.write_executions(batch)
+            self._ingest.write_executions(batch, delivery_id=delivery_id)
             return 0
         except Exception as exc:
             if not _refuses_data(exc):
@@ -209,8 +212,10 @@ class StoreSink:
             if len(batch) == 1:
                 log.error("the database refuses execution %s for good: %s", batch[0].event_id, exc)
                 return 1
-        half = len(batch) // 2
-        return self._write(batch[:half]) + self._write(batch[half:])
+        half = len(batch) // 2  # each half is a delivery of its own, with a stable derived id
+        return self._write(batch[:half], derived_delivery_id(delivery_id, "a")) + self._write(
+            batch[half:], derived_delivery_id(delivery_id, "b")
+        )
 
     def _resolve(self, batch: list[ExecutionEvent]) -> tuple[list[ExecutionEvent], int]:
         resolved: dict[tuple[str, str, str], RuleVersion | None] = {}
@@ -336,5 +341,6 @@ class BackgroundWriter(DeliveryLoop[ExecutionEvent]):
             block_timeout=block_timeout,
             spool=spool,
             spool_after=spool_after,
+            event_spool_bytes=SPOOL_BYTES_PER_EVENT,
         )
 

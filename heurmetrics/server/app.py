@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heurmetrics import __version__
@@ -41,6 +43,7 @@ from heurmetrics.metrics.pipeline import PipelineMetrics, build_metric
 from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.performance.snapshot import PeriodicSnapshots
 from heurmetrics.server.audit_routes import build_audit_router
+from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
@@ -237,13 +240,17 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)  # every pooled connection busy for db_pool_timeout seconds
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("store unavailable: %s", exc)
+        # Never "nothing was written": a commit whose answer was lost may have stored the batch.
+        # Re-sending it (same event ids, same Idempotency-Key) stores and counts it exactly once.
         return reject(
             request,
             503,
             "unavailable",
-            "the store is unavailable; nothing was written, retry later",
+            "the store is unavailable or did not confirm the write; re-send the same request later "
+            "(it is stored and counted exactly once)",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
@@ -319,9 +326,13 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             batch = ExecutionBatchIn.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-        return await run_in_threadpool(ingest_batch, batch)
+        try:
+            delivery_id = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+        except ValueError as exc:
+            raise ApiError(422, [{"field": f"headers.{IDEMPOTENCY_HEADER}", "message": str(exc)}]) from None
+        return await run_in_threadpool(ingest_batch, batch, delivery_id)
 
-    def ingest_batch(body: ExecutionBatchIn) -> ExecutionBatchOut:
+    def ingest_batch(body: ExecutionBatchIn, delivery_id: uuid.UUID | None = None) -> ExecutionBatchOut:
         items = body.executions
         if len(items) > MAX_EXECUTIONS_PER_REQUEST:
             ingest.count_rejected("execution", len(items))
@@ -355,7 +366,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 )
             except InvalidEvent as exc:
                 raise invalid("execution", f"executions[{i}].{exc.field}", exc.message, len(items)) from None
-        result = ingest.write_executions(events)
+        result = ingest.write_executions(events, delivery_id=delivery_id)
         return ExecutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     @app.post(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -331,3 +332,25 @@ class BacktestOverfittingRow(Base):
     probability_of_loss: Mapped[float | None] = mapped_column(Float)
     min_backtest_years: Mapped[float | None] = mapped_column(Float)
     backtest_years: Mapped[float | None] = mapped_column(Float)
+
+
+class DeliveryRow(Base):
+    """One write of a batch that inserted executions nobody had counted yet (exactly-once counting).
+
+    Written in the same transaction as those executions, so it exists exactly when they do.
+    ``delivery_id`` is the batch's id (the SDK's, or the ``Idempotency-Key`` of a request), the
+    same on every attempt; ``attempt_id`` is this write. ``event_ids`` lists the ids it inserted
+    (16 bytes each) or is NULL when it inserted every uncounted event of the batch, whose sorted
+    ids hash to ``digest``. ``claimed_by`` is set, once, by the process that counts them. About
+    100 bytes per batch, nothing per execution row. See :mod:`heurmetrics.store.deliveries`.
+    """
+
+    __tablename__ = "heuristic_deliveries"
+
+    attempt_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    created_at: Mapped[datetime]
+    events: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    event_ids: Mapped[bytes | None] = mapped_column(LargeBinary)
+    claimed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from heurmetrics.audit.lifecycle import register_version
 from heurmetrics.config import redact_url
@@ -32,7 +33,7 @@ from heurmetrics.domain import (
     RuleVersion,
 )
 from heurmetrics.errors import StoreUnavailable
-from heurmetrics.store import migrations
+from heurmetrics.store import deliveries, migrations
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.overfitting import insert_overfitting
 from heurmetrics.store.schema import (
@@ -241,10 +242,14 @@ class SqlStore:
         )
 
     # --- executions -------------------------------------------------------------------------
-    def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
+    def insert_executions(
+        self, events: Sequence[ExecutionEvent], *, delivery: deliveries.DeliveryStamp | None = None
+    ) -> set[uuid.UUID]:
         """Insert a batch in one transaction; returns the ids that were new.
 
         Ids already stored (a retry) or repeated inside the batch are skipped, never duplicated.
+        With ``delivery``, the batch's delivery record is written in the same transaction (see
+        :mod:`heurmetrics.store.deliveries`).
         """
         if not events:
             return set()
@@ -252,10 +257,20 @@ class SqlStore:
         try:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
-                    return self._insert_executions_pg(conn, events, now)
-                return self._insert_executions_sqlite(conn, events, now)
-        except OperationalError as exc:
-            raise StoreUnavailable(f"writing {len(events)} executions failed: {exc.orig}") from exc
+                    inserted = self._insert_executions_pg(conn, events, now)
+                else:
+                    inserted = self._insert_executions_sqlite(conn, events, now)
+                if delivery is not None:
+                    deliveries.record(conn, delivery, inserted, len(events))
+                return inserted
+        except (OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(
+                f"writing {len(events)} executions failed: {getattr(exc, 'orig', None) or exc}"
+            ) from exc
+
+    def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
+        """See :func:`heurmetrics.store.deliveries.claim`."""
+        return deliveries.claim(self.engine, delivery_id, token)
 
     def _insert_executions_pg(
         self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime

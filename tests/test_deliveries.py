@@ -1,0 +1,156 @@
+"""Exactly-once counting through delivery records, on SQLite and PostgreSQL (fast, in-process).
+
+The lost answer to a COMMIT is injected at the store boundary: the real write commits, then the
+caller is told it failed (what a dropped connection does). ``tests/test_faults_proxy.py`` does the
+same through a real TCP proxy; these tests add the replica cases (two exporters, one database).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from heurmetrics.config import Settings
+from heurmetrics.domain import ExecutionEvent, RuleVersion
+from heurmetrics.errors import StoreUnavailable
+from heurmetrics.ingest import Ingest
+from heurmetrics.metrics import definitions as d
+from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.server.app import create_app
+from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
+from heurmetrics.store import deliveries
+from heurmetrics.store.sql_store import SqlStore
+
+
+def events(rv: RuleVersion, n: int) -> list[ExecutionEvent]:
+    return [Ingest.make_execution(rv, duration_seconds=0.001, outcome="bullish") for _ in range(n)]
+
+
+def counted(registry: CollectorRegistry) -> float:
+    return sum(
+        s.value for f in registry.collect() for s in f.samples if s.name == d.HEURISTIC_EXECUTIONS.sample_name
+    )
+
+
+class Replica:
+    """An Ingest with its own registry (one exporter process) on a shared store."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.registry = CollectorRegistry()
+        self.ingest = Ingest(store, PipelineMetrics(self.registry))
+        self.lose_next_commit_answer = False
+        real = store.insert_executions
+
+        def insert(batch: Any, **kwargs: Any) -> Any:
+            inserted = real(batch, **kwargs)
+            if self.lose_next_commit_answer:  # committed; the answer never arrives
+                self.lose_next_commit_answer = False
+                raise StoreUnavailable("server closed the connection unexpectedly")
+            return inserted
+
+        self.ingest.store = _StoreView(store, insert)
+
+    @property
+    def counted(self) -> float:
+        return counted(self.registry)
+
+
+class _StoreView:
+    """The shared store with this replica's own (fault-injecting) insert."""
+
+    def __init__(self, store: SqlStore, insert: Any) -> None:
+        self._store = store
+        self.insert_executions = insert
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.fixture
+def rv(store: SqlStore) -> RuleVersion:
+    return store.register_rule_version("deliveries", "1", params={}, source="", created_by="t")[0]
+
+
+def test_records_are_claimed_once_and_a_claim_is_idempotent_for_its_token(store: SqlStore, rv: RuleVersion) -> None:
+    batch = events(rv, 10)
+    key = uuid.uuid4()
+    stamp = deliveries.stamp(key, [e.event_id for e in batch])
+    assert len(store.insert_executions(batch, delivery=stamp)) == 10
+    token = uuid.uuid4()
+    first = store.claim_delivery(key, token)
+    assert len(first) == 1 and first[0].event_ids is None and first[0].digest == stamp.digest
+    assert store.claim_delivery(key, uuid.uuid4()) == []  # claimed by the first token only
+    assert store.claim_delivery(key, token) == first  # the same token gets the same records again
+    assert store.insert_executions(batch, delivery=stamp) == set()  # a re-send records nothing new
+    assert store.claim_delivery(key, uuid.uuid4()) == []
+    # A batch that was partly stored records exactly the ids it inserted.
+    more = events(rv, 3)
+    partial = batch[:2] + more
+    key2 = uuid.uuid4()
+    store.insert_executions(partial, delivery=deliveries.stamp(key2, [e.event_id for e in partial]))
+    (record,) = store.claim_delivery(key2, uuid.uuid4())
+    assert record.event_ids == {e.event_id for e in more}
+
+
+def test_a_lost_commit_answer_is_counted_by_the_resend_on_any_replica(store: SqlStore, rv: RuleVersion) -> None:
+    one, two = Replica(store), Replica(store)
+    batch = events(rv, 10)
+    key = uuid.uuid4()
+    one.lose_next_commit_answer = True
+    with pytest.raises(StoreUnavailable):
+        one.ingest.write_executions(batch, delivery_id=key)
+    assert one.counted == 0  # it could not know the rows were stored
+    result = two.ingest.write_executions(batch, delivery_id=key)  # the client re-sends elsewhere
+    assert result.accepted == 0 and result.duplicates == 10
+    assert two.counted == 10
+    one.ingest.write_executions(batch, delivery_id=key)  # and once more: counted by nobody again
+    assert one.counted + two.counted == 10 == store.count_executions()
+
+
+def test_a_resend_after_a_counted_batch_counts_nothing(store: SqlStore, rv: RuleVersion) -> None:
+    one, two = Replica(store), Replica(store)
+    batch = events(rv, 10)
+    key = uuid.uuid4()
+    one.ingest.write_executions(batch, delivery_id=key)  # stored and counted; the HTTP answer was lost
+    two.ingest.write_executions(batch, delivery_id=key)
+    assert (one.counted, two.counted) == (10, 0)
+
+
+def test_a_lost_claim_answer_is_settled_with_the_same_token(store: SqlStore, rv: RuleVersion) -> None:
+    replica = Replica(store)
+    real_claim = store.claim_delivery
+    lost = {"n": 1}
+
+    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
+        records = real_claim(delivery_id, token)
+        if lost["n"]:  # the claim committed; its answer never arrives
+            lost["n"] -= 1
+            raise StoreUnavailable("server closed the connection unexpectedly")
+        return records
+
+    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    first, second = events(rv, 10), events(rv, 5)
+    replica.ingest.write_executions(first)  # stored; counting deferred (the claim's answer was lost)
+    replica.ingest.write_executions(second)  # settles the deferred claim (or the background retry did)
+    assert replica.counted == 15 == store.count_executions()
+
+
+def test_the_idempotency_key_header_is_validated(migrated_url: str) -> None:
+    with TestClient(create_app(Settings(database_url=migrated_url, performance_snapshot_seconds=0))) as client:
+        client.post("/v1/rule-versions", json={"rule": "keyed", "version": "1"})
+        item = {"event_id": str(uuid.uuid4()), "rule": "keyed", "rule_version": "1", "duration_seconds": 0.1}
+        bad = client.post("/v1/executions", json={"executions": [item]}, headers={IDEMPOTENCY_HEADER: "k" * 256})
+        assert bad.status_code == 422 and IDEMPOTENCY_HEADER in bad.text
+        for _ in range(2):  # any printable key up to 255 characters; the re-send counts nothing
+            ok = client.post("/v1/executions", json={"executions": [item]}, headers={IDEMPOTENCY_HEADER: "batch-1"})
+            assert ok.status_code == 202
+        page = client.get("/metrics").text
+        assert sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in page.splitlines()
+            if line.startswith(d.HEURISTIC_EXECUTIONS.sample_name + "{")
+        ) == 1
