@@ -113,7 +113,7 @@ def test_extra_labels_and_selectors_reach_the_rules() -> None:
     )
     rules = alert_rules(cfg)
     down = rules[c.EXPORTER_DOWN][0]
-    assert down.expr == 'up{job="heurmetrics-prod"} == 0'
+    assert down.expr == 'sum by (job) (up{job="heurmetrics-prod"}) == 0'
     assert down.labels == {"severity": "warning", "team": "quant-sre"}
     assert 'env="prod"' in rules[c.EXECUTIONS_ABSENT][0].expr
     assert 'rule!~"daily_.*"' in rules[c.EXECUTIONS_ABSENT][0].expr
@@ -204,6 +204,7 @@ def test_every_key_can_be_overridden_with_its_own_default() -> None:
         c.BACKTEST_STALE,
         c.PERFORMANCE_DRIFT,
         c.EXPORTER_DOWN,
+        c.EXPORTER_REPLICA_DOWN,
         c.STORE_WRITE_ERRORS,
         c.EVENTS_DROPPED,
         c.WRITER_BACKLOG,

@@ -55,6 +55,7 @@ BACKTEST_FAILED = "BacktestFailed"
 BACKTEST_STALE = "BacktestStale"
 PERFORMANCE_DRIFT = "RuleVersionPerformanceDrift"
 EXPORTER_DOWN = "HeurmetricsExporterDown"
+EXPORTER_REPLICA_DOWN = "HeurmetricsExporterReplicaDown"
 STORE_WRITE_ERRORS = "HeurmetricsStoreWriteErrors"
 EVENTS_DROPPED = "HeurmetricsEventsDropped"
 WRITER_BACKLOG = "HeurmetricsWriterBacklog"
@@ -317,9 +318,21 @@ class PerformanceDriftConfig(SimpleAlertConfig):
 
 @dataclass(frozen=True)
 class ExporterDownConfig(SimpleAlertConfig):
-    """Prometheus cannot scrape the exporter (``up == 0`` for the exporter selector)."""
+    """Prometheus cannot scrape any exporter replica of a job (``sum by (job) (up) == 0``)."""
 
     severity: Severity = "critical"
+
+
+@dataclass(frozen=True)
+class ExporterReplicaDownConfig(SimpleAlertConfig):
+    """One exporter replica cannot be scraped while others of its job still can.
+
+    A ticket, not a page: runners given several URLs fail over to the replicas that are up, and
+    the store keeps every row; only the increments the replica counted since its last scrape are
+    lost to Prometheus (docs/scaling.md). With a single replica, :class:`ExporterDownConfig` fires.
+    """
+
+    severity: Severity = "warning"
 
 
 @dataclass(frozen=True)
@@ -370,6 +383,9 @@ class AlertsConfig(_Checked):
         default_factory=PerformanceDriftConfig, metadata={"yaml": PERFORMANCE_DRIFT}
     )
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig, metadata={"yaml": EXPORTER_DOWN})
+    exporter_replica_down: ExporterReplicaDownConfig = field(
+        default_factory=ExporterReplicaDownConfig, metadata={"yaml": EXPORTER_REPLICA_DOWN}
+    )
     store_write_errors: StoreWriteErrorsConfig = field(
         default_factory=StoreWriteErrorsConfig, metadata={"yaml": STORE_WRITE_ERRORS}
     )

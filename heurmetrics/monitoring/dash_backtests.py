@@ -9,7 +9,7 @@ from heurmetrics.metrics import definitions as d
 from heurmetrics.monitoring import panels as p
 from heurmetrics.monitoring import sqlq as q
 from heurmetrics.monitoring.config import BACKTESTS_DASHBOARD_UID, MonitoringConfig
-from heurmetrics.monitoring.promql import LE, RULE_VERSION_LABELS, bucket, by, counter, gauge, rx, sel
+from heurmetrics.monitoring.promql import LE, RULE_VERSION_LABELS, bucket, by, counter, rx, sel, store_gauge
 
 FILE_NAME = "backtests.json"
 RATE = "[$__rate_interval]"
@@ -178,7 +178,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             p.stat(
                 GAUGE_TITLES[key],
                 spec.documentation,
-                [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", legend)],
+                [p.prom(store_gauge(spec, *f), legend)],
                 spec.unit,
                 graph=False,
                 decimals=2 if spec.unit == "none" else None,
@@ -186,12 +186,11 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             5,
             6,
         )
-    finished = sel(gauge(d.BACKTEST_RESULT_TIMESTAMP), *f)
     grid.add(
         p.stat(
             "Latest backtest finished",
             d.BACKTEST_RESULT_TIMESTAMP.documentation,
-            [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({finished}) * 1000", legend)],
+            [p.prom(f"{store_gauge(d.BACKTEST_RESULT_TIMESTAMP, *f)} * 1000", legend)],
             d.BACKTEST_RESULT_TIMESTAMP.unit,
             graph=False,
         ),

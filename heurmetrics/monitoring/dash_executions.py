@@ -129,13 +129,14 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
     )
     grid.add(
         p.stat(
-            "Exporter up",
-            "Whether Prometheus can scrape every heurmetrics exporter.",
-            [p.prom(f"min({sel(UP, exporter)})")],
+            "Exporter replicas up",
+            "How many heurmetrics exporter replicas Prometheus can scrape (0: none, nothing is counted; "
+            "row Exporter health shows which one is down).",
+            [p.prom(f"sum({sel(UP, exporter)})")],
             "none",
             graph=False,
             thresholds=p.steps(("red", None), ("green", 1)),
-            mappings=p.value_text({"0": ("DOWN", "red"), "1": ("UP", "green")}),
+            mappings=p.value_text({"0": ("DOWN", "red")}),
         ),
         4,
         4,
