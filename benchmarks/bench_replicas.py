@@ -84,9 +84,21 @@ def start_replicas(stack: ExitStack, url: str, n: int) -> list[tuple[subprocess.
         log = (logs / f"serve-{i}.log").open("w")
         stack.callback(log.close)
         proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--database-url", url],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                str(exe),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--database-url",
+                url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
         def stop(p: subprocess.Popen[bytes] = proc) -> None:
@@ -179,8 +191,17 @@ def main() -> int:
         engine.dispose()
         rows = [measure(url, n, args) for n in args.replicas]
     print_table(
-        ["replicas", "executions/s (wall)", "batch p50 ms", "batch p95 ms", "exporter CPU us/execution",
-         "exporter cores busy", "PostgreSQL CPU us/execution", "errors", "rows = acked"],
+        [
+            "replicas",
+            "executions/s (wall)",
+            "batch p50 ms",
+            "batch p95 ms",
+            "exporter CPU us/execution",
+            "exporter cores busy",
+            "PostgreSQL CPU us/execution",
+            "errors",
+            "rows = acked",
+        ],
         rows,
         title="POST /v1/executions, mixed statuses/outcomes/modes, spread over N replicas",
     )
