@@ -107,6 +107,10 @@ def measure(n_versions: int, per_rule: int, repeat: int) -> list[str]:
     scrape_om = timed(lambda: client.get("/metrics", headers={"Accept": OPENMETRICS}), repeat)
     # The same families, served the prometheus_client way: every collector collected per call.
     registry = app.state.registry
+    store_families = getattr(app.state, "store_families", None)  # absent before issue 11
+    if store_families is not None:
+        for collector in store_families.collectors:
+            registry.register(collector)
     baseline = timed(lambda: generate_latest(registry), repeat)
     baseline_om = timed(lambda: generate_openmetrics(registry), repeat)
     return [

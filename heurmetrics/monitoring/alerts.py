@@ -199,9 +199,8 @@ def recording_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
             )
         )
     latency = cfg.alerts.latency_high
-    buckets = sel(
-        bucket(d.HEURISTIC_EXECUTION_DURATION), cfg.selectors.series, cfg.selectors.live_executions, latency.selector
-    )
+    # The duration histogram observes live and paper executions only (no mode label).
+    buckets = sel(bucket(d.HEURISTIC_EXECUTION_DURATION), cfg.selectors.series, latency.selector)
     rules.append(
         RecordingRule(
             latency_bucket_record(latency.window),

@@ -310,8 +310,9 @@ class PerformanceDriftConfig(SimpleAlertConfig):
 
     def _check(self) -> None:
         super()._check()
-        if self.window not in d.PERFORMANCE_WINDOWS:
-            raise ValueError(f"window {self.window!r} is not one of {', '.join(d.PERFORMANCE_WINDOWS)}")
+        if self.window not in d.EXPORTED_PERFORMANCE_WINDOWS:
+            exported = ", ".join(d.EXPORTED_PERFORMANCE_WINDOWS)
+            raise ValueError(f"window {self.window!r} is not exported to Prometheus (exported: {exported})")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be strictly between 0 and 1, got {self.alpha}")
 

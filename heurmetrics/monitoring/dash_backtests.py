@@ -233,12 +233,13 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
         9,
         8,
     )
-    durations = sel(bucket(d.BACKTEST_DURATION), *f)
+    # The histogram is per rule (series budget): per-version durations are the SQL panel below.
+    durations = sel(bucket(d.BACKTEST_DURATION), cfg.selectors.series, rx(d.RULE, f"${p.RULE_VAR}"))
     grid.add(
         p.timeseries(
             "Backtest duration p95",
-            "95th percentile run duration while backtests run (Prometheus histogram).",
-            [p.prom(f"histogram_quantile(0.95, sum {by(*RULE_VERSION_LABELS, LE)} (rate({durations}{RATE})))", legend)],
+            "95th percentile run duration per rule while backtests run (Prometheus histogram).",
+            [p.prom(f"histogram_quantile(0.95, sum {by(d.RULE, LE)} (rate({durations}{RATE})))", f"{{{{{d.RULE}}}}}")],
             d.BACKTEST_DURATION.unit,
         ),
         9,
