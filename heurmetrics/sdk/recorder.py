@@ -310,13 +310,14 @@ class Recorder:
     ) -> ExecutionEvent:
         """One validated item of :meth:`record_executions` (errors name ``executions[index]``)."""
         try:
-            if not isinstance(item, Mapping):
+            # Cheap checks first (this is per item): a plain dict skips the ABC isinstance test.
+            if item.__class__ is not dict and not isinstance(item, Mapping):
                 kind = type(item).__name__
                 raise InvalidEvent("item", f"must be a mapping of record_execution arguments, got {kind}")
-            unknown = item.keys() - _BATCH_FIELDS
-            if unknown:
+            if not _BATCH_FIELDS.issuperset(item):
+                unknown = sorted(str(k) for k in item if k not in _BATCH_FIELDS)[0]
                 allowed = ", ".join(sorted(_BATCH_FIELDS))
-                raise InvalidEvent(str(sorted(unknown)[0]), f"is not an argument of record_execution ({allowed})")
+                raise InvalidEvent(unknown, f"is not an argument of record_execution ({allowed})")
             if "duration_seconds" not in item:
                 raise InvalidEvent("duration_seconds", "is required")
             duration = item["duration_seconds"]
@@ -335,7 +336,8 @@ class Recorder:
             if started_at is None:
                 started = time.time() - duration
             else:
-                started = check_timestamp("started_at", _epoch(started_at))
+                epoch = started_at if started_at.__class__ is float else _epoch(started_at)
+                started = check_timestamp("started_at", epoch)
             generated = event_id is None
             eid = self._ids.next() if generated else _as_uuid(event_id)
         except InvalidEvent as exc:
