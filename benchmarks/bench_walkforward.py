@@ -174,6 +174,14 @@ def start_dask() -> Executor | None:
     return client.get_executor()
 
 
+WORKER_CPU: list[float] = []
+
+
+def dask_worker_cpu() -> float:
+    """CPU seconds used so far by the Dask worker processes (``Client.run`` on every worker)."""
+    return float(sum(_DASK[0].run(time.process_time).values()))
+
+
 def stop_dask() -> None:
     for closable in _DASK:
         closable.close()
@@ -229,9 +237,11 @@ def main() -> None:
                         elapsed, folds, executions = cold_pool(url, data, splitter, args.thresholds, args.record)
                     elif mode == "dask":
                         assert dask_executor is not None
+                        before = dask_worker_cpu()
                         elapsed, folds, executions = run_once(
                             url, data, splitter, dask_executor, args.thresholds, args.record
                         )
+                        WORKER_CPU.append(dask_worker_cpu() - before)
                     else:
                         elapsed, folds, executions = run_once(url, data, splitter, warm, args.thresholds, args.record)
                     timings[mode].append(elapsed)
@@ -252,6 +262,8 @@ def main() -> None:
     print("CPU before each run: " + "; ".join(f"{mode} {n}" for mode, n in notes.items()))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("parent CPU per run (s): " + "; ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in PARENT_CPU.items()))
+    if WORKER_CPU:
+        print(f"Dask workers' CPU per run (s, both workers): {[round(x, 2) for x in WORKER_CPU]}")
     for mode in [m for m in timings if m != "serial"]:
         speedup = serial / min(timings[mode])
         print(f"{mode}: speed-up {speedup:.2f}x {'meets' if speedup >= 1.8 else 'MISSES'} the 1.8x target")
