@@ -4,7 +4,7 @@
 HTTP SDK needs, ``post(path, ...)``. Each call starts at the next replica (round robin, so
 batches spread evenly) and, when that replica cannot take the request, tries the others at
 once: a transport error (connection refused, reset, timeout) or an answer that another replica
-may not give (429: each replica has its own cardinality budget; 5xx). Only when every replica
+may not give (429: each replica has its own cardinality budget; 500, 502, 503, 504). Only when every replica
 failed does the caller see a failure (the last response, or the last transport error), and the
 delivery loop's backoff, ``Retry-After`` handling and spool take over as with one URL. A replica
 that failed at transport level is tried last for ``cooldown`` seconds.
