@@ -38,6 +38,8 @@ bench: install
 	$(PY) benchmarks/bench_walkforward.py
 	$(PY) benchmarks/bench_load.py
 	$(PY) benchmarks/bench_stats.py
+	$(PY) benchmarks/bench_replicas.py
+	$(PY) benchmarks/bench_scrape.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build heurmetrics-demo.db*

@@ -344,10 +344,13 @@ class PrometheusServer:
 
 @contextlib.contextmanager
 def prometheus_server(
-    binary: str, directory: Path, job: str, target_port: int, rule_files: Sequence[Path] = ()
+    binary: str, directory: Path, job: str, target_port: int | Sequence[int], rule_files: Sequence[Path] = ()
 ) -> Iterator[PrometheusServer]:
-    """Start Prometheus scraping ``127.0.0.1:target_port`` every second (rules evaluated every
-    second too), with exemplar storage; always stopped on exit."""
+    """Start Prometheus scraping ``127.0.0.1:target_port`` (one port, or several: exporter
+    replicas of one job) every second (rules evaluated every second too), with exemplar storage;
+    always stopped on exit."""
+    ports = [target_port] if isinstance(target_port, int) else list(target_port)
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
     config = directory / "prometheus.yml"
     rules = "".join(f"  - {path}\n" for path in rule_files)
     config.write_text(
@@ -359,7 +362,7 @@ def prometheus_server(
         + "scrape_configs:\n"
         f"  - job_name: {job}\n"
         "    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{target_port}']\n"
+        f"      - targets: [{targets}]\n"
     )
     port = _free_port()
     log = directory / "prometheus.log"

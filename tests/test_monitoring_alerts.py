@@ -48,6 +48,8 @@ def humanize_duration(seconds: float) -> str:
 # --- series helpers ---------------------------------------------------------------------------
 RULE, VERSION = "range_bias", "1.2.0"
 JOB, INSTANCE = "heurmetrics", "exporter:9464"
+#: A second exporter replica of the same job.
+REPLICA_B = "exporter-b:9464"
 RV = {d.RULE: RULE, d.RULE_VERSION: VERSION}
 
 
@@ -302,10 +304,12 @@ def backtest_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
 def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
     a = cfg.alerts
     labels = exporter_labels()
+    replica_b = exporter_labels(instance=REPLICA_B)
     backlog = int(a.writer_backlog.threshold_events * 2)
     write_errors_at = 11 + minutes(a.store_write_errors.for_)
     window = minutes(a.store_write_errors.window)
     return [
+        # The only replica goes down: every replica of the job is down, one alert per job.
         Case(
             c.EXPORTER_DOWN,
             [series("up", labels, "1x10 0x30")],
@@ -315,13 +319,50 @@ def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
                 fired(
                     cfg,
                     c.EXPORTER_DOWN,
-                    {**labels, "severity": "critical"},
-                    "The heurmetrics exporter is down.",
-                    f"Prometheus cannot scrape the heurmetrics exporter {INSTANCE} (job {JOB}): executions and "
+                    {"job": JOB, "severity": "critical"},
+                    "No heurmetrics exporter replica can be scraped.",
+                    f"Prometheus cannot scrape any replica of the heurmetrics exporter job {JOB}: executions and "
                     "backtests are not being counted.",
                 )
             ],
         ),
+        # Two replicas, both go down: still one page for the job, and no replica ticket.
+        Case(
+            c.EXPORTER_DOWN,
+            [series("up", labels, "1x10 0x30"), series("up", replica_b, "1x10 0x30")],
+            11,
+            a.exporter_down.for_,
+            [
+                fired(
+                    cfg,
+                    c.EXPORTER_DOWN,
+                    {"job": JOB, "severity": "critical"},
+                    "No heurmetrics exporter replica can be scraped.",
+                    f"Prometheus cannot scrape any replica of the heurmetrics exporter job {JOB}: executions and "
+                    "backtests are not being counted.",
+                )
+            ],
+        ),
+        Quiet(c.EXPORTER_REPLICA_DOWN, [series("up", labels, "1x10 0x30"), series("up", replica_b, "1x10 0x30")], 30),
+        # One of two replicas goes down: a ticket naming it, no page.
+        Case(
+            c.EXPORTER_REPLICA_DOWN,
+            [series("up", labels, "1x40"), series("up", replica_b, "1x10 0x30")],
+            11,
+            a.exporter_replica_down.for_,
+            [
+                fired(
+                    cfg,
+                    c.EXPORTER_REPLICA_DOWN,
+                    {**replica_b, "severity": "warning"},
+                    "One heurmetrics exporter replica cannot be scraped; others are up.",
+                    f"Prometheus cannot scrape exporter replica {REPLICA_B} of job {JOB}; other replicas are up "
+                    "and clients with several URLs fail over to them. What this replica counted since its last "
+                    "scrape is missing from Prometheus (the store has every row).",
+                )
+            ],
+        ),
+        Quiet(c.EXPORTER_DOWN, [series("up", labels, "1x40"), series("up", replica_b, "1x10 0x30")], 30),
         Case(
             c.STORE_WRITE_ERRORS,
             [series(d.STORE_WRITE_ERRORS.sample_name, exporter_labels(operation="executions"), "0x10 1+1x40")],
@@ -383,7 +424,13 @@ def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
                 ],
                 30,
             )
-            for name in (c.EXPORTER_DOWN, c.STORE_WRITE_ERRORS, c.EVENTS_DROPPED, c.WRITER_BACKLOG)
+            for name in (
+                c.EXPORTER_DOWN,
+                c.EXPORTER_REPLICA_DOWN,
+                c.STORE_WRITE_ERRORS,
+                c.EVENTS_DROPPED,
+                c.WRITER_BACKLOG,
+            )
         ),
     ]
 
@@ -406,6 +453,17 @@ def drift_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
         # The snapshot's p-value drops below alpha at minute 11 and stays there.
         Case(
             c.PERFORMANCE_DRIFT, [series(p_value, {**RV, **window}, f"0.5x10 {low}x{end}")], 11, drift.for_, [expected]
+        ),
+        # Two exporter replicas export the same snapshot: one alert, without target labels.
+        Case(
+            c.PERFORMANCE_DRIFT,
+            [
+                series(p_value, {**exporter_labels(), **RV, **window}, f"0.5x10 {low}x{end}"),
+                series(p_value, {**exporter_labels(instance=REPLICA_B), **RV, **window}, f"0.5x10 {low}x{end}"),
+            ],
+            11,
+            drift.for_,
+            [expected],
         ),
         # A p-value at alpha is not drift; neither is a small p-value of another window.
         Quiet(c.PERFORMANCE_DRIFT, [series(p_value, {**RV, **window}, f"{drift.alpha}x{end}")], end),

@@ -113,7 +113,7 @@ def test_extra_labels_and_selectors_reach_the_rules() -> None:
     )
     rules = alert_rules(cfg)
     down = rules[c.EXPORTER_DOWN][0]
-    assert down.expr == 'up{job="heurmetrics-prod"} == 0'
+    assert down.expr == 'sum by (job) (up{job="heurmetrics-prod"}) == 0'
     assert down.labels == {"severity": "warning", "team": "quant-sre"}
     assert 'env="prod"' in rules[c.EXECUTIONS_ABSENT][0].expr
     assert 'rule!~"daily_.*"' in rules[c.EXECUTIONS_ABSENT][0].expr
@@ -166,7 +166,7 @@ def test_runbook_and_dashboard_urls_are_configurable() -> None:
             {"alerts": {c.ERROR_BUDGET_BURN: {"page": {"windows": [{"short": "5m", "factor": 2}]}}}},
             r"page\.windows\[0\]: missing key\(s\) long",
         ),
-        ({"alerts": {c.PERFORMANCE_DRIFT: {"window": "2d"}}}, r"window '2d' is not one of 1h, 1d, 7d"),
+        ({"alerts": {c.PERFORMANCE_DRIFT: {"window": "2d"}}}, r"window '2d' is not exported to Prometheus"),
         ({"alerts": {c.PERFORMANCE_DRIFT: {"alpha": 1.5}}}, r"alpha must be strictly between 0 and 1"),
         ({"alerts": {c.EXPORTER_DOWN: {"labels": {"severity": "page"}}}}, r"labels must not set 'severity'"),
     ],
@@ -205,6 +205,7 @@ def test_every_key_can_be_overridden_with_its_own_default() -> None:
         c.PERFORMANCE_DRIFT,
         c.BACKTEST_OVERFITTING,
         c.EXPORTER_DOWN,
+        c.EXPORTER_REPLICA_DOWN,
         c.STORE_WRITE_ERRORS,
         c.EVENTS_DROPPED,
         c.WRITER_BACKLOG,

@@ -246,8 +246,8 @@ def test_iter_panel_queries_enumerates_every_target(boards: dict[str, dict[str, 
         assert len(queries) == targets
         assert {q.kind for q in queries} <= {"prometheus", "sql"}
     kinds = {name: {q.kind for q in dashboards.iter_panel_queries(b)} for name, b in boards.items()}
-    assert kinds["heuristic-executions.json"] == {"prometheus"}
-    assert kinds["backtests.json"] == kinds["rule-versions.json"] == {"prometheus", "sql"}
+    assert kinds["heuristic-executions.json"] == kinds["backtests.json"] == kinds["rule-versions.json"]
+    assert kinds["backtests.json"] == {"prometheus", "sql"}
 
 
 # --- consistency ----------------------------------------------------------------------------------

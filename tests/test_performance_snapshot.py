@@ -176,17 +176,18 @@ def test_collector_exports_the_latest_snapshot_and_nan_before_one(migrated_url: 
         }
 
     before = gauges()
-    assert math.isnan(before[("rule_version_performance_executions", "range_bias", "1.0.0", "1h")])
+    assert math.isnan(before[("rule_version_performance_resolved_signals", "range_bias", "1.0.0", "1d")])
     take_snapshot(ingest.store, now=NOW)
     after = gauges()
-    assert after[("rule_version_performance_executions", "range_bias", "1.0.0", "1h")] == 40
-    assert after[("rule_version_performance_drifted", "range_bias", "1.0.0", "1h")] == 1.0
     assert after[("rule_version_performance_hit_ratio", "range_bias", "1.0.0", "1d")] == pytest.approx(0.2)
-    assert after[("rule_version_performance_expected_hit_ratio", "range_bias", "1.0.0", "7d")] == 0.6
-    assert after[("rule_version_performance_snapshot_timestamp_seconds", "range_bias", "1.0.0", "7d")] == (
+    assert after[("rule_version_performance_expected_hit_ratio", "range_bias", "1.0.0", "1d")] == 0.6
+    assert after[("rule_version_performance_drift_p_value", "range_bias", "1.0.0", "1d")] < d.DRIFT_ALPHA
+    assert after[("rule_version_performance_snapshot_timestamp_seconds", "range_bias", "1.0.0", "1d")] == (
         NOW.timestamp()
     )
-    assert math.isnan(after[("rule_version_performance_hit_ratio", "range_bias", "2.0.0", "1h")])
+    assert math.isnan(after[("rule_version_performance_hit_ratio", "range_bias", "2.0.0", "1d")])
+    # Only the exported window reaches Prometheus (the series budget); 1h and 7d stay in the store.
+    assert {window for *_, window in after} == set(d.EXPORTED_PERFORMANCE_WINDOWS)
     names = {name for name, *_ in after}
     assert names == {spec.name for spec in d.ALL_METRICS if spec.design_name == "rule.version.performance"}
 

@@ -125,6 +125,6 @@ def exporter(url: str) -> Any:
     if not any(getattr(route, "path", None) == "/v1/walk-forward" for route in app.routes):
         app.include_router(walkforward_router(app.state.ingest, lambda: None))
     client = TestClient(app)
-    if "rule_version_performance_executions" not in client.get("/metrics").text:
+    if "rule_version_performance_hit_ratio" not in client.get("/metrics").text:
         app.state.registry.register(PerformanceCollector(app.state.ingest.store, ttl_seconds=0))
     return client

@@ -765,20 +765,24 @@ class _FoldFailed(Exception):
 
 
 def _record(recorder: Recorder, rv: RuleVersion, run_id: uuid.UUID, records: Sequence[ExecutionRecord]) -> int:
-    record = recorder.record_execution
-    for r in records:
-        record(
-            rv,
-            duration_seconds=r.duration_seconds,
-            status=r.status,
-            outcome=r.outcome,
-            signal=r.signal,
-            confidence=r.confidence,
-            mode="backtest",
-            started_at=r.started_at,
-            error_type=r.error_type,
-            backtest_run_id=run_id,
-        )
+    """Record a fold's evaluations in one batch (``Recorder.record_executions``)."""
+    recorder.record_executions(
+        rv,
+        (
+            {
+                "duration_seconds": r.duration_seconds,
+                "status": r.status,
+                "outcome": r.outcome,
+                "signal": r.signal,
+                "confidence": r.confidence,
+                "started_at": r.started_at,
+                "error_type": r.error_type,
+            }
+            for r in records
+        ),
+        mode="backtest",
+        backtest_run_id=run_id,
+    )
     return len(records)
 
 

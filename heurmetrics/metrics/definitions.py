@@ -73,7 +73,9 @@ EXECUTION_DURATION_BUCKETS: Final = (
     5.0,
     10.0,
 )
-CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+#: No bucket boundaries: the confidence histogram exports sum and count (``+Inf`` only); its
+#: distribution is a SQL panel. 11 buckets x 3 modes were 42 series lines per rule version.
+CONFIDENCE_BUCKETS: Final[tuple[float, ...]] = ()
 #: Backtests take seconds to an hour.
 BACKTEST_DURATION_BUCKETS: Final = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 #: Store writes: one batched statement, sub-millisecond (SQLite) to seconds (large Postgres batch).
@@ -135,11 +137,14 @@ HEURISTIC_EXECUTIONS = MetricSpec(
     unit="short",
     design_name="heuristic.execution",
 )
+#: Modes whose executions the duration histogram observes (the latency SLO is about rules in use;
+#: backtest-mode durations stay in the store). Series budget: see docs/metrics.md.
+LATENCY_MODES: Final = ("live", "paper")
 HEURISTIC_EXECUTION_DURATION = MetricSpec(
     "heuristic_execution_duration_seconds",
     "histogram",
-    "Wall-clock duration of one rule execution.",
-    (*_RV, MODE),
+    "Wall-clock duration of one live or paper rule execution (backtest-mode durations are in the store only).",
+    _RV,
     EXECUTION_DURATION_BUCKETS,
     unit="s",
     design_name="heuristic.execution",
@@ -147,7 +152,8 @@ HEURISTIC_EXECUTION_DURATION = MetricSpec(
 HEURISTIC_EXECUTION_CONFIDENCE = MetricSpec(
     "heuristic_execution_confidence",
     "histogram",
-    "Confidence (0-1) that an execution attached to its outcome; executions without one are not observed.",
+    "Confidence (0-1) that an execution attached to its outcome; executions without one are not observed. "
+    "Sum and count only (mean confidence per mode); the distribution is read from the store.",
     (*_RV, MODE),
     CONFIDENCE_BUCKETS,
     unit="percentunit",
@@ -164,8 +170,8 @@ BACKTEST_RUNS = MetricSpec(
 BACKTEST_DURATION = MetricSpec(
     "backtest_duration_seconds",
     "histogram",
-    "Wall-clock duration of one backtest run.",
-    _RV,
+    "Wall-clock duration of one backtest run, per rule (per version: the store's backtest_runs).",
+    (RULE,),
     BACKTEST_DURATION_BUCKETS,
     unit="s",
     design_name="backtest.result",
@@ -294,6 +300,9 @@ BUILD_INFO = MetricSpec(
 WINDOW: Final = "window"
 #: Look-back windows of a performance snapshot (label ``window``); each ends at the snapshot time.
 PERFORMANCE_WINDOWS: Final = ("1h", "1d", "7d")
+#: The windows the exporter publishes to Prometheus (the drift alert's); every window stays in the
+#: store and the SQL panels. Series budget: see docs/metrics.md.
+EXPORTED_PERFORMANCE_WINDOWS: Final = ("1d",)
 #: Horizons after which a directional signal is resolved against the price (``execution_resolutions``).
 RESOLUTION_HORIZONS: Final = ("1h", "4h", "1d")
 #: The horizon whose snapshots the exporter publishes (hit ratios and drift are per horizon).
@@ -317,21 +326,9 @@ def _performance(name: str, documentation: str, unit: str) -> MetricSpec:
     )
 
 
-RVP_EXECUTIONS = _performance(
-    "executions", "Live and paper executions that started in the window (latest performance snapshot).", "short"
-)
-RVP_ERROR_RATIO = _performance(
-    "error_ratio", "Share of the window's executions with status error or timeout; NaN without executions.",
-    "percentunit",
-)
-RVP_LATENCY_P50 = _performance("latency_p50_seconds", "Median execution duration in the window.", "s")
-RVP_LATENCY_P95 = _performance("latency_p95_seconds", "95th percentile execution duration in the window.", "s")
-RVP_SIGNAL_RATIO = _performance(
-    "signal_ratio", "Share of the window's successful executions that gave a directional signal.", "percentunit"
-)
-RVP_MEAN_CONFIDENCE = _performance(
-    "mean_confidence_ratio", "Mean confidence (0-1) of the window's executions that reported one.", "percentunit"
-)
+# Executions, error ratio, latency percentiles, signal ratio, mean confidence and the drifted flag
+# of a snapshot are stored (rule_version_performance) but not exported: the ingest families give
+# the same figures in PromQL, and ``drift_p_value < alpha`` is the flag (series budget).
 RVP_RESOLVED = _performance(
     "resolved_signals", "Signals of the window resolved at the snapshot horizon (the sample size of the hit ratio).",
     "short",
@@ -359,11 +356,6 @@ RVP_DRIFT_ADJUSTED_P_VALUE = _performance(
     "drift_adjusted_p_value",
     "Drift p-value adjusted by Benjamini-Hochberg across the rule versions of the window (false-discovery rate).",
     "none",
-)
-RVP_DRIFTED = _performance(
-    "drifted",
-    f"1 when the adjusted drift p-value is below alpha (default {DRIFT_ALPHA}), else 0; NaN when untestable.",
-    "bool",
 )
 RVP_SNAPSHOT_TIMESTAMP = _performance(
     "snapshot_timestamp_seconds", "Unix time of the performance snapshot these values come from.", "dateTimeFromNow"
@@ -450,19 +442,12 @@ ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     DROPPED_EVENTS,
     REJECTED_REQUESTS,
     BUILD_INFO,
-    RVP_EXECUTIONS,
-    RVP_ERROR_RATIO,
-    RVP_LATENCY_P50,
-    RVP_LATENCY_P95,
-    RVP_SIGNAL_RATIO,
-    RVP_MEAN_CONFIDENCE,
     RVP_RESOLVED,
     RVP_HIT_RATIO,
     RVP_MEAN_REALIZED_RETURN,
     RVP_EXPECTED_HIT_RATIO,
     RVP_DRIFT_P_VALUE,
     RVP_DRIFT_ADJUSTED_P_VALUE,
-    RVP_DRIFTED,
     RVP_SNAPSHOT_TIMESTAMP,
     BACKTEST_OVERFITTING_DSR,
     BACKTEST_OVERFITTING_PBO,
@@ -490,19 +475,12 @@ def by_series_name() -> dict[str, MetricSpec]:
 
 #: Performance gauges, keyed by the ``rule_version_performance`` column they export.
 PERFORMANCE_GAUGES: Final = {
-    "executions": RVP_EXECUTIONS,
-    "error_ratio": RVP_ERROR_RATIO,
-    "latency_p50_seconds": RVP_LATENCY_P50,
-    "latency_p95_seconds": RVP_LATENCY_P95,
-    "signal_ratio": RVP_SIGNAL_RATIO,
-    "mean_confidence": RVP_MEAN_CONFIDENCE,
     "resolved": RVP_RESOLVED,
     "hit_ratio": RVP_HIT_RATIO,
     "mean_realized_return": RVP_MEAN_REALIZED_RETURN,
     "expected_hit_ratio": RVP_EXPECTED_HIT_RATIO,
     "drift_p_value": RVP_DRIFT_P_VALUE,
     "drift_adjusted_p_value": RVP_DRIFT_ADJUSTED_P_VALUE,
-    "drifted": RVP_DRIFTED,
 }
 
 #: Overfitting gauges, keyed by the ``backtest_overfitting`` column they export, with the factor

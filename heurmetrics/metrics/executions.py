@@ -131,14 +131,16 @@ class ExecutionMetrics(Collector):
         counter = CounterMetricFamily(
             d.HEURISTIC_EXECUTIONS.name, d.HEURISTIC_EXECUTIONS.documentation, labels=d.HEURISTIC_EXECUTIONS.labels
         )
-        histograms: dict[str, dict[tuple[str, str, str], list[_Histogram]]] = {"duration": {}, "confidence": {}}
+        histograms: dict[str, dict[tuple[str, ...], list[_Histogram]]] = {"duration": {}, "confidence": {}}
         for key, cells in sorted(merged.items()):
             latest = max((c.exemplar for c in cells if c.exemplar is not None), key=lambda e: e[1], default=None)
             exemplar = None if latest is None else Exemplar({"event_id": str(latest[0])}, 1.0, latest[1])
             counter.add_metric(list(key), float(sum(c.count for c in cells)), exemplar=exemplar)
-            series = key[:3]  # the histograms are labelled by rule, rule_version, mode only
-            histograms["duration"].setdefault(series, []).extend(c.duration for c in cells)
-            histograms["confidence"].setdefault(series, []).extend(c.confidence for c in cells)
+            # The series budget (docs/metrics.md): durations by (rule, rule_version) of the latency
+            # modes only; confidence by (rule, rule_version, mode).
+            if key[2] in d.LATENCY_MODES:
+                histograms["duration"].setdefault(key[:2], []).extend(c.duration for c in cells)
+            histograms["confidence"].setdefault(key[:3], []).extend(c.confidence for c in cells)
         yield counter
         for name, spec, bounds in (
             ("duration", d.HEURISTIC_EXECUTION_DURATION, self._duration_bounds),

@@ -1,5 +1,8 @@
 """Gauges ``rule_version_performance_*{rule, rule_version, window}`` from the latest snapshots.
 
+Only the windows of ``definitions.EXPORTED_PERFORMANCE_WINDOWS`` are exported (the series
+budget, docs/metrics.md); every window stays in the store.
+
 A custom collector (like :mod:`heurmetrics.metrics.store_collector`): it reads the latest row of
 ``rule_version_performance`` per (version, window) for one horizon, cached for ``ttl_seconds``;
 when the store is unreachable the last good answer is served. Every registered rule version gets
@@ -48,6 +51,8 @@ class PerformanceCollector(Collector):
         self._versions: list[RuleVersion] = []
         self._rows: dict[tuple[int, str], dict[str, Any]] = {}
         self._overfitting: dict[int, dict[str, Any]] = {}
+        #: Bumped on every successful read of the store (the exposition cache keys on it).
+        self.generation = 0
 
     def invalidate(self) -> None:
         """Forget the cache: the next scrape reads the store."""
@@ -67,27 +72,33 @@ class PerformanceCollector(Collector):
                     overfit = latest_overfitting(self._store.engine)
                     self._overfitting = {row["rule_version_id"]: row for row in overfit}
                     self._fetched_at = time.monotonic()
+                    self.generation += 1
                 except Exception as exc:  # serve the last good answer; the scrape must not fail
                     log.warning("performance collector: reading the store failed, serving cached values: %s", exc)
             return self._versions, self._rows
+
+    def refresh(self) -> int:
+        """Read the store if the cache expired; returns :attr:`generation`."""
+        self._refresh()
+        return self.generation
 
     def describe(self) -> list[Any]:
         return []  # unknown until the store is read; keeps registration free of database access
 
     def collect(self) -> Iterator[Any]:
         versions, rows = self._refresh()
-        labels = list(d.RVP_EXECUTIONS.labels)
+        labels = list(d.RVP_HIT_RATIO.labels)
         for column, spec in d.PERFORMANCE_GAUGES.items():
             family = GaugeMetricFamily(spec.name, spec.documentation, labels=labels)
             for v in versions:
-                for window in d.PERFORMANCE_WINDOWS:
+                for window in d.EXPORTED_PERFORMANCE_WINDOWS:
                     row = rows.get((v.id, window))
                     family.add_metric([v.rule, v.version, window], _value(None if row is None else row[column]))
             yield family
         spec = d.RVP_SNAPSHOT_TIMESTAMP
         family = GaugeMetricFamily(spec.name, spec.documentation, labels=labels)
         for v in versions:
-            for window in d.PERFORMANCE_WINDOWS:
+            for window in d.EXPORTED_PERFORMANCE_WINDOWS:
                 row = rows.get((v.id, window))
                 family.add_metric(
                     [v.rule, v.version, window], math.nan if row is None else row["computed_at"].timestamp()

@@ -88,4 +88,4 @@ class PipelineMetrics:
         rv = run.rule_version
         exemplar = {"run_id": str(run.run_id)}
         self.backtest_runs.labels(rv.rule, rv.version, run.status).inc(1, exemplar)
-        self.backtest_duration.labels(rv.rule, rv.version).observe(run.duration_seconds, exemplar)
+        self.backtest_duration.labels(rv.rule).observe(run.duration_seconds, exemplar)

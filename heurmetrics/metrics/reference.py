@@ -12,6 +12,8 @@ END = "<!-- END GENERATED -->"
 
 
 def _buckets(spec: d.MetricSpec) -> str:
+    if spec.buckets is not None and not spec.buckets:
+        return " No bucket boundaries (`+Inf` only: sum and count)."
     return "" if spec.buckets is None else " Buckets: " + ", ".join(f"{b:g}" for b in spec.buckets) + "."
 
 

@@ -38,6 +38,8 @@ class StoreCollector(Collector):
         self._versions: list[RuleVersion] = []
         self._statuses: dict[int, tuple[str, list[str]]] = {}
         self._backtests: list[LatestBacktest] = []
+        #: Bumped on every successful read of the store (the exposition cache keys on it).
+        self.generation = 0
 
     def invalidate(self) -> None:
         """Forget the cache: the next scrape reads the store (after a write that changes it)."""
@@ -52,9 +54,15 @@ class StoreCollector(Collector):
                     self._statuses = version_statuses(self._store.engine)
                     self._backtests = self._store.latest_backtests()
                     self._fetched_at = time.monotonic()
+                    self.generation += 1
                 except Exception as exc:  # serve the last good answer; the scrape must not fail
                     log.warning("store collector: reading the store failed, serving cached values: %s", exc)
             return self._versions, self._statuses, self._backtests
+
+    def refresh(self) -> int:
+        """Read the store if the cache expired (or was invalidated); returns :attr:`generation`."""
+        self._refresh()
+        return self.generation
 
     def describe(self) -> list[Any]:
         return []  # unknown until the store is read; keeps registration free of database access

@@ -37,6 +37,7 @@ from heurmetrics.monitoring.promql import (
     ne,
     on,
     sel,
+    store_gauge,
 )
 
 RECORDING_FILE = "heurmetrics.rules.yml"
@@ -198,9 +199,8 @@ def recording_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
             )
         )
     latency = cfg.alerts.latency_high
-    buckets = sel(
-        bucket(d.HEURISTIC_EXECUTION_DURATION), cfg.selectors.series, cfg.selectors.live_executions, latency.selector
-    )
+    # The duration histogram observes live and paper executions only (no mode label).
+    buckets = sel(bucket(d.HEURISTIC_EXECUTION_DURATION), cfg.selectors.series, latency.selector)
     rules.append(
         RecordingRule(
             latency_bucket_record(latency.window),
@@ -340,7 +340,8 @@ def _backtest_stale(cfg: c.MonitoringConfig) -> AlertingRule:
 
 def _performance_drift(cfg: c.MonitoringConfig) -> AlertingRule:
     a = cfg.alerts.performance_drift
-    p_value = sel(gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE), cfg.selectors.series, f'{d.WINDOW}="{a.window}"', a.selector)
+    # Every replica exports the same snapshot: de-duplicate, or the alert fires once per replica.
+    p_value = store_gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE, cfg.selectors.series, f'{d.WINDOW}="{a.window}"', a.selector)
     expr = f"{p_value} < {num(a.alpha)}"
     text = _AlertText(
         summary="A rule version performs live unlike its walk-forward backtest.",
@@ -356,7 +357,7 @@ def _performance_drift(cfg: c.MonitoringConfig) -> AlertingRule:
 
 def _backtest_overfitting(cfg: c.MonitoringConfig) -> AlertingRule:
     a = cfg.alerts.backtest_overfitting
-    pbo = sel(gauge(d.BACKTEST_OVERFITTING_PBO), cfg.selectors.series, a.selector)
+    pbo = store_gauge(d.BACKTEST_OVERFITTING_PBO, cfg.selectors.series, a.selector)
     expr = f"{pbo} > {num(a.threshold)}"
     text = _AlertText(
         summary="The latest walk-forward run of a rule version is probably overfit.",
@@ -370,18 +371,45 @@ def _backtest_overfitting(cfg: c.MonitoringConfig) -> AlertingRule:
     return _simple(cfg, c.BACKTEST_OVERFITTING, a, expr, text)
 
 
+def _replicas_up(cfg: c.MonitoringConfig, selector: str) -> str:
+    """Scrape targets of each exporter job that are up: ``sum by (job) (up{…})``."""
+    return f"sum {by(JOB)} ({sel(UP, cfg.selectors.exporter, selector)})"
+
+
 def _exporter_down(cfg: c.MonitoringConfig) -> AlertingRule:
     a = cfg.alerts.exporter_down
-    expr = f"{sel(UP, cfg.selectors.exporter, a.selector)} == 0"
+    # All replicas of the job down (with one replica: that one). One of several down is
+    # HeurmetricsExporterReplicaDown, a ticket: clients fail over, the store keeps every row.
+    expr = f"{_replicas_up(cfg, a.selector)} == 0"
     text = _AlertText(
-        summary="The heurmetrics exporter is down.",
+        summary="No heurmetrics exporter replica can be scraped.",
         description=(
-            f"Prometheus cannot scrape the heurmetrics exporter {labels_template(INSTANCE)} "
-            f"(job {labels_template(JOB)}): executions and backtests are not being counted."
+            f"Prometheus cannot scrape any replica of the heurmetrics exporter job {labels_template(JOB)}: "
+            "executions and backtests are not being counted."
         ),
         dashboard_uid=c.EXECUTIONS_DASHBOARD_UID,
     )
     return _simple(cfg, c.EXPORTER_DOWN, a, expr, text)
+
+
+def _exporter_replica_down(cfg: c.MonitoringConfig) -> AlertingRule:
+    a = cfg.alerts.exporter_replica_down
+    expr = _lines(
+        f"{sel(UP, cfg.selectors.exporter, a.selector)} == 0",
+        f"and {on(JOB)}",
+        f"{_replicas_up(cfg, a.selector)} > 0",
+    )
+    text = _AlertText(
+        summary="One heurmetrics exporter replica cannot be scraped; others are up.",
+        description=(
+            f"Prometheus cannot scrape exporter replica {labels_template(INSTANCE)} of job "
+            f"{labels_template(JOB)}; other replicas are up and clients with several URLs fail over to "
+            "them. What this replica counted since its last scrape is missing from Prometheus (the "
+            "store has every row)."
+        ),
+        dashboard_uid=c.EXECUTIONS_DASHBOARD_UID,
+    )
+    return _simple(cfg, c.EXPORTER_REPLICA_DOWN, a, expr, text)
 
 
 def _store_write_errors(cfg: c.MonitoringConfig) -> AlertingRule:
@@ -455,6 +483,7 @@ def alert_groups(cfg: c.MonitoringConfig) -> tuple[RuleGroup, ...]:
         rule
         for enabled, rule in (
             (a.exporter_down.enabled, _exporter_down),
+            (a.exporter_replica_down.enabled, _exporter_replica_down),
             (a.store_write_errors.enabled, _store_write_errors),
             (a.events_dropped.enabled, _events_dropped),
             (a.writer_backlog.enabled, _writer_backlog),

@@ -56,6 +56,7 @@ BACKTEST_STALE = "BacktestStale"
 PERFORMANCE_DRIFT = "RuleVersionPerformanceDrift"
 BACKTEST_OVERFITTING = "BacktestOverfitting"
 EXPORTER_DOWN = "HeurmetricsExporterDown"
+EXPORTER_REPLICA_DOWN = "HeurmetricsExporterReplicaDown"
 STORE_WRITE_ERRORS = "HeurmetricsStoreWriteErrors"
 EVENTS_DROPPED = "HeurmetricsEventsDropped"
 WRITER_BACKLOG = "HeurmetricsWriterBacklog"
@@ -311,8 +312,9 @@ class PerformanceDriftConfig(SimpleAlertConfig):
 
     def _check(self) -> None:
         super()._check()
-        if self.window not in d.PERFORMANCE_WINDOWS:
-            raise ValueError(f"window {self.window!r} is not one of {', '.join(d.PERFORMANCE_WINDOWS)}")
+        if self.window not in d.EXPORTED_PERFORMANCE_WINDOWS:
+            exported = ", ".join(d.EXPORTED_PERFORMANCE_WINDOWS)
+            raise ValueError(f"window {self.window!r} is not exported to Prometheus (exported: {exported})")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be strictly between 0 and 1, got {self.alpha}")
 
@@ -333,9 +335,21 @@ class BacktestOverfittingConfig(SimpleAlertConfig):
 
 @dataclass(frozen=True)
 class ExporterDownConfig(SimpleAlertConfig):
-    """Prometheus cannot scrape the exporter (``up == 0`` for the exporter selector)."""
+    """Prometheus cannot scrape any exporter replica of a job (``sum by (job) (up) == 0``)."""
 
     severity: Severity = "critical"
+
+
+@dataclass(frozen=True)
+class ExporterReplicaDownConfig(SimpleAlertConfig):
+    """One exporter replica cannot be scraped while others of its job still can.
+
+    A ticket, not a page: runners given several URLs fail over to the replicas that are up, and
+    the store keeps every row; only the increments the replica counted since its last scrape are
+    lost to Prometheus (docs/scaling.md). With a single replica, :class:`ExporterDownConfig` fires.
+    """
+
+    severity: Severity = "warning"
 
 
 @dataclass(frozen=True)
@@ -389,6 +403,9 @@ class AlertsConfig(_Checked):
         default_factory=BacktestOverfittingConfig, metadata={"yaml": BACKTEST_OVERFITTING}
     )
     exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig, metadata={"yaml": EXPORTER_DOWN})
+    exporter_replica_down: ExporterReplicaDownConfig = field(
+        default_factory=ExporterReplicaDownConfig, metadata={"yaml": EXPORTER_REPLICA_DOWN}
+    )
     store_write_errors: StoreWriteErrorsConfig = field(
         default_factory=StoreWriteErrorsConfig, metadata={"yaml": STORE_WRITE_ERRORS}
     )

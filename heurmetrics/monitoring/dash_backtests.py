@@ -9,7 +9,7 @@ from heurmetrics.metrics import definitions as d
 from heurmetrics.monitoring import panels as p
 from heurmetrics.monitoring import sqlq as q
 from heurmetrics.monitoring.config import BACKTESTS_DASHBOARD_UID, MonitoringConfig
-from heurmetrics.monitoring.promql import LE, RULE_VERSION_LABELS, bucket, by, counter, gauge, rx, sel
+from heurmetrics.monitoring.promql import LE, RULE_VERSION_LABELS, bucket, by, counter, rx, sel, store_gauge
 
 FILE_NAME = "backtests.json"
 RATE = "[$__rate_interval]"
@@ -178,7 +178,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             p.stat(
                 GAUGE_TITLES[key],
                 spec.documentation,
-                [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", legend)],
+                [p.prom(store_gauge(spec, *f), legend)],
                 spec.unit,
                 graph=False,
                 decimals=2 if spec.unit == "none" else None,
@@ -186,12 +186,11 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             5,
             6,
         )
-    finished = sel(gauge(d.BACKTEST_RESULT_TIMESTAMP), *f)
     grid.add(
         p.stat(
             "Latest backtest finished",
             d.BACKTEST_RESULT_TIMESTAMP.documentation,
-            [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({finished}) * 1000", legend)],
+            [p.prom(f"{store_gauge(d.BACKTEST_RESULT_TIMESTAMP, *f)} * 1000", legend)],
             d.BACKTEST_RESULT_TIMESTAMP.unit,
             graph=False,
         ),
@@ -215,7 +214,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
                 title,
                 spec.documentation
                 + (f" Above {pbo_threshold} fires BacktestOverfitting." if spec is d.BACKTEST_OVERFITTING_PBO else ""),
-                [p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", legend)],
+                [p.prom(store_gauge(spec, *f), legend)],
                 spec.unit,
                 graph=False,
                 thresholds=thresholds,
@@ -231,7 +230,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             "Out-of-sample length of the run against the minimum for its Sharpe ratio given its trials "
             "(Bailey et al. 2014): shorter than the minimum = the Sharpe ratio is within what chance gives.",
             [
-                p.prom(f"max {by(*RULE_VERSION_LABELS)} ({sel(gauge(spec), *f)})", f"{legend} {name}", ref=ref)
+                p.prom(store_gauge(spec, *f), f"{legend} {name}", ref=ref)
                 for (spec, name), ref in zip(lengths, "AB", strict=True)
             ],
             "s",
@@ -277,12 +276,13 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
         9,
         8,
     )
-    durations = sel(bucket(d.BACKTEST_DURATION), *f)
+    # The histogram is per rule (series budget): per-version durations are the SQL panel below.
+    durations = sel(bucket(d.BACKTEST_DURATION), cfg.selectors.series, rx(d.RULE, f"${p.RULE_VAR}"))
     grid.add(
         p.timeseries(
             "Backtest duration p95",
-            "95th percentile run duration while backtests run (Prometheus histogram).",
-            [p.prom(f"histogram_quantile(0.95, sum {by(*RULE_VERSION_LABELS, LE)} (rate({durations}{RATE})))", legend)],
+            "95th percentile run duration per rule while backtests run (Prometheus histogram).",
+            [p.prom(f"histogram_quantile(0.95, sum {by(d.RULE, LE)} (rate({durations}{RATE})))", f"{{{{{d.RULE}}}}}")],
             d.BACKTEST_DURATION.unit,
         ),
         9,

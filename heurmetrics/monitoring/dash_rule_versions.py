@@ -20,12 +20,12 @@ from heurmetrics.monitoring.promql import (
     STATUS_OK,
     by,
     counter,
-    gauge,
     hist_count,
     hist_sum,
     ne,
     rx,
     sel,
+    store_gauge,
 )
 
 FILE_NAME = "rule-versions.json"
@@ -185,7 +185,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             "Versions exported to Prometheus",
             "rule_version_info series: the versions within the exporter's label "
             "budget, with every label (a status label appears here once it exists).",
-            [p.prom(sel(gauge(d.RULE_VERSION_INFO), *f), instant=True, fmt=g.TABLE_TARGET_FORMAT)],
+            [p.prom(store_gauge(d.RULE_VERSION_INFO, *f), instant=True, fmt=g.TABLE_TARGET_FORMAT)],
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
         ),
         12,
@@ -265,8 +265,8 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             "Share of resolved live signals that were right, and the hit ratio the latest walk-forward run "
             "expects, from the latest rule_version_performance snapshot.",
             [
-                p.prom(sel(gauge(d.RVP_HIT_RATIO), *f, window), f"{legend} live"),
-                p.prom(sel(gauge(d.RVP_EXPECTED_HIT_RATIO), *f, window), f"{legend} expected", ref="B"),
+                p.prom(store_gauge(d.RVP_HIT_RATIO, *f, window), f"{legend} live"),
+                p.prom(store_gauge(d.RVP_EXPECTED_HIT_RATIO, *f, window), f"{legend} expected", ref="B"),
             ],
             p.RATIO_UNIT,
             min_value=0,
@@ -280,7 +280,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             "Fisher's exact test of the live hits against the walk-forward's, Benjamini-Hochberg adjusted "
             f"across versions; below the line (alpha {drift.alpha}) for {drift.for_} fires "
             "RuleVersionPerformanceDrift.",
-            [p.prom(sel(gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE), *f, window), legend)],
+            [p.prom(store_gauge(d.RVP_DRIFT_ADJUSTED_P_VALUE, *f, window), legend)],
             "none",
             thresholds=p.steps(("red", None), ("green", drift.alpha)),
             min_value=0,

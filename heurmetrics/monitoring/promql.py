@@ -96,6 +96,18 @@ def gauge(spec: d.MetricSpec) -> str:
     return spec.sample_name
 
 
+def store_gauge(spec: d.MetricSpec, *parts: str) -> str:
+    """A store-derived gauge de-duplicated over exporter replicas: ``max by (its labels) (…)``.
+
+    Every replica reads the same store and exports the same value, each under its own target
+    labels (``instance``, and ``pod`` etc. with Kubernetes discovery). Aggregating *by the family's
+    own labels* drops all target labels at once, so N replicas give one series, never N.
+    """
+    if spec.source != "store" or spec.kind not in ("gauge", "info"):
+        raise ValueError(f"{spec.name} is not a store-derived gauge")
+    return f"max {by(*spec.labels)} ({sel(gauge(spec), *parts)})"
+
+
 def _histogram_series(spec: d.MetricSpec, suffix: str) -> str:
     if spec.kind != "histogram":
         raise ValueError(f"{spec.name} is a {spec.kind}, not a histogram")

@@ -31,6 +31,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -54,6 +55,7 @@ from heurmetrics.sdk.delivery import (
     RetryLater,
     derived_delivery_id,
 )
+from heurmetrics.sdk.endpoints import EndpointPool, Poster, endpoint_urls
 from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES, Spool
 from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
@@ -125,7 +127,7 @@ def _detail(response: httpx.Response) -> Any:
 class HttpSink:
     """Posts batches of execution items to ``POST /v1/executions`` (see the module doc)."""
 
-    def __init__(self, http: httpx.Client) -> None:
+    def __init__(self, http: Poster) -> None:
         self._http = http
 
     def deliver(self, batch: list[dict[str, Any]], delivery_id: uuid.UUID) -> int:
@@ -186,11 +188,15 @@ class ExporterClient:
     metrics (queue, retries, spool, dropped; a fresh registry by default). The delivery options
     are those of :class:`~heurmetrics.sdk.recorder.Recorder`; ``spool_dir`` is bound to
     ``base_url`` and must belong to this process alone. ``transport`` is for tests.
+
+    ``base_url`` may list several replicas of the exporter (``["http://a:9464", "http://b:9464"]``,
+    one database behind them): batches are spread over them round robin and a batch a replica
+    cannot take goes to the next one at once (:mod:`heurmetrics.sdk.endpoints`).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         token: str | None = None,
         registry: CollectorRegistry | None = None,
@@ -208,9 +214,11 @@ class ExporterClient:
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be within 1..{MAX_BATCH}, got {batch_size}")
-        self.base_url = base_url.rstrip("/")
+        # --- several replicas (issue 11): one pool of clients instead of one client ------------
+        self.base_urls = endpoint_urls(base_url)
+        self.base_url = ",".join(self.base_urls)  # one URL: unchanged (the spool identity uses it)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self._http = EndpointPool(self.base_urls, headers=headers, timeout=timeout, transport=transport)
         self._max_backoff = max_backoff
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DeliveryMetrics.create(self.registry)

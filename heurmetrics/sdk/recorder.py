@@ -277,6 +277,77 @@ class Recorder:
             self._observe(event)
         return event.event_id
 
+    def record_executions(
+        self,
+        rule_version: RuleVersion,
+        executions: Iterable[Mapping[str, Any]],
+        *,
+        mode: str = "live",
+        backtest_run_id: uuid.UUID | None = None,
+    ) -> list[uuid.UUID]:
+        """Record many executions of one version at once; returns their event ids, in order.
+
+        For runners that evaluate many bars at a time (the walk-forward harness records its
+        workers' evaluations this way). Each item is a mapping of :meth:`record_execution`'s
+        keyword arguments (``duration_seconds`` required; ``mode`` per item overrides ``mode``).
+        Every item is validated before any is recorded: an invalid one raises
+        :class:`~heurmetrics.errors.InvalidEvent` naming ``executions[i].field``, and nothing of
+        the batch is recorded. The version, mode default and run id are checked once per batch.
+        """
+        if self._closed:
+            raise RuntimeError("Recorder is closed")
+        if rule_version.__class__ is not RuleVersion:
+            raise InvalidEvent("rule_version", "must be the RuleVersion returned by register_rule_version")
+        if backtest_run_id is not None and backtest_run_id.__class__ is not uuid.UUID:
+            backtest_run_id = _as_uuid(backtest_run_id, "backtest_run_id")
+        events = [self._batch_event(i, item, rule_version, mode, backtest_run_id) for i, item in enumerate(executions)]
+        put, observe = self._put, self._observe
+        for event in events:  # validated, all of them: now enqueue and count as record_execution does
+            if put(event) and event.counted:
+                observe(event)
+        return [event.event_id for event in events]
+
+    def _batch_event(
+        self, index: int, item: Mapping[str, Any], rv: RuleVersion, mode: str, run_id: uuid.UUID | None
+    ) -> ExecutionEvent:
+        """One validated item of :meth:`record_executions` (errors name ``executions[index]``)."""
+        try:
+            # Cheap checks first (this is per item): a plain dict skips the ABC isinstance test.
+            if item.__class__ is not dict and not isinstance(item, Mapping):
+                kind = type(item).__name__
+                raise InvalidEvent("item", f"must be a mapping of record_execution arguments, got {kind}")
+            if not _BATCH_FIELDS.issuperset(item):
+                unknown = sorted(str(k) for k in item if k not in _BATCH_FIELDS)[0]
+                allowed = ", ".join(sorted(_BATCH_FIELDS))
+                raise InvalidEvent(unknown, f"is not an argument of record_execution ({allowed})")
+            if "duration_seconds" not in item:
+                raise InvalidEvent("duration_seconds", "is required")
+            duration = item["duration_seconds"]
+            status, item_mode = item.get("status", "ok"), item.get("mode", mode)
+            outcome, signal, confidence = item.get("outcome"), item.get("signal"), item.get("confidence")
+            error_type, started_at, event_id = item.get("error_type"), item.get("started_at"), item.get("event_id")
+            check_execution(
+                status=status,
+                mode=item_mode,
+                duration_seconds=duration,
+                outcome=outcome,
+                signal=signal,
+                confidence=confidence,
+                error_type=error_type,
+            )
+            if started_at is None:
+                started = time.time() - duration
+            else:
+                epoch = started_at if started_at.__class__ is float else _epoch(started_at)
+                started = check_timestamp("started_at", epoch)
+            generated = event_id is None
+            eid = self._ids.next() if generated else _as_uuid(event_id)
+        except InvalidEvent as exc:
+            raise exc.at(f"executions[{index}]") from None
+        return ExecutionEvent(
+            eid, rv, started, duration, status, outcome, signal, confidence, item_mode, error_type, run_id, generated
+        )
+
     def execution(
         self, rule_version: RuleVersion, *, mode: str = "live", backtest_run_id: uuid.UUID | None = None
     ) -> ExecutionContext:
@@ -522,6 +593,12 @@ def _ref(rule_version: RuleVersion | str) -> tuple[str, str]:
         return split_ref(rule_version)
     except ValueError as exc:
         raise InvalidEvent("rule_version", str(exc)) from None
+
+
+#: Keys an item of :meth:`Recorder.record_executions` may carry.
+_BATCH_FIELDS = frozenset(
+    {"duration_seconds", "status", "outcome", "signal", "confidence", "mode", "started_at", "error_type", "event_id"}
+)
 
 
 def _epoch(value: datetime | float) -> float:

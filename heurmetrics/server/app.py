@@ -20,8 +20,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -38,6 +37,8 @@ from heurmetrics.errors import (
 )
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
+from heurmetrics.metrics.exposition import StoreFamilies
+from heurmetrics.metrics.exposition import metrics_page as render_metrics_page
 from heurmetrics.metrics.performance_collector import PerformanceCollector
 from heurmetrics.metrics.pipeline import PipelineMetrics, build_metric
 from heurmetrics.metrics.store_collector import StoreCollector
@@ -150,14 +151,17 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     )
     store = store or SqlStore.open(settings.database_url)
+    # No ``*_created`` series (the series budget, docs/metrics.md): Prometheus does not need them
+    # for rate()/increase(). prometheus_client's switch is process-wide; the exporter owns its process.
+    disable_created_metrics()
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
     rejected = build_metric(d.REJECTED_REQUESTS, registry)
     for reason in d.REJECT_REASONS:
         rejected.labels(reason)
     collector = StoreCollector(store, ttl_seconds=settings.metrics_cache_seconds)
-    registry.register(collector)
-    registry.register(PerformanceCollector(store, ttl_seconds=settings.metrics_cache_seconds))
+    # Store-derived families: rendered once per cache refresh, not per scrape (issue 11).
+    store_families = StoreFamilies([collector, PerformanceCollector(store, ttl_seconds=settings.metrics_cache_seconds)])
     ProcessCollector(registry=registry)
     ingest = Ingest(store, metrics, collector, max_rule_versions=settings.max_rule_versions)
     # Error series read 0 from the first scrape: pre-initialise the newest versions, within budget.
@@ -167,6 +171,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         ingest.admit(rv)
     app.state.ingest = ingest
     app.state.registry = registry
+    app.state.store_families = store_families
     _document_raw_bodies(app, ExecutionBatchIn)
     log.info("exporter using database %s", redact_url(settings.database_url))
 
@@ -264,8 +269,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @app.get("/metrics", include_in_schema=False)
     def metrics_page(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
+        body, content_type = render_metrics_page(registry, store_families, request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,74 @@
+"""``Recorder.record_executions``: many executions of one version in one call, all or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from heurmetrics import InvalidEvent, Recorder, RuleVersion
+from heurmetrics.metrics import definitions as d
+from tests.test_sdk import total
+
+EXECUTIONS = d.HEURISTIC_EXECUTIONS.sample_name
+
+
+@pytest.fixture
+def rec(migrated_url: str) -> Iterator[Recorder]:
+    with Recorder(migrated_url, created_by="tester") as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def rv(rec: Recorder) -> RuleVersion:
+    return rec.register_rule_version("range_bias", "1.0.0")
+
+
+def test_a_batch_is_stored_and_counted_like_single_records(rec: Recorder, rv: RuleVersion) -> None:
+    run_id = uuid.uuid4()
+    own = uuid.uuid4()
+    items: list[dict[str, Any]] = [
+        {"duration_seconds": 0.001 * (i % 5), "outcome": ("bullish", "bearish")[i % 2], "confidence": 0.5}
+        for i in range(2000)
+    ]
+    items += [{"duration_seconds": 0.2, "status": "error", "error_type": "ValueError", "mode": "paper"}]
+    items += [{"duration_seconds": 0.01, "event_id": own, "started_at": 1.7e9}]
+    ids = rec.record_executions(rv, items, mode="backtest", backtest_run_id=run_id)
+    assert len(ids) == len(items) == len(set(ids)) and ids[-1] == own
+    assert rec.flush(timeout=60).complete
+    assert rec.store.count_executions() == len(items)
+    assert total(rec, EXECUTIONS) == len(items)
+    assert total(rec, EXECUTIONS, mode="backtest", outcome="bearish") == 1000
+    assert total(rec, EXECUTIONS, mode="paper", status="error") == 1
+    # Re-sending the caller's own id neither stores nor counts it again.
+    rec.record_executions(rv, [{"duration_seconds": 0.01, "event_id": own}])
+    assert rec.flush(timeout=30).complete
+    assert rec.store.count_executions() == len(items) and total(rec, EXECUTIONS) == len(items)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"duration_seconds": -1.0}, "executions[2].duration_seconds"),
+        ({"duration_seconds": 0.1, "confidence": 1.5}, "executions[2].confidence"),
+        ({"duration_seconds": 0.1, "mode": "prod"}, "executions[2].mode"),
+        ({"status": "ok"}, "executions[2].duration_seconds"),
+        ({"duration_seconds": 0.1, "colour": "red"}, "executions[2].colour"),
+        ({"duration_seconds": 0.1, "event_id": "nope"}, "executions[2].event_id"),
+        ("not a mapping", "executions[2].item"),
+    ],
+)
+def test_one_bad_item_refuses_the_whole_batch_naming_it(rec: Recorder, rv: RuleVersion, bad: Any, field: str) -> None:
+    good = {"duration_seconds": 0.01, "outcome": "bullish"}
+    with pytest.raises(InvalidEvent) as info:
+        rec.record_executions(rv, [good, good, bad, good])
+    assert info.value.field == field
+    assert rec.flush(timeout=30).complete
+    assert rec.store.count_executions() == 0 and total(rec, EXECUTIONS) == 0
+
+
+def test_a_batch_needs_a_registered_version(rec: Recorder) -> None:
+    with pytest.raises(InvalidEvent, match="rule_version"):
+        rec.record_executions("range_bias@1.0.0", [{"duration_seconds": 0.1}])  # type: ignore[arg-type]
