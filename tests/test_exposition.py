@@ -24,8 +24,8 @@ from heurmetrics.server.app import create_app
 
 VERSIONS_PER_RULE = 4
 RULES = 3
-#: docs/metrics.md, "Series budget": 52 lines per rule version plus 12 per rule.
-PER_VERSION, PER_RULE = 52, 12
+#: docs/metrics.md, "Series budget": 57 lines per rule version plus 12 per rule.
+PER_VERSION, PER_RULE = 57, 12
 
 
 def populate(app: Any, rules: int, per_rule: int) -> None:

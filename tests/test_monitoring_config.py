@@ -225,9 +225,9 @@ def test_drift_alert_follows_its_config() -> None:
 
 def test_overfitting_alert_threshold_is_configurable() -> None:
     default = "".join(alerts.rule_files(MonitoringConfig()).values())
-    assert f"{d.BACKTEST_OVERFITTING_PBO.name} > 0.5" in default
+    assert f"{d.BACKTEST_OVERFITTING_PBO.name}) > 0.5" in default  # max by (rule, rule_version) (…) > 0.5
     stricter = apply_overrides(MonitoringConfig(), {"alerts": {c.BACKTEST_OVERFITTING: {"threshold": 0.3}}})
-    assert f"{d.BACKTEST_OVERFITTING_PBO.name} > 0.3" in "".join(alerts.rule_files(stricter).values())
+    assert f"{d.BACKTEST_OVERFITTING_PBO.name}) > 0.3" in "".join(alerts.rule_files(stricter).values())
     with pytest.raises(ConfigError, match="threshold"):
         apply_overrides(MonitoringConfig(), {"alerts": {c.BACKTEST_OVERFITTING: {"threshold": 1.5}}})
 

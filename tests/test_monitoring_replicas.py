@@ -89,6 +89,7 @@ def test_store_gauge_refuses_families_that_differ_per_replica() -> None:
 def test_no_rule_or_panel_counts_a_store_gauge_once_per_replica() -> None:
     cfg = MonitoringConfig()
     exprs = all_exprs(cfg)
-    assert any("rule_version_performance_drift_p_value" in e for _w, e in exprs)
+    assert any(d.RVP_DRIFT_ADJUSTED_P_VALUE.name in e for _w, e in exprs)
+    assert any(d.BACKTEST_OVERFITTING_PBO.name in e for _w, e in exprs)
     for where, expr in exprs:
         assert not undeduplicated(expr), f"{where} reads {undeduplicated(expr)} once per exporter replica"

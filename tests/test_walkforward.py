@@ -389,7 +389,7 @@ def test_collector_exports_the_latest_walk_forward_overfitting(
     )  # fmt: skip
     after = gauges()
     assert after[(d.BACKTEST_OVERFITTING_PBO.name, "1.0.0")] == result.overfitting["pbo"]
-    assert after[(d.BACKTEST_OVERFITTING_TRIALS.name, "1.0.0")] == 4
+    assert after[(d.BACKTEST_OVERFITTING_DSR.name, "1.0.0")] == result.overfitting["deflated_sharpe_ratio"]
     assert after[(d.BACKTEST_OVERFITTING_LENGTH.name, "1.0.0")] == pytest.approx(
         result.overfitting["backtest_years"] * d.SECONDS_PER_YEAR
     )

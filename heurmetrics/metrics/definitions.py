@@ -384,9 +384,6 @@ BACKTEST_OVERFITTING_PBO = _overfitting(
     "Probability of backtest overfitting (CSCV) of the latest walk-forward run; NaN without a trial matrix.",
     "percentunit",
 )
-BACKTEST_OVERFITTING_TRIALS = _overfitting(
-    "trials", "Candidates the optimiser tried per fold in the latest walk-forward run.", "short"
-)
 BACKTEST_OVERFITTING_MIN_LENGTH = _overfitting(
     "min_backtest_length_seconds",
     "Minimum backtest length for the run's Sharpe ratio given its trials (NaN when the Sharpe ratio is <= 0).",
@@ -451,7 +448,6 @@ ALL_METRICS: Final[tuple[MetricSpec, ...]] = (
     RVP_SNAPSHOT_TIMESTAMP,
     BACKTEST_OVERFITTING_DSR,
     BACKTEST_OVERFITTING_PBO,
-    BACKTEST_OVERFITTING_TRIALS,
     BACKTEST_OVERFITTING_MIN_LENGTH,
     BACKTEST_OVERFITTING_LENGTH,
     SPOOL_EVENTS,
@@ -488,7 +484,6 @@ PERFORMANCE_GAUGES: Final = {
 OVERFITTING_GAUGES: Final = {
     "deflated_sharpe_ratio": (BACKTEST_OVERFITTING_DSR, 1.0),
     "pbo": (BACKTEST_OVERFITTING_PBO, 1.0),
-    "n_trials": (BACKTEST_OVERFITTING_TRIALS, 1.0),
     "min_backtest_years": (BACKTEST_OVERFITTING_MIN_LENGTH, SECONDS_PER_YEAR),
     "backtest_years": (BACKTEST_OVERFITTING_LENGTH, SECONDS_PER_YEAR),
 }

@@ -207,7 +207,6 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             p.steps(("green", None), ("red", pbo_threshold)),
         ),
         (d.BACKTEST_OVERFITTING_DSR, "Deflated Sharpe ratio", p.steps(("red", None), ("green", 0.95))),
-        (d.BACKTEST_OVERFITTING_TRIALS, "Trials per fold", None),
     ):
         grid.add(
             p.stat(
@@ -220,7 +219,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
                 thresholds=thresholds,
                 decimals=2 if spec.unit == p.RATIO_UNIT else None,
             ),
-            6,
+            8,
             6,
         )
     lengths = [(d.BACKTEST_OVERFITTING_LENGTH, "backtest"), (d.BACKTEST_OVERFITTING_MIN_LENGTH, "minimum")]
@@ -237,7 +236,7 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
             graph=False,
             text_mode="value_and_name",
         ),
-        6,
+        8,
         6,
     )
 
