@@ -32,7 +32,8 @@ from heurmetrics.domain import (
     RuleVersion,
 )
 from heurmetrics.errors import StoreUnavailable
-from heurmetrics.store import migrations
+from heurmetrics.store import migrations, partitions, rollups
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.schema import (
     BacktestFoldRow,
@@ -44,33 +45,31 @@ from heurmetrics.store.schema import (
 )
 
 _EXECUTION_COLUMNS = (
-    "event_id",
-    "rule_version_id",
     "started_at",
+    "event_id",
     "duration_seconds",
-    "status",
-    "outcome",
     "signal",
     "confidence",
+    "rule_version_id",
+    "status",
     "mode",
+    "outcome",
     "error_type",
     "backtest_run_id",
-    "ingested_at",
 )
 # Binary COPY needs the Postgres type of every column, in order.
 _EXECUTION_PG_TYPES = (
+    "timestamptz",
     "uuid",
+    "float8",
+    "float8",
+    "float8",
     "int4",
-    "timestamptz",
-    "float8",
-    "text",
-    "text",
-    "float8",
-    "float8",
+    "int2",
+    "int2",
     "text",
     "text",
     "uuid",
-    "timestamptz",
 )
 _EQUITY_COLUMNS = ("run_id", "fold_index", "ts", "equity", "drawdown")
 _EQUITY_PG_TYPES = ("uuid", "int4", "timestamptz", "float8", "float8")
@@ -85,25 +84,24 @@ def _table(row: type[Any]) -> Table:
 
 _SQLITE_INSERT_EXECUTIONS = (
     f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (event_id) DO NOTHING"
+    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
 )
 
 
-def _execution_tuple(e: ExecutionEvent, now: datetime) -> tuple[Any, ...]:
-    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order."""
+def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tuple[Any, ...]:
+    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and mode)."""
     return (
+        _utc(e.started_at) if started is None else started,
         e.event_id,
-        e.rule_version.id,
-        _utc(e.started_at),
         e.duration_seconds,
-        e.status,
-        e.outcome,
         e.signal,
         e.confidence,
-        e.mode,
+        e.rule_version.id,
+        STATUS_CODES[e.status],
+        MODE_CODES[e.mode],
+        e.outcome,
         e.error_type,
         e.backtest_run_id,
-        now,
     )
 
 
@@ -114,6 +112,19 @@ def _copy_rows(cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> None
         write = copy.write_row
         for row in rows:
             write(row)
+
+
+def _first_of_each(
+    events: Sequence[ExecutionEvent], started: Sequence[datetime], inserted: set[tuple[datetime, uuid.UUID]]
+) -> list[int]:
+    """Indexes of the events that were inserted (the first of any repeated identity)."""
+    new, seen = [], set()
+    for i, (e, t) in enumerate(zip(events, started, strict=True)):
+        key = (t, e.event_id)
+        if key in inserted and key not in seen:
+            seen.add(key)
+            new.append(i)
+    return new
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -135,6 +146,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._partitions = partitions.PartitionCache(engine)
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
@@ -240,27 +252,54 @@ class SqlStore:
         )
 
     # --- executions -------------------------------------------------------------------------
+    def prepare_partitions(self) -> list[str]:
+        """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
+
+        Called by ``heurmetrics serve`` and the SDK writer on start; returns the partitions created.
+        """
+        return partitions.ensure_ahead(self.engine)
+
     def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
         """Insert a batch in one transaction; returns the ids that were new.
 
-        Ids already stored (a retry) or repeated inside the batch are skipped, never duplicated.
+        Ids already stored (a retry: same ``event_id`` and ``started_at``) or repeated inside the
+        batch are skipped, never duplicated. The new rows' rollup increments are written in the
+        same transaction (:mod:`heurmetrics.store.rollups`), so rollups stay exact.
         """
         if not events:
             return set()
-        now = datetime.now(UTC)
+        started = [_utc(e.started_at) for e in events]
+        if self.dialect == "postgresql":
+            self._partitions.ensure(min(started), max(started))
         try:
             with self.engine.begin() as conn:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if self.dialect == "postgresql":
-                    return self._insert_executions_pg(conn, events, now)
-                return self._insert_executions_sqlite(conn, events, now)
+                    new = self._insert_executions_pg(cursor, events, started)
+                else:
+                    new = self._insert_executions_sqlite(cursor, events, started)
+                self._add_rollups(cursor, events, started, new)
+                return {events[i].event_id for i in new}
         except OperationalError as exc:
             raise StoreUnavailable(f"writing {len(events)} executions failed: {exc.orig}") from exc
 
+    def _add_rollups(
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]
+    ) -> None:
+        """Add the inserted events (indexes ``new``) to ``execution_rollups``, same transaction."""
+        if len(new) == len(events):
+            acc = rollups.aggregate(events, started)
+        else:
+            acc = rollups.aggregate([events[i] for i in new], [started[i] for i in new])
+        sqlite = self.dialect == "sqlite"
+        params = rollups.rows(acc, sqlite=sqlite)
+        if params:
+            cursor.executemany(rollups.upsert_sql("?" if sqlite else "%s"), params)
+
     def _insert_executions_pg(
-        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
-    ) -> set[uuid.UUID]:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        rows = [_execution_tuple(e, now) for e in events]
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
+        rows = [_execution_tuple(e, t) for e, t in zip(events, started, strict=True)]
         # New events are the common case: COPY straight into the table (raw COPY speed). A
         # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
         # savepoint, and the batch takes the idempotent staging path below.
@@ -271,7 +310,7 @@ class SqlStore:
             cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
         else:
             cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
-            return {e.event_id for e in events}
+            return list(range(len(events)))
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -280,54 +319,53 @@ class SqlStore:
         cols = ", ".join(_EXECUTION_COLUMNS)
         cursor.execute(
             f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
-            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            "ON CONFLICT (started_at, event_id) DO NOTHING RETURNING started_at, event_id"
         )
-        inserted = {row[0] for row in cursor.fetchall()}
+        inserted = set(cursor.fetchall())
         cursor.execute("DELETE FROM _hm_stage_executions")  # the same transaction may stage again
-        return inserted
+        return _first_of_each(events, started, inserted)
 
     def _insert_executions_sqlite(
-        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
-    ) -> set[uuid.UUID]:
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
         """One ``executemany`` through the driver: SQLAlchemy's per-row processing is most of the cost.
 
         Values are encoded exactly as SQLAlchemy stores them on SQLite (``Uuid`` as 32 hex digits,
         ``UTCDateTime`` as naive UTC text), so both paths read back the same.
         """
-        stamp = _sqlite_time(now)
         rows = [
             (
+                _sqlite_time(t),
                 e.event_id.hex,
-                e.rule_version.id,
-                _sqlite_time(_utc(e.started_at)),
                 e.duration_seconds,
-                e.status,
-                e.outcome,
                 e.signal,
                 e.confidence,
-                e.mode,
+                e.rule_version.id,
+                STATUS_CODES[e.status],
+                MODE_CODES[e.mode],
+                e.outcome,
                 e.error_type,
                 None if e.backtest_run_id is None else e.backtest_run_id.hex,
-                stamp,
             )
-            for e in events
+            for e, t in zip(events, started, strict=True)
         ]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if not cursor.connection.in_transaction:
+            cursor.execute("BEGIN")  # pysqlite opens one lazily; a SAVEPOINT alone would commit on RELEASE
+        cursor.execute("SAVEPOINT hm_batch")
         cursor.executemany(_SQLITE_INSERT_EXECUTIONS, rows)
         if cursor.rowcount == len(rows):
-            return {e.event_id for e in events}
-        # Some ids were stored already (a retried batch): the new rows carry this batch's stamp.
-        hexes = [r[0] for r in rows]
-        found: set[uuid.UUID] = set()
-        for i in range(0, len(hexes), 500):
-            chunk = hexes[i : i + 500]
-            cursor.execute(
-                f"SELECT event_id FROM heuristic_executions WHERE ingested_at = ? AND event_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                (stamp, *chunk),
-            )
-            found.update(uuid.UUID(hex=row[0]) for row in cursor.fetchall())
-        return found
+            cursor.execute("RELEASE SAVEPOINT hm_batch")
+            return list(range(len(events)))
+        # Some were stored already (a retried batch): redo row by row; rowcount says which were new.
+        # The transaction holds SQLite's write lock, so nobody else inserts meanwhile.
+        cursor.execute("ROLLBACK TO SAVEPOINT hm_batch")
+        new = []
+        for i, row in enumerate(rows):
+            cursor.execute(_SQLITE_INSERT_EXECUTIONS, row)
+            if cursor.rowcount == 1:
+                new.append(i)
+        cursor.execute("RELEASE SAVEPOINT hm_batch")
+        return new
 
     def count_executions(self) -> int:
         with self.engine.connect() as conn:

@@ -1,0 +1,104 @@
+"""Exact per-minute rollups of executions, maintained in the transaction that inserts them.
+
+``execution_rollups`` holds one row per (rule version, minute, mode, status, outcome) with the
+execution count, the duration sum, the cumulative duration-histogram counts (the Prometheus
+histogram's bounds, :data:`heurmetrics.metrics.definitions.EXECUTION_DURATION_BUCKETS`) and the
+confidence count and sum.
+
+**Why exact.** The insert path knows exactly which events were new (the ids the idempotent insert
+returned). It aggregates *those* in Python and upserts the aggregates in the *same* transaction:
+a batch commits raw rows and their rollup increments together or not at all, and a re-sent event
+is neither inserted nor counted again. The minute comes from the same microsecond timestamp the
+raw row stores, so a raw row and its rollup row always agree on the bucket (and on the partition).
+
+The alternative, a roll-up job with a watermark, needs an insertion order the job can trust
+(rows commit out of ``started_at`` order, so a time watermark skips late rows): an extra sequence
+column on every row, which the leaner-rows goal cannot afford. ``docs/storage.md`` has both
+measured.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from heurmetrics.domain import ExecutionEvent
+from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
+from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS
+
+TABLE = "execution_rollups"
+KEY_COLUMNS = ("rule_version_id", "bucket_start", "mode", "status", "outcome")
+VALUE_COLUMNS = ("executions", "duration_sum", "confidence_count", "confidence_sum", *ROLLUP_BUCKET_COLUMNS)
+COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+#: ``outcome`` of an execution without one (label values are never empty, so no clash).
+NO_OUTCOME = ""
+_BOUNDS = EXECUTION_DURATION_BUCKETS
+_N = len(_BOUNDS)
+
+Key = tuple[int, int, int, int, str]
+
+
+def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> dict[Key, list[Any]]:
+    """Aggregate events (with the stored ``started_at`` of each) into rollup increments.
+
+    Values per key: [executions, duration_sum, confidence_count, confidence_sum, per-bucket
+    counts (not cumulative; the last one counts durations above every bound)].
+    """
+    acc: dict[Key, list[Any]] = {}
+    statuses, modes = STATUS_CODES, MODE_CODES
+    for e, t in zip(events, started, strict=True):
+        minute = int(t.timestamp()) // 60 * 60
+        key = (e.rule_version.id, minute, modes[e.mode], statuses[e.status], e.outcome or NO_OUTCOME)
+        row = acc.get(key)
+        if row is None:
+            row = acc[key] = [0, 0.0, 0, 0.0] + [0] * (_N + 1)
+        row[0] += 1
+        row[1] += e.duration_seconds
+        if e.confidence is not None:
+            row[2] += 1
+            row[3] += e.confidence
+        row[4 + bisect_left(_BOUNDS, e.duration_seconds)] += 1
+    return acc
+
+
+def rows(acc: dict[Key, list[Any]], *, sqlite: bool = False) -> list[tuple[Any, ...]]:
+    """Upsert parameters in :data:`COLUMNS` order, sorted by key (a fixed lock order: no deadlocks)."""
+    out = []
+    for key in sorted(acc):
+        rv, minute, mode, status, outcome = key
+        values = acc[key]
+        cumulative, running = [], 0
+        for count in values[4 : 4 + _N]:
+            running += count
+            cumulative.append(running)
+        bucket = datetime.fromtimestamp(minute, UTC)
+        stamp: Any = bucket.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else bucket
+        out.append((rv, stamp, mode, status, outcome, values[0], values[1], values[2], values[3], *cumulative))
+    return out
+
+
+def upsert_sql(placeholder: str) -> str:
+    """``INSERT … ON CONFLICT DO UPDATE`` adding the increments (same text on PostgreSQL and SQLite)."""
+    sets = ", ".join(f"{c} = {TABLE}.{c} + excluded.{c}" for c in VALUE_COLUMNS)
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join([placeholder] * len(COLUMNS))}) "
+        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {sets}"
+    )
+
+
+def rebuild_select(source: str, *, sqlite: bool = False, where: str = "") -> str:
+    """``SELECT`` computing rollup rows from raw rows of ``source`` (migration and verification)."""
+    minute = (
+        "substr(started_at, 1, 17) || '00.000000'" if sqlite else "date_trunc('minute', started_at)"
+    )
+    buckets = ", ".join(
+        f"sum(CASE WHEN duration_seconds <= {b!r} THEN 1 ELSE 0 END)" for b in EXECUTION_DURATION_BUCKETS
+    )
+    return (
+        f"SELECT rule_version_id, {minute}, mode, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
+        f"count(confidence), coalesce(sum(confidence), 0), {buckets} FROM {source} {where} "
+        f"GROUP BY rule_version_id, {minute}, mode, status, coalesce(outcome, '')"
+    )
