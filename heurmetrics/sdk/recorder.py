@@ -268,6 +268,7 @@ class Recorder:
             error_type,
             backtest_run_id,
             generated,
+            not generated and started_at is None,
         )
         # Enqueue first (False: dropped by the full-queue policy, counted there, not here); a fresh
         # id cannot be a duplicate: count it now (caller-supplied ids count after their insert).

@@ -31,19 +31,21 @@ class CodeType(TypeDecorator[str]):
 
     def __init__(self, codes: dict[str, int]) -> None:
         super().__init__()
-        self.codes = codes
-        self.names = {code: name for name, code in codes.items()}
+        # The statement cache keys types on their __init__ arguments' attributes: keep it hashable.
+        self.codes = tuple(sorted(codes.items()))
+        self._to_code = dict(codes)
+        self._to_name = {code: name for name, code in codes.items()}
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> int | None:
         if value is None:
             return None
         try:
-            return self.codes[value]
+            return self._to_code[value]
         except KeyError:
-            raise ValueError(f"unknown value {value!r}: expected one of {sorted(self.codes)}") from None
+            raise ValueError(f"unknown value {value!r}: expected one of {sorted(self._to_code)}") from None
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> str | None:
-        return None if value is None else self.names[value]
+        return None if value is None else self._to_name[value]
 
 
 def code_case(column: str, codes: dict[str, int]) -> str:

@@ -216,3 +216,8 @@ class PartitionCache:
                             earliest.isoformat(), latest.isoformat(), exc, DEFAULT_PARTITION)
             with self.engine.connect() as conn:
                 self._ranges = covered_ranges(conn)
+
+
+def include_name(name: str | None, type_: str, _parent: object = None) -> bool:
+    """Alembic ``include_name`` hook: partitions are managed here, not by autogenerate."""
+    return not (type_ == "table" and name is not None and name.startswith(f"{TABLE}_p") or name == DEFAULT_PARTITION)

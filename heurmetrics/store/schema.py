@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -156,6 +157,24 @@ APPEND_ONLY_TABLES = (
 NO_DELETE_TABLES = ("execution_rollups",)
 
 
+class ExecutionStatusRow(Base):
+    """Lookup: the name of each ``status`` code (:data:`heurmetrics.store.codes.STATUS_CODES`)."""
+
+    __tablename__ = "execution_statuses"
+
+    code: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
+
+
+class ExecutionModeRow(Base):
+    """Lookup: the name of each ``mode`` code (:data:`heurmetrics.store.codes.MODE_CODES`)."""
+
+    __tablename__ = "execution_modes"
+
+    code: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
+
+
 class ExecutionRow(Base):
     """One execution (``heuristic.execution``); see ``docs/storage.md`` for the layout.
 
@@ -190,6 +209,20 @@ class ExecutionRow(Base):
     #: ``backtest_runs.run_id`` but is not a foreign key: a runner records a backtest's executions
     #: while it runs, before the finished run itself is stored.
     backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class ExecutionStartClaimRow(Base):
+    """The ``started_at`` given to an execution received with an ``event_id`` but without a start time.
+
+    Only such executions get a row here (SDK- and HTTP-client-generated events always carry their
+    start time). A retry of one gets a fresh default start time; the store replaces it with the
+    claimed one before inserting, so the retry hits the (``started_at``, ``event_id``) key.
+    """
+
+    __tablename__ = "execution_start_claims"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    started_at: Mapped[datetime]
 
 
 def rollup_bucket_column(bound: float) -> str:

@@ -268,12 +268,17 @@ class SqlStore:
         """
         if not events:
             return set()
-        started = [_utc(e.started_at) for e in events]
+        if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
+            events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
         if self.dialect == "postgresql":
-            self._partitions.ensure(min(started), max(started))
+            times = [e.started_at for e in events]
+            self._partitions.ensure(_utc(min(times)), _utc(max(times)))
         try:
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                if any(e.started_at_defaulted for e in events):
+                    self._claim_start_times(cursor, events)
+                started = [_utc(e.started_at) for e in events]
                 if self.dialect == "postgresql":
                     new = self._insert_executions_pg(cursor, events, started)
                 else:
@@ -282,6 +287,39 @@ class SqlStore:
                 return {events[i].event_id for i in new}
         except OperationalError as exc:
             raise StoreUnavailable(f"writing {len(events)} executions failed: {exc.orig}") from exc
+
+    def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> None:
+        """Give each event received without ``started_at`` the start time of its id's first receipt.
+
+        Same transaction as the insert: a concurrent first receipt of the same id waits on the
+        claim's primary key and then reads the winner's time.
+        """
+        claims = [e for e in events if e.started_at_defaulted]
+        if self.dialect == "postgresql":
+            cursor.executemany(
+                "INSERT INTO execution_start_claims (event_id, started_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(e.event_id, _utc(e.started_at)) for e in claims],
+            )
+            cursor.execute(
+                "SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%s)",
+                ([e.event_id for e in claims],),
+            )
+            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+        else:
+            if not cursor.connection.in_transaction:
+                cursor.execute("BEGIN")
+            cursor.executemany(
+                "INSERT INTO execution_start_claims (event_id, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(e.event_id.hex, _sqlite_time(_utc(e.started_at))) for e in claims],
+            )
+            stored = {}
+            for e in claims:
+                cursor.execute("SELECT started_at FROM execution_start_claims WHERE event_id = ?", (e.event_id.hex,))
+                text_time = cursor.fetchone()[0]
+                stored[e.event_id] = datetime.fromisoformat(text_time).replace(tzinfo=UTC).timestamp()
+        for e in claims:
+            e.started_at = stored[e.event_id]
+            e.started_at_defaulted = False
 
     def _add_rollups(
         self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]

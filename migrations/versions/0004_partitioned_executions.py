@@ -6,6 +6,8 @@
   table is ``PARTITION BY RANGE (started_at)``: one partition per month holding existing rows,
   the current month and the next two, plus ``heuristic_executions_default``. Every existing row
   is moved (``INSERT … SELECT``); the old table is dropped.
+- ``execution_start_claims`` remembers the start time given to an execution received with an
+  ``event_id`` but no ``started_at``, so its retries map onto the same key.
 - ``execution_rollups`` is created and filled from the moved rows (so it is exact from the start).
 - ``retention_events`` (hash-chained, append-only) records every partition dropped by retention.
 - Append-only guards: on PostgreSQL a row-level ``BEFORE UPDATE OR DELETE`` trigger on the
@@ -171,6 +173,13 @@ def upgrade() -> None:
         f"SELECT rule_version_id, {minute}, mode, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
         f"count(confidence), coalesce(sum(confidence), 0), {buckets} FROM heuristic_executions "
         f"GROUP BY rule_version_id, {minute}, mode, status, coalesce(outcome, '')"
+    )
+
+    op.create_table(
+        "execution_start_claims",
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("started_at", _TIME, nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_execution_start_claims")),
     )
 
     # 5. Retention events: one chain with rule_versions and rule_version_events.
