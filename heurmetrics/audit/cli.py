@@ -415,6 +415,7 @@ def verify_cmd(
                 "records": report.records,
                 "versions": report.versions,
                 "events": report.events,
+                "retention_events": report.retention_events,
                 "head": report.head,
                 "first_problem": report.first,
                 "problems": report.problems,
@@ -426,8 +427,8 @@ def verify_cmd(
         head = f"head: position {report.head.position}, hash {report.head.row_hash}"
         if report.ok:
             console.print(
-                f"chain OK: {report.records} records ({report.versions} versions, {report.events} events) "
-                f"verified; {head}"
+                f"chain OK: {report.records} records ({report.versions} versions, {report.events} events, "
+                f"{report.retention_events} retention events) verified; {head}"
             )
         for problem in report.problems:
             console.print(
