@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from heurmetrics import InvalidEvent, Recorder, RuleVersion, VersionConflict
 from heurmetrics.metrics import definitions as d

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import Connection
 
 from heurmetrics.audit import chain
@@ -183,7 +183,7 @@ def drop_partition(
         )
         row_hash = chain.link_hash(head.row_hash, record)
         conn.execute(
-            RetentionEventRow.__table__.insert().values(
+            insert(RetentionEventRow).values(
                 id=event_id, table_name=partitions.TABLE, partition_name=p.name, range_start=p.start,
                 range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
                 policy=policy.as_record(), actor=actor, occurred_at=occurred, chain_position=position,

@@ -15,8 +15,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    Column,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -255,8 +256,9 @@ class ExecutionRollupRow(Base):
     confidence_sum: Mapped[float] = mapped_column(Float)
 
 
+_rollup_table: Table = ExecutionRollupRow.__table__  # type: ignore[assignment]
 for _column in ROLLUP_BUCKET_COLUMNS:
-    ExecutionRollupRow.__table__.append_column(Column(_column, BigInteger, nullable=False))
+    _rollup_table.append_column(Column(_column, BigInteger, nullable=False))
 
 
 class RetentionEventRow(Base):

@@ -9,6 +9,7 @@ are exactly the rows that were new, which is what keeps Prometheus counts equal 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from heurmetrics.store.schema import (
     RuleRow,
     RuleVersionRow,
 )
+
+log = logging.getLogger(__name__)
 
 _EXECUTION_COLUMNS = (
     "started_at",
@@ -256,8 +259,17 @@ class SqlStore:
         """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
 
         Called by ``heurmetrics serve`` and the SDK writer on start; returns the partitions created.
+        Never raises: a failure is logged, and the insert path creates partitions on demand (the
+        default partition catches the rest).
         """
-        return partitions.ensure_ahead(self.engine)
+        try:
+            created = partitions.ensure_ahead(self.engine)
+        except Exception as exc:  # see docstring: never fatal
+            log.warning("creating partitions ahead failed (%s): they will be created on demand", exc)
+            return []
+        if created:
+            log.info("created partitions %s", ", ".join(created))
+        return created
 
     def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
         """Insert a batch in one transaction; returns the ids that were new.
