@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from heurmetrics.audit import chain
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS, EXECUTION_MODES, EXECUTION_STATUSES
-from heurmetrics.store import migrations, partitions, retention
+from heurmetrics.store import migrations, partitions, retention, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS
@@ -225,7 +225,7 @@ def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store
     assert _rollup_counts(store) == total_before
     with store.engine.connect() as conn:
         assert oldest not in {r[0] for r in conn.execute(text("SELECT relname FROM pg_class"))}
-        assert retention.rolled_up_ranges(conn, None, None) == [(MONTHS[0], MONTHS[1])]
+        assert rollups.rolled_up_ranges(conn, None, None) == [(MONTHS[0], MONTHS[1])]
     report = chain.verify(store.engine)
     assert report.ok and report.retention_events == 1
     assert report.head.table == chain.RETENTION_TABLE and report.head.row_hash == event.row_hash

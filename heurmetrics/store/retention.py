@@ -198,18 +198,3 @@ def drop_partition(
 def apply(engine: Engine, policy: Policy, *, actor: str, now: datetime | None = None) -> list[RetentionEvent]:
     """Drop every partition :func:`plan` selects, oldest first; stops at the first refusal."""
     return [drop_partition(engine, c, policy, actor=actor, now=now) for c in plan(engine, policy, now=now)]
-
-
-def rolled_up_ranges(conn: Connection, start: datetime | None, end: datetime | None) -> list[tuple[datetime, datetime]]:
-    """Ranges inside [start, end) whose raw executions retention dropped (only rollups remain)."""
-    rows = conn.execute(
-        text("SELECT range_start, range_end FROM retention_events ORDER BY range_start")
-    ).all()
-    out = []
-    for s, e in rows:
-        s = s if isinstance(s, datetime) else datetime.fromisoformat(s)
-        e = e if isinstance(e, datetime) else datetime.fromisoformat(e)
-        s, e = s.replace(tzinfo=s.tzinfo or UTC), e.replace(tzinfo=e.tzinfo or UTC)
-        if (end is None or s < end) and (start is None or e > start):
-            out.append((s, e))
-    return out

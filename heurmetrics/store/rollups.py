@@ -20,14 +20,18 @@ measured.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection
 
 from heurmetrics.domain import ExecutionEvent
 from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
-from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS
+from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS, ExecutionRollupRow, ExecutionRow
 
 TABLE = "execution_rollups"
 KEY_COLUMNS = ("rule_version_id", "bucket_start", "mode", "status", "outcome")
@@ -102,3 +106,75 @@ def rebuild_select(source: str, *, sqlite: bool = False, where: str = "") -> str
         f"count(confidence), coalesce(sum(confidence), 0), {buckets} FROM {source} {where} "
         f"GROUP BY rule_version_id, {minute}, mode, status, coalesce(outcome, '')"
     )
+
+
+# --- reading -----------------------------------------------------------------------------------
+def _ceil_minute(t: datetime) -> datetime:
+    floor = t.replace(second=0, microsecond=0)
+    return floor if floor == t else floor + timedelta(minutes=1)
+
+
+def count_executions(
+    conn: Connection,
+    version_id: int | None,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    mode: str | None = None,
+) -> Counter[tuple[int, str, str, str | None]]:
+    """Exact execution counts by (rule_version_id, mode, status, outcome) in ``[start, end)``.
+
+    Whole minutes come from the rollups (cheap over any range, and still there after retention);
+    the partial minutes at either edge of an unaligned range come from raw rows.
+    """
+    r, e = ExecutionRollupRow, ExecutionRow
+    inner_start = None if start is None else _ceil_minute(start)
+    inner_end = None if end is None else end.replace(second=0, microsecond=0)
+    out: Counter[tuple[int, str, str, str | None]] = Counter()
+    if inner_start is None or inner_end is None or inner_start < inner_end:
+        query = select(r.rule_version_id, r.mode, r.status, r.outcome, func.sum(r.executions)).group_by(
+            r.rule_version_id, r.mode, r.status, r.outcome
+        )
+        query = _where(query, r, r.bucket_start, version_id, inner_start, inner_end, mode)
+        for vid, m, s, o, n in conn.execute(query):
+            out[(int(vid), m, s, o or None)] += int(n)
+        edges = [(start, inner_start), (inner_end, end)]
+    else:  # the whole range lies inside one minute
+        edges = [(start, end)]
+    for lo, hi in edges:
+        if lo is None or hi is None or lo >= hi:
+            continue
+        raw = select(e.rule_version_id, e.mode, e.status, e.outcome, func.count()).group_by(
+            e.rule_version_id, e.mode, e.status, e.outcome
+        )
+        for vid, m, s, o, n in conn.execute(_where(raw, e, e.started_at, version_id, lo, hi, mode)):
+            out[(int(vid), m, s, o)] += int(n)
+    return out
+
+
+def _where(query: Any, row: Any, time: Any, version_id: int | None, lo: datetime | None, hi: datetime | None,
+           mode: str | None) -> Any:
+    if version_id is not None:
+        query = query.where(row.rule_version_id == version_id)
+    if lo is not None:
+        query = query.where(time >= lo)
+    if hi is not None:
+        query = query.where(time < hi)
+    if mode is not None:
+        query = query.where(row.mode == mode)
+    return query
+
+
+def rolled_up_ranges(conn: Connection, start: datetime | None, end: datetime | None) -> list[tuple[datetime, datetime]]:
+    """Ranges inside [start, end) whose raw executions retention dropped (only rollups remain)."""
+    rows = conn.execute(
+        text("SELECT range_start, range_end FROM retention_events ORDER BY range_start")
+    ).all()
+    out = []
+    for s, e in rows:
+        s = s if isinstance(s, datetime) else datetime.fromisoformat(s)
+        e = e if isinstance(e, datetime) else datetime.fromisoformat(e)
+        s, e = s.replace(tzinfo=s.tzinfo or UTC), e.replace(tzinfo=e.tzinfo or UTC)
+        if (end is None or s < end) and (start is None or e > start):
+            out.append((s, e))
+    return out
