@@ -6,6 +6,7 @@ Real PostgreSQL and real SQLite; every test asserts row counts, never timings.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from heurmetrics.audit import chain
+from heurmetrics.audit import chain, queries
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS, EXECUTION_MODES, EXECUTION_STATUSES
 from heurmetrics.store import migrations, partitions, retention, rollups
@@ -226,6 +227,13 @@ def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store
     with store.engine.connect() as conn:
         assert oldest not in {r[0] for r in conn.execute(text("SELECT relname FROM pg_class"))}
         assert rollups.rolled_up_ranges(conn, None, None) == [(MONTHS[0], MONTHS[1])]
+    # The audit trail still counts the dropped month exactly (rollups) and says it is rolled up only.
+    v0 = rvs[0]
+    audit = queries.executions(store.engine, v0.rule, v0.version, start=MONTHS[0], end=NOW)
+    assert audit.total == sum(1 for e in events if e.rule_version.id == v0.id)
+    assert [(r.start, r.end) for r in audit.rolled_up_only] == [(MONTHS[0], MONTHS[1])]
+    listed = queries.executions(store.engine, v0.rule, v0.version, start=MONTHS[0], end=NOW, rows=1000).rows
+    assert len(listed) == sum(1 for e in events[20:] if e.rule_version.id == v0.id)  # raw rows that remain
     report = chain.verify(store.engine)
     assert report.ok and report.retention_events == 1
     assert report.head.table == chain.RETENTION_TABLE and report.head.row_hash == event.row_hash
@@ -269,3 +277,31 @@ def test_retention_is_refused_on_sqlite_with_a_clear_message(sqlite_url: str) ->
 def test_bad_retention_policy_is_named(spec: str, message: str) -> None:
     with pytest.raises(retention.RetentionError, match=message):
         retention.parse_policy(spec)
+
+
+def test_db_commands(pg_store: SqlStore, sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from heurmetrics.cli import app
+
+    store = pg_store
+    rv = store.register_rule_version("range_bias", "4.0.0", params={}, source="s", created_by="t")[0]
+    store.insert_executions(_events([rv], 3))
+    url = store.engine.url.render_as_string(hide_password=False)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["db", "partitions", "--database-url", url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {p["name"]: p["rows"] for p in json.loads(listed.stdout)["partitions"]}
+    assert rows[f"heuristic_executions_p{MONTHS[0]:%Y_%m}"] == 3 and rows[partitions.DEFAULT_PARTITION] == 0
+    dry = runner.invoke(app, ["db", "retention", "--dry-run", "--keep", "live=1d", "--database-url", url, "--json"])
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.stdout)
+    assert [p["name"] for p in planned["partitions"]][:3] == [f"heuristic_executions_p{m:%Y_%m}" for m in MONTHS]
+    assert planned["events"] == [] and sum(_raw_counts(store).values()) == 9  # dry run: nothing dropped
+    bad = runner.invoke(app, ["db", "retention", "--keep", "live=soon", "--database-url", url])
+    assert bad.exit_code == 1 and "expected MODE=DAYSd" in bad.output and "Traceback" not in bad.output
+    engine = create_store_engine(sqlite_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    refused = runner.invoke(app, ["db", "retention", "--database-url", sqlite_url])
+    assert refused.exit_code == 1 and "SQLite keeps one flat" in refused.output
