@@ -54,7 +54,12 @@ def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> 
     acc: dict[Key, list[Any]] = {}
     statuses, modes = STATUS_CODES, MODE_CODES
     for e, t in zip(events, started, strict=True):
-        minute = int(t.timestamp()) // 60 * 60
+        # The minute of the float start time, unless it is within a microsecond of the next minute:
+        # then the stored (rounded) datetime decides, exactly as the raw row will say.
+        x = e.started_at
+        minute = int(x) // 60 * 60
+        if x - minute > 59.999998:
+            minute = int(t.timestamp()) // 60 * 60
         key = (e.rule_version.id, minute, modes[e.mode], statuses[e.status], e.outcome or NO_OUTCOME)
         row = acc.get(key)
         if row is None:

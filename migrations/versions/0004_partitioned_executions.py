@@ -151,11 +151,11 @@ def upgrade() -> None:
         sa.Column("mode", sa.SmallInteger(), nullable=False),
         sa.Column("status", sa.SmallInteger(), nullable=False),
         sa.Column("outcome", sa.String(length=64), nullable=False),
-        sa.Column("executions", sa.BigInteger(), nullable=False),
+        sa.Column("executions", sa.Integer(), nullable=False),
         sa.Column("duration_sum", sa.Float(), nullable=False),
-        sa.Column("confidence_count", sa.BigInteger(), nullable=False),
+        sa.Column("confidence_count", sa.Integer(), nullable=False),
         sa.Column("confidence_sum", sa.Float(), nullable=False),
-        *[sa.Column(_bucket_column(b), sa.BigInteger(), nullable=False) for b in DURATION_BUCKETS],
+        *[sa.Column(_bucket_column(b), sa.Integer(), nullable=False) for b in DURATION_BUCKETS],
         sa.ForeignKeyConstraint(
             ["rule_version_id"], ["rule_versions.id"], name=op.f("fk_execution_rollups_rule_version_id_rule_versions")
         ),
