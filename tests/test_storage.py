@@ -50,6 +50,16 @@ def versions(store: SqlStore) -> list[RuleVersion]:
             for i in range(3)]
 
 
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[SqlStore]:
+    engine = create_store_engine(postgres_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    s = SqlStore.open(postgres_url)
+    yield s
+    s.close()
+
+
 def _raw_counts(store: SqlStore, where: str = "") -> dict[int, int]:
     with store.engine.connect() as conn:
         rows = conn.execute(text(f"SELECT rule_version_id, count(*) FROM heuristic_executions {where} GROUP BY 1"))
@@ -67,11 +77,10 @@ def test_codes_name_exactly_the_metric_value_sets() -> None:
     assert len(ROLLUP_BUCKET_COLUMNS) == len(set(ROLLUP_BUCKET_COLUMNS)) == len(EXECUTION_DURATION_BUCKETS)
 
 
-def test_upgraded_table_is_partitioned_and_rows_land_in_their_month(
-    store: SqlStore, versions: list[RuleVersion]
-) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps one flat table")
+def test_upgraded_table_is_partitioned_and_rows_land_in_their_month(pg_store: SqlStore) -> None:
+    store = pg_store  # SQLite keeps one flat table
+    versions = [store.register_rule_version("range_bias", f"5.{i}.0", params={"i": i}, source="s", created_by="t")[0]
+                for i in range(3)]
     events = _events(versions, 40)
     assert store.insert_executions(events) == {e.event_id for e in events}
     with store.engine.connect() as conn:
@@ -183,16 +192,6 @@ def _text_digest(url: str, partition_rows: str) -> str:
             for block in copy:
                 h.update(block)
     return h.hexdigest()
-
-
-@pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[SqlStore]:
-    engine = create_store_engine(postgres_url)
-    migrations.upgrade(engine)
-    engine.dispose()
-    s = SqlStore.open(postgres_url)
-    yield s
-    s.close()
 
 
 def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store: SqlStore) -> None:
