@@ -53,9 +53,7 @@ SELECT
 FROM rule_versions AS rv
 JOIN rules AS r ON r.id = rv.rule_id
 LEFT JOIN LATERAL (
-  SELECT max(ro.bucket_start) AS started_at
-  FROM execution_rollups AS ro
-  WHERE ro.rule_version_id = rv.id AND {q.LIVE}
+  SELECT {q.last_execution("rv.id", q.LIVE_MODES)} AS started_at
 ) AS last_live ON true
 LEFT JOIN LATERAL (
   SELECT br.finished_at

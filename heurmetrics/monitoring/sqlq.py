@@ -47,6 +47,8 @@ VERSION_FILTER = f"r.name IN (${p.RULE_VAR}) AND rv.version IN (${p.RULE_VERSION
 SELECTED_RUN = f"NULLIF('${RUN_ID_VAR}', '')::uuid"
 
 LIVE = f"ro.mode <> {MODE_CODES[MODE_BACKTEST]}"
+#: Modes that count as live use (everything but backtest).
+LIVE_MODES = tuple(code for name, code in MODE_CODES.items() if name != MODE_BACKTEST)
 BACKTEST_MODE = f"ro.mode = {MODE_CODES[MODE_BACKTEST]}"
 FAILED_EXECUTION = f"ro.status <> {STATUS_CODES[STATUS_OK]}"
 OK_EXECUTION = f"ro.status = {STATUS_CODES[STATUS_OK]}"
@@ -55,6 +57,16 @@ FAILED_RUN = f"br.status = {lit(BACKTEST_FAILED)}"
 #: An execution that produced a signal (an outcome other than none / "none" / "no_signal"; the
 #: rollups store a missing outcome as '').
 SIGNAL = f"ro.outcome NOT IN ('', {lit(d.NO_OUTCOME)}, {lit(OUTCOME_NO_SIGNAL)})"
+
+
+def last_execution(version_id: str, modes: tuple[int, ...]) -> str:
+    """Minute of the version's last execution in ``modes``: one probe of the rollups' key per mode."""
+    probes = ", ".join(
+        f"(SELECT max(ro.bucket_start) FROM execution_rollups AS ro "
+        f"WHERE ro.rule_version_id = {version_id} AND ro.mode = {code})"
+        for code in modes
+    )
+    return f"GREATEST({probes})"
 
 
 def executions_where(condition: str) -> str:

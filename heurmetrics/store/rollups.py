@@ -34,7 +34,7 @@ from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS, ExecutionRollupRow, ExecutionRow
 
 TABLE = "execution_rollups"
-KEY_COLUMNS = ("rule_version_id", "bucket_start", "mode", "status", "outcome")
+KEY_COLUMNS = ("rule_version_id", "mode", "bucket_start", "status", "outcome")
 VALUE_COLUMNS = ("executions", "duration_sum", "confidence_count", "confidence_sum", *ROLLUP_BUCKET_COLUMNS)
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 #: ``outcome`` of an execution without one (label values are never empty, so no clash).
@@ -42,7 +42,7 @@ NO_OUTCOME = ""
 _BOUNDS = EXECUTION_DURATION_BUCKETS
 _N = len(_BOUNDS)
 
-Key = tuple[int, int, int, int, str]
+Key = tuple[int, int, int, int, str]  # (rule_version_id, mode, minute, status, outcome)
 
 
 def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> dict[Key, list[Any]]:
@@ -60,7 +60,7 @@ def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> 
         minute = int(x) // 60 * 60
         if x - minute > 59.999998:
             minute = int(t.timestamp()) // 60 * 60
-        key = (e.rule_version.id, minute, modes[e.mode], statuses[e.status], e.outcome or NO_OUTCOME)
+        key = (e.rule_version.id, modes[e.mode], minute, statuses[e.status], e.outcome or NO_OUTCOME)
         row = acc.get(key)
         if row is None:
             row = acc[key] = [0, 0.0, 0, 0.0] + [0] * (_N + 1)
@@ -77,7 +77,7 @@ def rows(acc: dict[Key, list[Any]], *, sqlite: bool = False) -> list[tuple[Any, 
     """Upsert parameters in :data:`COLUMNS` order, sorted by key (a fixed lock order: no deadlocks)."""
     out = []
     for key in sorted(acc):
-        rv, minute, mode, status, outcome = key
+        rv, mode, minute, status, outcome = key
         values = acc[key]
         cumulative, running = [], 0
         for count in values[4 : 4 + _N]:
@@ -85,7 +85,7 @@ def rows(acc: dict[Key, list[Any]], *, sqlite: bool = False) -> list[tuple[Any, 
             cumulative.append(running)
         bucket = datetime.fromtimestamp(minute, UTC)
         stamp: Any = bucket.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else bucket
-        out.append((rv, stamp, mode, status, outcome, values[0], values[1], values[2], values[3], *cumulative))
+        out.append((rv, mode, stamp, status, outcome, values[0], values[1], values[2], values[3], *cumulative))
     return out
 
 
@@ -107,7 +107,7 @@ def rebuild_select(source: str, *, sqlite: bool = False, where: str = "") -> str
         f"sum(CASE WHEN duration_seconds <= {b!r} THEN 1 ELSE 0 END)" for b in EXECUTION_DURATION_BUCKETS
     )
     return (
-        f"SELECT rule_version_id, {minute}, mode, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
+        f"SELECT rule_version_id, mode, {minute}, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
         f"count(confidence), coalesce(sum(confidence), 0), {buckets} FROM {source} {where} "
         f"GROUP BY rule_version_id, {minute}, mode, status, coalesce(outcome, '')"
     )
@@ -165,8 +165,8 @@ def _where(query: Any, row: Any, time: Any, version_id: int | None, lo: datetime
         query = query.where(time >= lo)
     if hi is not None:
         query = query.where(time < hi)
-    if mode is not None:
-        query = query.where(row.mode == mode)
+    # Naming the mode(s) lets a per-version range use the rollups' key (version, mode, minute).
+    query = query.where(row.mode.in_(tuple(MODE_CODES) if mode is None else (mode,)))
     return query
 
 

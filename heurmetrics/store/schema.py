@@ -245,9 +245,10 @@ class ExecutionRollupRow(Base):
     __tablename__ = "execution_rollups"
     __table_args__ = (Index("ix_execution_rollups_bucket_start", "bucket_start"),)
 
+    # Key order (version, mode, minute, …): "last live execution of a version" is one index probe.
     rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"), primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     mode: Mapped[str] = mapped_column(CodeType(MODE_CODES), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(CodeType(STATUS_CODES), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Counts of one minute fit a 4-byte integer (2^31 per minute is 35 M executions per second).

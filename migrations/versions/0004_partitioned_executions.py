@@ -147,8 +147,8 @@ def upgrade() -> None:
     op.create_table(
         "execution_rollups",
         sa.Column("rule_version_id", sa.Integer(), nullable=False),
-        sa.Column("bucket_start", _TIME, nullable=False),
         sa.Column("mode", sa.SmallInteger(), nullable=False),
+        sa.Column("bucket_start", _TIME, nullable=False),
         sa.Column("status", sa.SmallInteger(), nullable=False),
         sa.Column("outcome", sa.String(length=64), nullable=False),
         sa.Column("executions", sa.Integer(), nullable=False),
@@ -160,7 +160,7 @@ def upgrade() -> None:
             ["rule_version_id"], ["rule_versions.id"], name=op.f("fk_execution_rollups_rule_version_id_rule_versions")
         ),
         sa.PrimaryKeyConstraint(
-            "rule_version_id", "bucket_start", "mode", "status", "outcome", name=op.f("pk_execution_rollups")
+            "rule_version_id", "mode", "bucket_start", "status", "outcome", name=op.f("pk_execution_rollups")
         ),
     )
     op.create_index("ix_execution_rollups_bucket_start", "execution_rollups", ["bucket_start"], unique=False)
@@ -168,9 +168,9 @@ def upgrade() -> None:
     buckets = ", ".join(f"sum(CASE WHEN duration_seconds <= {b!r} THEN 1 ELSE 0 END)" for b in DURATION_BUCKETS)
     names = ", ".join(_bucket_column(b) for b in DURATION_BUCKETS)
     op.execute(
-        "INSERT INTO execution_rollups (rule_version_id, bucket_start, mode, status, outcome, executions, "
+        "INSERT INTO execution_rollups (rule_version_id, mode, bucket_start, status, outcome, executions, "
         f"duration_sum, confidence_count, confidence_sum, {names}) "
-        f"SELECT rule_version_id, {minute}, mode, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
+        f"SELECT rule_version_id, mode, {minute}, status, coalesce(outcome, ''), count(*), sum(duration_seconds), "
         f"count(confidence), coalesce(sum(confidence), 0), {buckets} FROM heuristic_executions "
         f"GROUP BY rule_version_id, {minute}, mode, status, coalesce(outcome, '')"
     )
