@@ -213,62 +213,78 @@ def _timed(fn: Callable[[], object], reps: int) -> float:
     return p95(samples) * 1000
 
 
-def volume_section(n: int, reps: int) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Load (unless ``reuse`` names a database loaded by an earlier run) and measure."""
+    if reuse is not None:
+        return _measure(reuse, reps, load_s=None)
     with scratch_postgres() as url:
         engine = create_store_engine(url)
         migrations.upgrade(engine)
         versions = _register(url, 200)
         months = _months(6)
         partitions.create_ranges(engine, months[0][0], months[-1][1], "monthly")
-        load_s = _load(url, versions, months, n)
-        with psycopg.connect(libpq_url(url)) as conn:
-            stored = int(conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0])  # type: ignore[index]
-            size = relation_bytes(conn, "heuristic_executions")
-            rolled = int(conn.execute("SELECT count(*) FROM execution_rollups").fetchone()[0])  # type: ignore[index]
-            rolled_size = relation_bytes(conn, "execution_rollups")
-        info = [
-            ("executions loaded (COPY into partitions)", f"{stored:,} in {load_s:.0f} s incl. rollups"),
-            ("months / rule versions", f"{len(months)} / {len(versions)}"),
-            ("heuristic_executions size", f"{size / 1e9:.2f} GB ({size / stored:.0f} B/row)"),
-            ("execution_rollups", f"{rolled:,} rows, {rolled_size / 1e6:.0f} MB"),
-        ]
-        end = months[-1][1]
-        rules = sorted({v.rule for v in versions})
-        names = sorted({v.version for v in versions})
-        cfg = MonitoringConfig()
-        panels = {
-            "Versions (last live execution)": versions_sql(cfg),
-            "Live vs backtest": LIVE_VS_BACKTEST_SQL,
-            "Executions per version": EXECUTIONS_PER_VERSION_SQL,
-        }
-        results: list[tuple[str, ...]] = []
-        raw = psycopg.connect(libpq_url(url), autocommit=True)
-        for window_name, window in (("24 h", timedelta(hours=24)), ("30 days", timedelta(days=30))):
-            start = end - window
-            for title, sql in panels.items():
-                rendered = _render(sql, start, end, rules, names)
-                ms = _timed(lambda q=rendered: raw.execute(q).fetchall(), reps)
-                results.append((f"panel: {title}", window_name, f"{ms:.1f}"))
-            v = versions[17]
-            for rows in (0, 100):
-                def audit(r: int = rows, s: datetime = start, v: RuleVersion = v) -> object:
-                    return queries.executions(engine, v.rule, v.version, start=s, end=end, rows=r)
-
-                ms = _timed(audit, reps)
-                results.append((f"audit executions {v.key}" + (f" --rows {rows}" if rows else ""), window_name,
-                                f"{ms:.1f}"))
-        raw.close()
-        policy = retention.Policy({m: datetime.now(UTC) - months[1][0] for m in MODE_CODES})
-        due = retention.plan(engine, policy)
-        t = time.perf_counter()
-        dropped = retention.apply(engine, policy, actor="bench")
-        retention_ms = (time.perf_counter() - t) * 1000
-        assert [d.partition_name for d in dropped] == [c.partition.name for c in due]
-        results.append((
-            f"retention: drop {', '.join(d.partition_name for d in dropped)} ({sum(d.row_count for d in dropped):,} "
-            "rows; verify + digest + chain + detach + drop)", "-", f"{retention_ms:.0f}",
-        ))
         engine.dispose()
+        load_s = _load(url, versions, months, n)
+        return _measure(url, reps, load_s)
+
+
+def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    engine = create_store_engine(url)
+    store = SqlStore(engine)
+    versions = store.list_rule_versions()
+    with engine.connect() as conn:
+        months = [(s, e) for s, e in partitions.covered_ranges(conn)
+                  if conn.execute(text("SELECT EXISTS (SELECT 1 FROM execution_rollups WHERE bucket_start >= :s "
+                                       "AND bucket_start < :e)"), {"s": s, "e": e}).scalar()]
+    with psycopg.connect(libpq_url(url)) as conn:
+        stored = int(conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0])  # type: ignore[index]
+        size = relation_bytes(conn, "heuristic_executions")
+        rolled = int(conn.execute("SELECT count(*) FROM execution_rollups").fetchone()[0])  # type: ignore[index]
+        rolled_size = relation_bytes(conn, "execution_rollups")
+    loaded = "loaded by an earlier run" if load_s is None else f"in {load_s:.0f} s incl. rollups"
+    info = [
+        ("executions (COPY into partitions)", f"{stored:,} {loaded}"),
+        ("months / rule versions", f"{len(months)} / {len(versions)}"),
+        ("heuristic_executions size", f"{size / 1e9:.2f} GB ({size / stored:.0f} B/row)"),
+        ("execution_rollups",
+         f"{rolled:,} rows, {rolled_size / 1e9:.2f} GB ({rolled_size / max(rolled, 1):.0f} B/row)"),
+    ]
+    end = months[-1][1]
+    rules = sorted({v.rule for v in versions})
+    names = sorted({v.version for v in versions})
+    panels = {
+        "Versions (last live execution)": versions_sql(MonitoringConfig()),
+        "Live vs backtest": LIVE_VS_BACKTEST_SQL,
+        "Executions per version": EXECUTIONS_PER_VERSION_SQL,
+    }
+    results: list[tuple[str, ...]] = []
+    raw = psycopg.connect(libpq_url(url), autocommit=True)
+    v = versions[17]
+    for window_name, window in (("24 h", timedelta(hours=24)), ("30 days", timedelta(days=30))):
+        start = end - window
+        for title, sql in panels.items():
+            rendered = _render(sql, start, end, rules, names)
+            ms = _timed(lambda q=rendered: raw.execute(q).fetchall(), reps)
+            results.append((f"panel: {title}", window_name, f"{ms:.1f}"))
+        for rows in (0, 100):
+            def audit(r: int = rows, s: datetime = start) -> object:
+                return queries.executions(engine, v.rule, v.version, start=s, end=end, rows=r)
+
+            ms = _timed(audit, reps)
+            results.append((f"audit executions {v.key}" + (f" --rows {rows}" if rows else ""), window_name,
+                            f"{ms:.1f}"))
+    raw.close()
+    policy = retention.Policy({m: datetime.now(UTC) - months[1][0] for m in MODE_CODES})
+    due = retention.plan(engine, policy)
+    t = time.perf_counter()
+    dropped = retention.apply(engine, policy, actor="bench")
+    retention_ms = (time.perf_counter() - t) * 1000
+    assert [d.partition_name for d in dropped] == [c.partition.name for c in due]
+    results.append((
+        f"retention: drop {', '.join(d.partition_name for d in dropped)} ({sum(d.row_count for d in dropped):,} "
+        "rows; verify + digest + chain + detach + drop)", "-", f"{retention_ms:.0f}",
+    ))
+    engine.dispose()
     return info, results
 
 
@@ -346,6 +362,8 @@ def main() -> int:
     parser.add_argument("--section", choices=("all", "bytes", "volume", "ingest"), default="all")
     parser.add_argument("--events", type=int, default=20_000_000, help="volume section: executions (default 20 M)")
     parser.add_argument("--reps", type=int, default=20, help="volume section: repetitions per query")
+    parser.add_argument("--reuse-database", help="volume section: measure a database a previous run loaded "
+                        "(kept when that run was killed); its oldest month is dropped by the retention run")
     parser.add_argument("--ingest-events", type=int, default=200_000, help="ingest section: executions per path")
     args = parser.parse_args()
     print_environment("bench_storage", {"events": f"{args.events:,}"})
@@ -357,7 +375,7 @@ def main() -> int:
                     ingest_section(args.ingest_events, 5000),
                     title="Ingest cost of the rollups (PostgreSQL, batches of 5,000, interleaved)")
     if args.section in ("all", "volume"):
-        info, results = volume_section(args.events, args.reps)
+        info, results = volume_section(args.events, args.reps, args.reuse_database)
         print_table(("", ""), info, title="Volume")
         print_table(("query", "window", "p95 ms"), results, title=f"Latency at volume ({args.reps} repetitions)")
     print(json.dumps({"done": True}))
