@@ -304,3 +304,38 @@ def test_db_commands(pg_store: SqlStore, sqlite_url: str) -> None:
     engine.dispose()
     refused = runner.invoke(app, ["db", "retention", "--database-url", sqlite_url])
     assert refused.exit_code == 1 and "SQLite keeps one flat" in refused.output
+
+
+def test_daily_and_monthly_partitions_coexist_without_overlap(pg_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    store = pg_store
+    engine = store.engine
+    day0 = datetime(2031, 3, 1, tzinfo=UTC)
+    assert partitions.create_ranges(engine, day0, day0 + timedelta(days=2), "daily") == [
+        "heuristic_executions_p2031_03_01", "heuristic_executions_p2031_03_02",
+    ]
+    # The month overlaps those days: it is skipped, never an error; the days stay.
+    assert partitions.create_ranges(engine, day0, day0 + timedelta(days=1), "monthly") == []
+    rv = store.register_rule_version("range_bias", "6.0.0", params={}, source="s", created_by="t")[0]
+    event = ExecutionEvent(uuid.uuid4(), rv, (day0 + timedelta(hours=30)).timestamp(), 0.01, "ok", None, None, None,
+                           "live")
+    assert store.insert_executions([event]) == {event.event_id}
+    with engine.connect() as conn:
+        where = conn.execute(text("SELECT tableoid::regclass::text FROM heuristic_executions")).scalar_one()
+    assert where == "heuristic_executions_p2031_03_02"
+    monkeypatch.setenv("HEURMETRICS_PARTITION_INTERVAL", "weekly")
+    with pytest.raises(ValueError, match="HEURMETRICS_PARTITION_INTERVAL='weekly': expected one of monthly, daily"):
+        partitions.configured_interval()
+
+
+def test_partitions_are_created_ahead(pg_store: SqlStore) -> None:
+    created = partitions.ensure_ahead(pg_store.engine, now=datetime(2032, 1, 15, tzinfo=UTC), interval="monthly")
+    assert created == ["heuristic_executions_p2032_01", "heuristic_executions_p2032_02",
+                       "heuristic_executions_p2032_03"]
+    assert partitions.ensure_ahead(pg_store.engine, now=datetime(2032, 1, 15, tzinfo=UTC)) == []  # idempotent
+    # serve and the SDK writer call this on start: this month and the next two exist afterwards.
+    pg_store.prepare_partitions()
+    with pg_store.engine.connect() as conn:
+        ranges = partitions.covered_ranges(conn)
+    now = datetime.now(UTC)
+    assert all(any(s <= t < e for s, e in ranges) for t in (now, now + timedelta(days=31), now + timedelta(days=62)))
