@@ -84,6 +84,7 @@ from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.sql_store import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlStore, _execution_tuple
 
@@ -229,8 +230,10 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple[object,
     conn.commit()
 
 
-# The baseline copies exactly the rows the store writes (same tuple builder).
-pg_row = _execution_tuple
+# The baseline copies exactly the rows the store writes (same tuple builder; the second argument,
+# kept for the call sites below, is unused: rows carry no ingestion stamp any more).
+def pg_row(e: ExecutionEvent, _now: object = None) -> tuple[object, ...]:
+    return _execution_tuple(e)
 
 
 def postgres_section(n: int, reps: int, extra: bool, budget: Budget) -> dict[str, tuple[float, float]]:
@@ -259,7 +262,7 @@ def postgres_section(n: int, reps: int, extra: bool, budget: Budget) -> dict[str
         reset.execute("SET session_replication_role = replica")
 
         def empty_tables() -> None:
-            reset.execute(f"TRUNCATE heuristic_executions, {', '.join(raw_tables)}")
+            reset.execute(f"TRUNCATE heuristic_executions, execution_rollups, {', '.join(raw_tables)}")
 
         def count(table: str) -> int:
             value = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
@@ -362,7 +365,8 @@ def sqlite_section(n: int, reps: int, budget: Budget) -> dict[str, tuple[float, 
         # The real table is append-only (DELETE triggers; they do not fire on INSERT): to empty it
         # between runs the triggers are dropped and recreated around the DELETE.
         triggers = raw.execute(
-            "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'heuristic_executions' AND type = 'trigger'"
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('heuristic_executions', 'execution_rollups') "
+            "AND type = 'trigger'"
         ).fetchall()
 
         def empty_tables() -> None:
@@ -370,6 +374,7 @@ def sqlite_section(n: int, reps: int, budget: Budget) -> dict[str, tuple[float, 
             for name, _sql in triggers:
                 raw.execute(f'DROP TRIGGER "{name}"')
             raw.execute("DELETE FROM heuristic_executions")
+            raw.execute("DELETE FROM execution_rollups")
             for _name, sql in triggers:
                 raw.execute(sql)
             raw.execute("DELETE FROM raw_executions")
@@ -381,21 +386,19 @@ def sqlite_section(n: int, reps: int, budget: Budget) -> dict[str, tuple[float, 
         insert = f"INSERT INTO raw_executions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
         def raw_executemany(i: int) -> None:
-            now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
             rows = [
                 (
-                    e.event_id.hex,
-                    e.rule_version.id,
                     datetime.fromtimestamp(e.started_at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
+                    e.event_id.hex,
                     e.duration_seconds,
-                    e.status,
-                    e.outcome,
                     e.signal,
                     e.confidence,
-                    e.mode,
+                    e.rule_version.id,
+                    STATUS_CODES[e.status],
+                    MODE_CODES[e.mode],
+                    e.outcome,
                     e.error_type,
                     None if e.backtest_run_id is None else e.backtest_run_id.hex,
-                    now,
                 )
                 for e in event_batches[i]
             ]

@@ -17,6 +17,7 @@ from heurmetrics.errors import HeurmetricsError
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
 from heurmetrics.performance.cli import performance_app
 from heurmetrics.report.cli import report
+from heurmetrics.store.cli import partitions_cmd, retention_cmd
 
 app = typer.Typer(
     name="heurmetrics",
@@ -24,8 +25,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema: migrations and status.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema, partitions and retention.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+db_app.command("partitions")(partitions_cmd)
+db_app.command("retention")(retention_cmd)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(audit_app, name="audit")

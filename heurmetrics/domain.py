@@ -50,6 +50,9 @@ class ExecutionEvent:
     error_type: str | None = None
     backtest_run_id: uuid.UUID | None = None
     counted: bool = False
+    #: True when the caller gave an ``event_id`` but no ``started_at``: the store then keeps the
+    #: start time of the id's first receipt, so a retry stays one execution (``docs/storage.md``).
+    started_at_defaulted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,6 +201,7 @@ class Ingest:
             mode=mode,
             error_type=error_type,
             backtest_run_id=backtest_run_id,
+            started_at_defaulted=started_at is None and event_id is not None,
         )
 
     def write_executions(

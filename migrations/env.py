@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import Engine
 
 from heurmetrics.store.engine import unbounded
+from heurmetrics.store.partitions import include_name
 from heurmetrics.store.schema import Base
 
 config = context.config
@@ -35,6 +36,7 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things in place; batch mode recreates tables instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -134,9 +134,10 @@ def execution_rows_by_series(url: str) -> dict[ExecKey, int]:
     """Stored executions grouped like the counter's labels (no outcome → ``none``)."""
     engine = create_store_engine(url)
     query = text(
-        "SELECT r.name, v.version, e.mode, e.status, e.outcome, count(*) FROM heuristic_executions e "
+        "SELECT r.name, v.version, m.name, s.name, e.outcome, count(*) FROM heuristic_executions e "
         "JOIN rule_versions v ON v.id = e.rule_version_id JOIN rules r ON r.id = v.rule_id "
-        "GROUP BY r.name, v.version, e.mode, e.status, e.outcome"
+        "JOIN execution_modes m ON m.code = e.mode JOIN execution_statuses s ON s.code = e.status "
+        "GROUP BY r.name, v.version, m.name, s.name, e.outcome"
     )
     try:
         with engine.connect() as conn:

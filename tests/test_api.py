@@ -214,8 +214,9 @@ def test_stored_row_matches_the_posted_execution(api: Api) -> None:
         with engine.connect() as conn:
             row = conn.execute(
                 text(
-                    "SELECT duration_seconds, status, outcome, signal, confidence, mode, started_at "
-                    "FROM heuristic_executions"
+                    "SELECT duration_seconds, s.name, outcome, signal, confidence, m.name, started_at "
+                    "FROM heuristic_executions e JOIN execution_statuses s ON s.code = e.status "
+                    "JOIN execution_modes m ON m.code = e.mode"
                 )
             ).one()
     finally:

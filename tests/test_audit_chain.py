@@ -26,10 +26,11 @@ UPDATES = {
     "rules": "UPDATE rules SET description = 'x'",
     "rule_versions": "UPDATE rule_versions SET description = 'rewritten'",
     "rule_version_events": "UPDATE rule_version_events SET actor = 'mallory'",
-    "heuristic_executions": "UPDATE heuristic_executions SET status = 'ok'",
+    "heuristic_executions": "UPDATE heuristic_executions SET status = 1",
     "backtest_runs": "UPDATE backtest_runs SET sharpe = 9.9",
     "backtest_folds": "UPDATE backtest_folds SET trials = 1",
     "equity_points": "UPDATE equity_points SET equity = 2.0",
+    "retention_events": "UPDATE retention_events SET actor = 'mallory'",
 }
 
 
@@ -49,7 +50,8 @@ def _rejects(store: SqlStore, statement: str, table: str, operation: str) -> Non
     with pytest.raises(Exception) as info, store.engine.begin() as conn:
         conn.execute(text(statement))
     message = str(info.value)
-    assert f"table {table} is append-only" in message and operation in message, message
+    # A partition of heuristic_executions names itself: "table heuristic_executions_p2026_01 is …".
+    assert f"table {table}" in message and "is append-only" in message and operation in message, message
 
 
 def test_history_tables_reject_update_delete_and_truncate(store: SqlStore) -> None:
@@ -57,6 +59,8 @@ def test_history_tables_reject_update_delete_and_truncate(store: SqlStore) -> No
     before = store.table_counts()
     assert set(UPDATES) == set(APPEND_ONLY_TABLES)
     for table in APPEND_ONLY_TABLES:
+        if table == "retention_events" and store.dialect == "sqlite":
+            continue  # empty on SQLite (retention is refused there): its row triggers have nothing to hit
         _rejects(store, UPDATES[table], table, "UPDATE")
         _rejects(store, f"DELETE FROM {table} WHERE 1 = 1", table, "DELETE")
         if store.dialect == "postgresql":

@@ -13,9 +13,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from heurmetrics import InvalidEvent, Recorder, RuleVersion, VersionConflict
 from heurmetrics.metrics import definitions as d
+from heurmetrics.store.schema import ExecutionRow
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def test_execution_context_times_and_records_failures(rec: Recorder, rv: RuleVer
     rec.flush(timeout=30)
     assert ok.event_id and failed.event_id and timed_out.event_id
     with rec.store.engine.connect() as conn:
-        rows = {r.event_id: r for r in pd.read_sql("SELECT * FROM heuristic_executions", conn).itertuples()}
+        rows = {r.event_id: r for r in pd.read_sql(select(ExecutionRow), conn).itertuples()}
     by_id = {uuid.UUID(str(k)) if not isinstance(k, uuid.UUID) else k: v for k, v in rows.items()}
     assert by_id[ok.event_id].status == "ok" and by_id[ok.event_id].mode == "paper"
     assert by_id[ok.event_id].confidence == pytest.approx(0.72)

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from heurmetrics.canonical import canonical_json, content_hash, sha256_hex
 from heurmetrics.domain import BacktestFold, BacktestRun, EquityPoint, ExecutionEvent, RuleVersion
 from heurmetrics.errors import SchemaNotAtHead, VersionConflict
-from heurmetrics.store import migrations
+from heurmetrics.store import migrations, partitions
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.schema import ExecutionRow
 from heurmetrics.store.sql_store import SqlStore
@@ -195,7 +195,8 @@ def test_migrations_match_the_models(migrated_url: str) -> None:
 
     engine = create_store_engine(migrated_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": partitions.include_name})
+        diff = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert diff == []
     assert migrations.current_revision(create_store_engine(migrated_url)) == migrations.head_revision()

@@ -1,4 +1,4 @@
-"""The audit hash chain: one chain over rule versions and their lifecycle events.
+"""The audit hash chain: one chain over rule versions, their lifecycle events and retention events.
 
 Every row of ``rule_versions`` and ``rule_version_events`` carries ``chain_position`` (1, 2, 3, …
 across *both* tables, in append order), ``prev_hash`` (the ``row_hash`` of the record at the
@@ -6,7 +6,8 @@ previous position; 64 zeros for position 1) and::
 
     row_hash = sha256_hex(prev_hash + canonical_json(record))
 
-where ``record`` is the dictionary built by :func:`version_record` or :func:`event_record` from the
+where ``record`` is the dictionary built by :func:`version_record`, :func:`event_record` or
+:func:`retention_record` (``retention_events``: a partition of raw executions dropped) from the
 row's columns and ``canonical_json`` is :func:`heurmetrics.canonical.canonical_json` (the hex
 ``prev_hash`` and the JSON text are concatenated and UTF-8 encoded). Anyone can recompute it from
 the documented columns (``docs/audit.md``).
@@ -34,7 +35,7 @@ from sqlalchemy.exc import OperationalError
 
 from heurmetrics.canonical import canonical_json, content_hash, sha256_hex
 from heurmetrics.errors import StoreUnavailable
-from heurmetrics.store.schema import RuleRow, RuleVersionEventRow, RuleVersionRow
+from heurmetrics.store.schema import RetentionEventRow, RuleRow, RuleVersionEventRow, RuleVersionRow
 
 #: ``prev_hash`` of the first record.
 GENESIS_HASH = "0" * 64
@@ -45,6 +46,7 @@ CHAIN_LOCK_KEY = 0x6865_7572_6D61_7564  # "heurmaud"
 
 VERSION_TABLE = "rule_versions"
 EVENT_TABLE = "rule_version_events"
+RETENTION_TABLE = "retention_events"
 
 
 def format_time(value: datetime) -> str:
@@ -96,6 +98,30 @@ def event_record(
         "format": RECORD_FORMAT, "table": EVENT_TABLE, "position": position, "id": id,
         "rule_version_id": rule_version_id, "rule": rule, "version": version, "event": event, "env": env,
         "actor": actor, "reason": reason, "occurred_at": format_time(occurred_at), "details": details,
+    }
+
+
+def retention_record(
+    *,
+    position: int,
+    id: int,
+    table_name: str,
+    partition_name: str,
+    range_start: datetime,
+    range_end: datetime,
+    row_count: int,
+    counts: dict[str, Any],
+    content_digest: str,
+    policy: dict[str, Any],
+    actor: str,
+    occurred_at: datetime,
+) -> dict[str, Any]:
+    """The hashed record of a ``retention_events`` row (a partition of raw executions dropped)."""
+    return {
+        "format": RECORD_FORMAT, "table": RETENTION_TABLE, "position": position, "id": id,
+        "table_name": table_name, "partition_name": partition_name, "range_start": format_time(range_start),
+        "range_end": format_time(range_end), "row_count": row_count, "counts": counts,
+        "content_digest": content_digest, "policy": policy, "actor": actor, "occurred_at": format_time(occurred_at),
     }
 
 
@@ -153,7 +179,13 @@ def _head_query() -> Any:
         RuleVersionEventRow.chain_position, RuleVersionEventRow.row_hash, RuleVersionEventRow.occurred_at,
         literal(EVENT_TABLE), RuleVersionEventRow.id,
     ).order_by(RuleVersionEventRow.chain_position.desc()).limit(1)
-    both = union_all(versions.subquery().select(), events.subquery().select()).subquery()
+    retention = select(
+        RetentionEventRow.chain_position, RetentionEventRow.row_hash, RetentionEventRow.occurred_at,
+        literal(RETENTION_TABLE), RetentionEventRow.id,
+    ).order_by(RetentionEventRow.chain_position.desc()).limit(1)
+    both = union_all(
+        versions.subquery().select(), events.subquery().select(), retention.subquery().select()
+    ).subquery()
     return select(both).order_by(both.c.position.desc()).limit(1)
 
 
@@ -214,6 +246,7 @@ class VerifyReport:
     head: ChainHead
     problems: list[ChainProblem] = field(default_factory=list)
     anchor_found: bool | None = None
+    retention_events: int = 0
 
     @property
     def first(self) -> ChainProblem | None:
@@ -270,6 +303,14 @@ def _stored_records(conn: Connection) -> list[_Stored]:
         )
         out.append(_Stored(ev.chain_position, EVENT_TABLE, ev.id, f"{r.name}@{r.version}", rec, ev.prev_hash,
                            ev.row_hash))
+    for rr in conn.execute(select(RetentionEventRow.__table__).order_by(RetentionEventRow.chain_position)).all():
+        rec = retention_record(
+            position=rr.chain_position, id=rr.id, table_name=rr.table_name, partition_name=rr.partition_name,
+            range_start=rr.range_start, range_end=rr.range_end, row_count=rr.row_count, counts=rr.counts,
+            content_digest=rr.content_digest, policy=rr.policy, actor=rr.actor, occurred_at=rr.occurred_at,
+        )
+        out.append(_Stored(rr.chain_position, RETENTION_TABLE, rr.id, rr.partition_name, rec, rr.prev_hash,
+                           rr.row_hash))
     out.sort(key=lambda s: (s.position, s.table))
     return out
 
@@ -324,13 +365,15 @@ def verify(engine: Engine, *, expect_head: str | None = None) -> VerifyReport:
     versions = sum(1 for s in stored if s.table == VERSION_TABLE)
     return VerifyReport(
         ok=not problems and anchor is not False, records=len(stored), versions=versions,
-        events=len(stored) - versions, head=head, problems=problems, anchor_found=anchor,
+        events=sum(1 for s in stored if s.table == EVENT_TABLE), head=head, problems=problems,
+        anchor_found=anchor, retention_events=sum(1 for s in stored if s.table == RETENTION_TABLE),
     )
 
 
 def count_records(engine: Engine) -> int:
-    """Number of chained records (versions + events)."""
+    """Number of chained records (versions + lifecycle events + retention events)."""
     with engine.connect() as conn:
         a = conn.execute(select(func.count()).select_from(RuleVersionRow)).scalar_one()
         b = conn.execute(select(func.count()).select_from(RuleVersionEventRow)).scalar_one()
-    return int(a) + int(b)
+        c = conn.execute(select(func.count()).select_from(RetentionEventRow)).scalar_one()
+    return int(a) + int(b) + int(c)

@@ -327,6 +327,11 @@ def executions_cmd(
         f"{rule}@{version}, {window}: {report.total:,} executions; live {report.live:,}, "
         f"flagged live (version not active in live then): {report.flagged_live:,}"
     )
+    for gone in report.rolled_up_only:
+        console.print(
+            f"rolled up only: {_t(gone.start)} → {_t(gone.end)} (raw rows dropped by retention; counts from the "
+            "rollups, no execution rows)"
+        )
     periods = "; ".join(f"{_t(p.start)} → {_t(p.end) or 'now'}" for p in report.live_periods) or "never"
     console.print(f"active in live: {periods}")
     table = _table("Counts", "mode", "status", "outcome", "count")
@@ -415,6 +420,7 @@ def verify_cmd(
                 "records": report.records,
                 "versions": report.versions,
                 "events": report.events,
+                "retention_events": report.retention_events,
                 "head": report.head,
                 "first_problem": report.first,
                 "problems": report.problems,
@@ -426,7 +432,8 @@ def verify_cmd(
         head = f"head: position {report.head.position}, hash {report.head.row_hash}"
         if report.ok:
             console.print(
-                f"chain OK: {report.records} records ({report.versions} versions, {report.events} events) "
+                f"chain OK: {report.records} records ({report.versions} versions, {report.events} events"
+                f"{f', {report.retention_events} retention events' if report.retention_events else ''}) "
                 f"verified; {head}"
             )
         for problem in report.problems:

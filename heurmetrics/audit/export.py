@@ -180,7 +180,7 @@ def _tables(start: datetime | None, end: datetime | None) -> list[tuple[str, lis
         window.append(x.started_at < end)
     executions = (
         select(x.event_id, RuleRow.name, v.version, x.rule_version_id, x.started_at, x.duration_seconds, x.status,
-               x.outcome, x.signal, x.confidence, x.mode, x.error_type, x.backtest_run_id, x.ingested_at)
+               x.outcome, x.signal, x.confidence, x.mode, x.error_type, x.backtest_run_id)
         .join(v, v.id == x.rule_version_id).join(RuleRow, RuleRow.id == v.rule_id)
         .where(*window).order_by(x.started_at, x.event_id)
     )
@@ -206,8 +206,7 @@ def _tables(start: datetime | None, end: datetime | None) -> list[tuple[str, lis
         ("heuristic_executions", [
             ("event_id", STR), ("rule", STR), ("version", STR), ("rule_version_id", INT), ("started_at", TIME),
             ("duration_seconds", FLOAT), ("status", STR), ("outcome", STR), ("signal", FLOAT), ("confidence", FLOAT),
-            ("mode", STR), ("error_type", STR), ("backtest_run_id", STR), ("ingested_at", TIME),
-            ("flagged_live", BOOL)], executions),
+            ("mode", STR), ("error_type", STR), ("backtest_run_id", STR), ("flagged_live", BOOL)], executions),
     ]
 
 

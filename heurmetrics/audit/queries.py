@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -34,6 +35,7 @@ from heurmetrics.audit.model import (
     version_sort_key,
 )
 from heurmetrics.errors import UnknownRuleVersion
+from heurmetrics.store import rollups
 from heurmetrics.store.schema import BacktestRunRow, ExecutionRow, RuleRow, RuleVersionRow
 
 #: The environment whose activations authorise executions in mode ``live``.
@@ -43,6 +45,12 @@ MAX_ROWS = 10_000
 
 
 # --- read models -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RolledUpRange:
+    start: datetime
+    end: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSummary:
     rule: str
@@ -172,6 +180,9 @@ class ExecutionReport:
     flagged_live: int
     live_periods: list[ActivePeriod]
     rows: list[ExecutionItem] = field(default_factory=list)
+    #: Parts of the range whose raw rows retention dropped: counts there come from the rollups
+    #: (exact), but no execution rows can be listed.
+    rolled_up_only: list[RolledUpRange] = field(default_factory=list)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -370,58 +381,63 @@ def _window(column: Any, start: datetime | None, end: datetime | None) -> list[A
 def _execution_counts(
     conn: Connection, version_id: int, start: datetime | None, end: datetime | None
 ) -> list[ExecutionCount]:
-    e = ExecutionRow
-    rows = conn.execute(
-        select(e.mode, e.status, e.outcome, func.count())
-        .where(e.rule_version_id == version_id, *_window(e.started_at, start, end))
-        .group_by(e.mode, e.status, e.outcome)
-        .order_by(e.mode, e.status, e.outcome)
-    ).all()
-    return [ExecutionCount(m, s, o, int(n)) for m, s, o, n in rows]
+    """Counts by mode, status and outcome: rollups for whole minutes, raw rows for the edges."""
+    agg: Counter[tuple[str, str, str | None]] = Counter()
+    for (_vid, m, s, o), n in rollups.count_executions(conn, version_id, start, end).items():
+        agg[(m, s, o)] += n
+    return [ExecutionCount(m, s, o, n) for (m, s, o), n in sorted(agg.items(), key=lambda kv: _count_order(kv[0]))]
 
 
-def _covered(intervals: list[Interval]) -> Any:
-    e = ExecutionRow
-    parts = [and_(e.started_at >= i.start, *([e.started_at < i.end] if i.end is not None else [])) for i in intervals]
-    return or_(*parts) if parts else None
+def _count_order(key: tuple[str, str, str | None]) -> tuple[str, str, str]:
+    return key[0], key[1], key[2] or ""
+
+
+def _clip(i: Interval, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime | None] | None:
+    """The part of an activation interval inside ``[start, end)`` (None when they do not meet)."""
+    lo = i.start if start is None else max(i.start, start)
+    hi = i.end if end is None else (end if i.end is None else min(i.end, end))
+    return None if hi is not None and lo >= hi else (lo, hi)
+
+
+def _live_inside(conn: Connection, version_id: int, intervals: list[Interval], start: datetime | None,
+                 end: datetime | None) -> int:
+    """Live executions of a version inside its activation intervals (which never overlap)."""
+    inside = 0
+    for i in intervals:
+        clipped = _clip(i, start, end)
+        if clipped is not None:
+            inside += sum(rollups.count_executions(conn, version_id, *clipped, mode="live").values())
+    return inside
 
 
 def _flagged_live(
     conn: Connection, version_id: int, intervals: list[Interval], start: datetime | None, end: datetime | None
 ) -> tuple[int, int]:
     """(flagged, total) live executions of a version in ``[start, end)``."""
-    e = ExecutionRow
-    covered = _covered(intervals)
-    in_interval = func.sum(case((covered, 1), else_=0)) if covered is not None else func.sum(0)
-    total, inside = conn.execute(
-        select(func.count(), in_interval)
-        .where(e.rule_version_id == version_id, e.mode == "live", *_window(e.started_at, start, end))
-    ).one()
-    return int(total) - int(inside or 0), int(total)
+    total = sum(rollups.count_executions(conn, version_id, start, end, mode="live").values())
+    return total - _live_inside(conn, version_id, intervals, start, end), total
 
 
 def flagged_live_counts(engine: Engine) -> dict[tuple[str, str], int]:
     """(rule, version) → number of its flagged live executions, for every version with live executions.
 
-    One aggregate query over ``heuristic_executions`` (mode ``live``), for a gauge or a report.
+    Read from ``execution_rollups`` (raw rows only for the minutes an activation starts or ends in),
+    so it stays cheap at any volume and exact after retention.
     """
-    e = ExecutionRow
     with engine.connect() as conn:
         versions = {int(vid): (rule, version) for vid, rule, version in conn.execute(
             select(RuleVersionRow.id, RuleRow.name, RuleVersionRow.version).join(RuleRow)
         )}
         states = fold(load_events(conn))
-        parts = []
-        for state in states.values():
-            for (vid, env), intervals in state.intervals.items():
-                covered = _covered(intervals)
-                if env == LIVE_ENV and covered is not None:
-                    parts.append(and_(e.rule_version_id == vid, covered))
-        inside = func.sum(case((or_(*parts), 1), else_=0)) if parts else func.sum(0)
-        rows = conn.execute(
-            select(e.rule_version_id, func.count(), inside).where(e.mode == "live").group_by(e.rule_version_id)
-        ).all()
-    return {versions[int(vid)]: int(total) - int(covered_count or 0) for vid, total, covered_count in rows}
+        totals: Counter[int] = Counter()
+        for (vid, _m, _s, _o), n in rollups.count_executions(conn, None, None, None, mode="live").items():
+            totals[vid] += n
+        out = {}
+        for vid, total in totals.items():
+            rule = versions[vid][0]
+            intervals = states.get(rule, RuleState()).intervals.get((vid, LIVE_ENV), [])
+            out[versions[vid]] = total - _live_inside(conn, vid, intervals, None, None)
+    return out
 
 
 def executions(
@@ -447,6 +463,7 @@ def executions(
         intervals = state.intervals.get((v.id, LIVE_ENV), [])
         counts = _execution_counts(conn, v.id, start, end)
         flagged, live = _flagged_live(conn, v.id, intervals, start, end)
+        rolled_up_only = [RolledUpRange(a, b) for a, b in rollups.rolled_up_ranges(conn, start, end)]
         items: list[ExecutionItem] = []
         if rows > 0:
             e = ExecutionRow
@@ -465,7 +482,7 @@ def executions(
     ]
     return ExecutionReport(
         rule=rule, version=version, start=start, end=end, total=sum(c.count for c in counts), counts=counts,
-        live=live, flagged_live=flagged, live_periods=periods, rows=items,
+        live=live, flagged_live=flagged, live_periods=periods, rows=items, rolled_up_only=rolled_up_only,
     )
 
 

@@ -204,9 +204,9 @@ def _equity(close: pd.Series, positions: np.ndarray, start: int, end: int) -> pd
 
 def _summary(rec: Recorder, runs: dict[str, BacktestRun]) -> Table:
     query = (
-        "SELECT r.name AS rule, v.version AS version, e.status AS status, e.duration_seconds AS duration "
+        "SELECT r.name AS rule, v.version AS version, s.name AS status, e.duration_seconds AS duration "
         "FROM heuristic_executions e JOIN rule_versions v ON v.id = e.rule_version_id "
-        "JOIN rules r ON r.id = v.rule_id"
+        "JOIN rules r ON r.id = v.rule_id JOIN execution_statuses s ON s.code = e.status"
     )
     with rec.store.engine.connect() as conn:
         frame = pd.read_sql(query, conn)

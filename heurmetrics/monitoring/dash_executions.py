@@ -36,7 +36,7 @@ SELECT
   count(*) AS "executions"
 FROM heuristic_executions AS he
 {q.version_join("he")}
-WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER} AND {q.LIVE} AND he.confidence IS NOT NULL
+WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER} AND {q.live("he")} AND he.confidence IS NOT NULL
 GROUP BY 1
 ORDER BY 1
 """

@@ -47,17 +47,13 @@ SELECT
   rv.content_hash AS "content hash",
   rv.created_at AS "registered",
   rv.created_by AS "registered by",
-  last_live.started_at AS "last live execution",
+  last_live.started_at AS "last live execution (minute)",
   last_backtest.finished_at AS "last completed backtest",
   rv.description AS "description"
 FROM rule_versions AS rv
 JOIN rules AS r ON r.id = rv.rule_id
 LEFT JOIN LATERAL (
-  SELECT he.started_at
-  FROM heuristic_executions AS he
-  WHERE he.rule_version_id = rv.id AND {q.LIVE}
-  ORDER BY he.started_at DESC
-  LIMIT 1
+  SELECT {q.last_execution("rv.id", q.LIVE_MODES)} AS started_at
 ) AS last_live ON true
 LEFT JOIN LATERAL (
   SELECT br.finished_at
@@ -71,26 +67,24 @@ ORDER BY r.name, rv.created_at DESC
 """
 
 
-def _share(condition: str, scope: str) -> str:
-    return f"avg(CASE WHEN {condition} THEN 1.0 ELSE 0.0 END) FILTER (WHERE {scope})"
-
-
 LIVE_VS_BACKTEST_SQL = f"""
 WITH stats AS (
   SELECT
-    he.rule_version_id AS rule_version_id,
-    count(*) FILTER (WHERE {q.LIVE}) AS live_n,
-    count(*) FILTER (WHERE {q.BACKTEST_MODE}) AS backtest_n,
-    {_share(q.FAILED_EXECUTION, q.LIVE)} AS live_error_ratio,
-    {_share(q.FAILED_EXECUTION, q.BACKTEST_MODE)} AS backtest_error_ratio,
-    avg(he.confidence) FILTER (WHERE {q.LIVE}) AS live_confidence,
-    avg(he.confidence) FILTER (WHERE {q.BACKTEST_MODE}) AS backtest_confidence,
-    {_share(q.SIGNAL, f"{q.LIVE} AND {q.OK_EXECUTION}")} AS live_signal_share,
-    {_share(q.SIGNAL, f"{q.BACKTEST_MODE} AND {q.OK_EXECUTION}")} AS backtest_signal_share
-  FROM heuristic_executions AS he
-  {q.version_join("he").replace(chr(10), chr(10) + "  ")}
-  WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER}
-  GROUP BY he.rule_version_id
+    ro.rule_version_id AS rule_version_id,
+    {q.executions_where(q.LIVE)} AS live_n,
+    {q.executions_where(q.BACKTEST_MODE)} AS backtest_n,
+    {q.share(q.FAILED_EXECUTION, q.LIVE)} AS live_error_ratio,
+    {q.share(q.FAILED_EXECUTION, q.BACKTEST_MODE)} AS backtest_error_ratio,
+    sum(ro.confidence_sum) FILTER (WHERE {q.LIVE}) / NULLIF(sum(ro.confidence_count) FILTER (WHERE {q.LIVE}), 0)
+      AS live_confidence,
+    sum(ro.confidence_sum) FILTER (WHERE {q.BACKTEST_MODE})
+      / NULLIF(sum(ro.confidence_count) FILTER (WHERE {q.BACKTEST_MODE}), 0) AS backtest_confidence,
+    {q.share(q.SIGNAL, f"{q.LIVE} AND {q.OK_EXECUTION}")} AS live_signal_share,
+    {q.share(q.SIGNAL, f"{q.BACKTEST_MODE} AND {q.OK_EXECUTION}")} AS backtest_signal_share
+  FROM execution_rollups AS ro
+  {q.version_join("ro").replace(chr(10), chr(10) + "  ")}
+  WHERE $__timeFilter(ro.bucket_start) AND {q.VERSION_FILTER}
+  GROUP BY ro.rule_version_id
 ), latest AS (
   SELECT DISTINCT ON (br.rule_version_id)
     br.rule_version_id AS rule_version_id, br.sharpe AS sharpe, br.total_return AS total_return,
@@ -127,16 +121,17 @@ EXECUTIONS_PER_VERSION_SQL = f"""
 SELECT
   r.name AS "rule",
   rv.version AS "version",
-  he.mode AS "mode",
-  count(*) AS "executions",
-  count(*) FILTER (WHERE {q.FAILED_EXECUTION}) AS "failed",
-  min(he.started_at) AS "first",
-  max(he.started_at) AS "last"
-FROM heuristic_executions AS he
-{q.version_join("he")}
-WHERE $__timeFilter(he.started_at) AND {q.VERSION_FILTER}
-GROUP BY r.name, rv.version, he.mode
-ORDER BY r.name, rv.version, he.mode
+  m.name AS "mode",
+  sum(ro.executions) AS "executions",
+  {q.executions_where(q.FAILED_EXECUTION)} AS "failed",
+  min(ro.bucket_start) AS "first (minute)",
+  max(ro.bucket_start) AS "last (minute)"
+FROM execution_rollups AS ro
+{q.version_join("ro")}
+JOIN execution_modes AS m ON m.code = ro.mode
+WHERE $__timeFilter(ro.bucket_start) AND {q.VERSION_FILTER}
+GROUP BY r.name, rv.version, m.name
+ORDER BY r.name, rv.version, m.name
 """
 
 REGISTERED_ANNOTATION_SQL = f"""

@@ -1,10 +1,15 @@
 """SQL fragments shared by the PostgreSQL panels.
 
 Table and column names are the documented store contract of :mod:`heurmetrics.store.schema`;
-every column is qualified with its table alias (``r`` rules, ``rv`` rule_versions, ``he``
-heuristic_executions, ``br`` backtest_runs, ``bf`` backtest_folds, ``ep`` equity_points) so the
+every column is qualified with its table alias (``r`` rules, ``rv`` rule_versions, ``ro``
+execution_rollups, ``br`` backtest_runs, ``bf`` backtest_folds, ``ep`` equity_points) so the
 consistency test can check each one against ``Base.metadata``. Status and mode literals come from
-the bounded value sets of :mod:`heurmetrics.metrics.definitions`.
+the bounded value sets of :mod:`heurmetrics.metrics.definitions`, turned into the stored codes of
+:mod:`heurmetrics.store.codes`.
+
+Execution panels read ``execution_rollups`` (exact per-minute aggregates), never raw
+``heuristic_executions``: their cost depends on the number of minutes and versions shown, not on
+the number of executions, and they still cover ranges whose raw rows retention dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from heurmetrics.monitoring.promql import (
     OUTCOME_NO_SIGNAL,
     STATUS_OK,
 )
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.schema import BacktestRunRow
 
 RUN_ID_VAR = "run_id"
@@ -40,14 +46,42 @@ VERSION_FILTER = f"r.name IN (${p.RULE_VAR}) AND rv.version IN (${p.RULE_VERSION
 #: The run chosen in the ``run_id`` variable; NULL (no rows, no error) while none is selected.
 SELECTED_RUN = f"NULLIF('${RUN_ID_VAR}', '')::uuid"
 
-LIVE = f"he.mode <> {lit(MODE_BACKTEST)}"
-BACKTEST_MODE = f"he.mode = {lit(MODE_BACKTEST)}"
-FAILED_EXECUTION = f"he.status <> {lit(STATUS_OK)}"
-OK_EXECUTION = f"he.status = {lit(STATUS_OK)}"
+def live(alias: str) -> str:
+    """Rows of ``alias`` (rollups or raw executions) that are not backtest-mode."""
+    return f"{alias}.mode <> {MODE_CODES[MODE_BACKTEST]}"
+
+
+LIVE = live("ro")
+#: Modes that count as live use (everything but backtest).
+LIVE_MODES = tuple(code for name, code in MODE_CODES.items() if name != MODE_BACKTEST)
+BACKTEST_MODE = f"ro.mode = {MODE_CODES[MODE_BACKTEST]}"
+FAILED_EXECUTION = f"ro.status <> {STATUS_CODES[STATUS_OK]}"
+OK_EXECUTION = f"ro.status = {STATUS_CODES[STATUS_OK]}"
 COMPLETED_RUN = f"br.status = {lit(BACKTEST_COMPLETED)}"
 FAILED_RUN = f"br.status = {lit(BACKTEST_FAILED)}"
-#: An execution that produced a signal (an outcome other than "none" / "no_signal").
-SIGNAL = f"he.outcome IS NOT NULL AND he.outcome NOT IN ({lit(d.NO_OUTCOME)}, {lit(OUTCOME_NO_SIGNAL)})"
+#: An execution that produced a signal (an outcome other than none / "none" / "no_signal"; the
+#: rollups store a missing outcome as '').
+SIGNAL = f"ro.outcome NOT IN ('', {lit(d.NO_OUTCOME)}, {lit(OUTCOME_NO_SIGNAL)})"
+
+
+def last_execution(version_id: str, modes: tuple[int, ...]) -> str:
+    """Minute of the version's last execution in ``modes``: one probe of the rollups' key per mode."""
+    probes = ", ".join(
+        f"(SELECT max(ro.bucket_start) FROM execution_rollups AS ro "
+        f"WHERE ro.rule_version_id = {version_id} AND ro.mode = {code})"
+        for code in modes
+    )
+    return f"GREATEST({probes})"
+
+
+def executions_where(condition: str) -> str:
+    """Executions (from the rollups) matching ``condition``."""
+    return f"sum(ro.executions) FILTER (WHERE {condition})"
+
+
+def share(condition: str, scope: str) -> str:
+    """Share of the executions in ``scope`` that match ``condition`` (NULL when there are none)."""
+    return f"{executions_where(f'({condition}) AND {scope}')}::float8 / NULLIF({executions_where(scope)}, 0)"
 
 #: Headline metric keys read from the per-fold metrics JSON: the suite's keys, mirrored by the
 #: headline columns of ``backtest_runs`` (checked against the schema at import).

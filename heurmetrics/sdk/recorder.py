@@ -271,6 +271,8 @@ class Recorder:
             backtest_run_id,
             generated,
         )
+        if not generated and started_at is None:
+            event.started_at_defaulted = True  # a caller's id without a start time: see docs/storage.md
         # Enqueue first (False: dropped by the full-queue policy, counted there, not here); a fresh
         # id cannot be a duplicate: count it now (caller-supplied ids count after their insert).
         if self._put(event) and generated:

@@ -116,12 +116,14 @@ def open_store(url: str, *, allow_offline: bool) -> StoreGate:
     ``allow_offline`` — then return an unverified store whose schema is checked on first use.
     """
     try:
-        return StoreGate(SqlStore.open(url, initialize_empty=True), verified=True)
+        store = SqlStore.open(url, initialize_empty=True)
     except StoreUnavailable as exc:
         if not allow_offline:
             raise
         log.warning("database unreachable at start (%s): recording to the spool until it is back", exc)
-    return StoreGate(SqlStore(create_store_engine(url)), verified=False)
+        return StoreGate(SqlStore(create_store_engine(url)), verified=False)
+    store.prepare_partitions()  # this month's and the next ones (PostgreSQL)
+    return StoreGate(store, verified=True)
 
 
 class VersionCache:

@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ingest.store.prepare_partitions()  # this month's and the next ones (PostgreSQL)
         snapshots = (
             PeriodicSnapshots(app.state.ingest.store, interval_seconds=settings.performance_snapshot_seconds).start()
             if settings.performance_snapshot_seconds > 0

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -23,7 +24,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -32,6 +35,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES, CodeType
 
 # Deterministic constraint names, so migrations can refer to them on every dialect.
 NAMING_CONVENTION = {
@@ -147,35 +153,142 @@ class RuleVersionEventRow(Base):
 #: Tables whose rows are facts: never updated or deleted (database triggers enforce it).
 APPEND_ONLY_TABLES = (
     "rules", "rule_versions", "rule_version_events", "heuristic_executions", "backtest_runs", "backtest_folds",
-    "equity_points",
+    "equity_points", "retention_events",
 )
+#: Derived tables: rows are incremented in place but never deleted (triggers refuse DELETE/TRUNCATE).
+NO_DELETE_TABLES = ("execution_rollups",)
+
+
+class ExecutionStatusRow(Base):
+    """Lookup: the name of each ``status`` code (:data:`heurmetrics.store.codes.STATUS_CODES`)."""
+
+    __tablename__ = "execution_statuses"
+
+    code: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
+
+
+class ExecutionModeRow(Base):
+    """Lookup: the name of each ``mode`` code (:data:`heurmetrics.store.codes.MODE_CODES`)."""
+
+    __tablename__ = "execution_modes"
+
+    code: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(16), unique=True)
 
 
 class ExecutionRow(Base):
+    """One execution (``heuristic.execution``); see ``docs/storage.md`` for the layout.
+
+    PostgreSQL range-partitions the table by ``started_at`` (monthly by default) and keys it on
+    (``started_at``, ``event_id``): a unique constraint of a partitioned table must contain the
+    partition key. A retry resends the same event, ``started_at`` included, so it still collides.
+    Columns are ordered for alignment (8-byte values first) and ``status``/``mode`` are
+    ``smallint`` codes (:mod:`heurmetrics.store.codes`): about 140 bytes per row with its index,
+    196 before. SQLite keeps the same columns in one flat table.
+    """
+
     __tablename__ = "heuristic_executions"
     __table_args__ = (
-        Index("ix_heuristic_executions_rule_version_id_started_at", "rule_version_id", "started_at"),
-        CheckConstraint("status IN ('ok', 'error', 'timeout')", name="status"),
-        CheckConstraint("mode IN ('live', 'paper', 'backtest')", name="mode"),
+        CheckConstraint(f"status IN ({', '.join(map(str, STATUS_CODES.values()))})", name="status"),
+        CheckConstraint(f"mode IN ({', '.join(map(str, MODE_CODES.values()))})", name="mode"),
         CheckConstraint("duration_seconds >= 0", name="duration_nonnegative"),
         CheckConstraint("confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence_range"),
+        {"postgresql_partition_by": "RANGE (started_at)"},
     )
 
+    started_at: Mapped[datetime] = mapped_column(primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"))
-    started_at: Mapped[datetime]
     duration_seconds: Mapped[float] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str | None] = mapped_column(String(64))
     signal: Mapped[float | None] = mapped_column(Float)
     confidence: Mapped[float | None] = mapped_column(Float)
-    mode: Mapped[str] = mapped_column(String(16))
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"))
+    status: Mapped[str] = mapped_column(CodeType(STATUS_CODES))
+    mode: Mapped[str] = mapped_column(CodeType(MODE_CODES))
+    outcome: Mapped[str | None] = mapped_column(String(64))
     error_type: Mapped[str | None] = mapped_column(String(128))
     #: The backtest run this execution belongs to (mode ``backtest``). Refers to
     #: ``backtest_runs.run_id`` but is not a foreign key: a runner records a backtest's executions
     #: while it runs, before the finished run itself is stored.
-    backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
-    ingested_at: Mapped[datetime]
+    backtest_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class ExecutionStartClaimRow(Base):
+    """The ``started_at`` given to an execution received with an ``event_id`` but without a start time.
+
+    Only such executions get a row here (SDK- and HTTP-client-generated events always carry their
+    start time). A retry of one gets a fresh default start time; the store replaces it with the
+    claimed one before inserting, so the retry hits the (``started_at``, ``event_id``) key.
+    """
+
+    __tablename__ = "execution_start_claims"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    started_at: Mapped[datetime]
+
+
+def rollup_bucket_column(bound: float) -> str:
+    """Column of ``execution_rollups`` counting executions with ``duration_seconds <= bound``."""
+    return "duration_le_" + repr(float(bound)).replace(".", "_").replace("-", "m")
+
+
+#: One cumulative count column per bucket of the Prometheus duration histogram (same bounds).
+ROLLUP_BUCKET_COLUMNS: tuple[str, ...] = tuple(rollup_bucket_column(b) for b in EXECUTION_DURATION_BUCKETS)
+
+
+class ExecutionRollupRow(Base):
+    """Exact per-minute aggregates of ``heuristic_executions`` (see :mod:`heurmetrics.store.rollups`).
+
+    Every stored execution is counted in exactly one row, in the same transaction that inserts it;
+    retention never removes rollups. ``outcome`` is ``''`` for an execution without one.
+    """
+
+    __tablename__ = "execution_rollups"
+    __table_args__ = (Index("ix_execution_rollups_bucket_start", "bucket_start"),)
+
+    # Key order (version, mode, minute, …): "last live execution of a version" is one index probe.
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"), primary_key=True)
+    mode: Mapped[str] = mapped_column(CodeType(MODE_CODES), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(CodeType(STATUS_CODES), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Counts of one minute fit a 4-byte integer (2^31 per minute is 35 M executions per second).
+    executions: Mapped[int] = mapped_column(Integer)
+    duration_sum: Mapped[float] = mapped_column(Float)
+    confidence_count: Mapped[int] = mapped_column(Integer)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+
+
+_rollup_table: Table = ExecutionRollupRow.__table__  # type: ignore[assignment]
+for _column in ROLLUP_BUCKET_COLUMNS:
+    _rollup_table.append_column(Column(_column, Integer, nullable=False))
+
+
+class RetentionEventRow(Base):
+    """One applied retention run on one partition (append-only, hash-chained; see heurmetrics.audit).
+
+    ``content_digest`` is the sha256 of the dropped rows in the documented text form
+    (``docs/storage.md``), so an auditor holding an export can check exactly what was removed.
+    """
+
+    __tablename__ = "retention_events"
+    __table_args__ = (Index("ix_retention_events_chain_position", "chain_position", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(64))
+    partition_name: Mapped[str] = mapped_column(String(128))
+    range_start: Mapped[datetime]
+    range_end: Mapped[datetime]
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    #: rule_version_id (as text) → rows dropped, equal to the rollups' count for that range.
+    counts: Mapped[dict[str, Any]]
+    content_digest: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[dict[str, Any]]
+    actor: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime]
+    chain_position: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
 
 class BacktestRunRow(Base):

@@ -9,6 +9,7 @@ are exactly the rows that were new, which is what keeps Prometheus counts equal 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -33,7 +34,8 @@ from heurmetrics.domain import (
     RuleVersion,
 )
 from heurmetrics.errors import StoreUnavailable
-from heurmetrics.store import deliveries, migrations
+from heurmetrics.store import deliveries, migrations, partitions, rollups
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.overfitting import insert_overfitting
 from heurmetrics.store.schema import (
@@ -45,34 +47,34 @@ from heurmetrics.store.schema import (
     RuleVersionRow,
 )
 
+log = logging.getLogger(__name__)
+
 _EXECUTION_COLUMNS = (
-    "event_id",
-    "rule_version_id",
     "started_at",
+    "event_id",
     "duration_seconds",
-    "status",
-    "outcome",
     "signal",
     "confidence",
+    "rule_version_id",
+    "status",
     "mode",
+    "outcome",
     "error_type",
     "backtest_run_id",
-    "ingested_at",
 )
 # Binary COPY needs the Postgres type of every column, in order.
 _EXECUTION_PG_TYPES = (
+    "timestamptz",
     "uuid",
+    "float8",
+    "float8",
+    "float8",
     "int4",
-    "timestamptz",
-    "float8",
-    "text",
-    "text",
-    "float8",
-    "float8",
+    "int2",
+    "int2",
     "text",
     "text",
     "uuid",
-    "timestamptz",
 )
 _EQUITY_COLUMNS = ("run_id", "fold_index", "ts", "equity", "drawdown")
 _EQUITY_PG_TYPES = ("uuid", "int4", "timestamptz", "float8", "float8")
@@ -87,25 +89,24 @@ def _table(row: type[Any]) -> Table:
 
 _SQLITE_INSERT_EXECUTIONS = (
     f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (event_id) DO NOTHING"
+    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
 )
 
 
-def _execution_tuple(e: ExecutionEvent, now: datetime) -> tuple[Any, ...]:
-    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order."""
+def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tuple[Any, ...]:
+    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and mode)."""
     return (
+        _utc(e.started_at) if started is None else started,
         e.event_id,
-        e.rule_version.id,
-        _utc(e.started_at),
         e.duration_seconds,
-        e.status,
-        e.outcome,
         e.signal,
         e.confidence,
-        e.mode,
+        e.rule_version.id,
+        STATUS_CODES[e.status],
+        MODE_CODES[e.mode],
+        e.outcome,
         e.error_type,
         e.backtest_run_id,
-        now,
     )
 
 
@@ -116,6 +117,19 @@ def _copy_rows(cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> None
         write = copy.write_row
         for row in rows:
             write(row)
+
+
+def _first_of_each(
+    events: Sequence[ExecutionEvent], started: Sequence[datetime], inserted: set[tuple[datetime, uuid.UUID]]
+) -> list[int]:
+    """Indexes of the events that were inserted (the first of any repeated identity)."""
+    new, seen = [], set()
+    for i, (e, t) in enumerate(zip(events, started, strict=True)):
+        key = (t, e.event_id)
+        if key in inserted and key not in seen:
+            seen.add(key)
+            new.append(i)
+    return new
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -137,6 +151,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._partitions = partitions.PartitionCache(engine)
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
@@ -242,24 +257,52 @@ class SqlStore:
         )
 
     # --- executions -------------------------------------------------------------------------
+    def prepare_partitions(self) -> list[str]:
+        """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
+
+        Called by ``heurmetrics serve`` and the SDK writer on start; returns the partitions created.
+        Never raises: a failure is logged, and the insert path creates partitions on demand (the
+        default partition catches the rest).
+        """
+        try:
+            created = partitions.ensure_ahead(self.engine)
+        except Exception as exc:  # see docstring: never fatal
+            log.warning("creating partitions ahead failed (%s): they will be created on demand", exc)
+            return []
+        if created:
+            log.info("created partitions %s", ", ".join(created))
+        return created
+
     def insert_executions(
         self, events: Sequence[ExecutionEvent], *, delivery: deliveries.DeliveryStamp | None = None
     ) -> set[uuid.UUID]:
         """Insert a batch in one transaction; returns the ids that were new.
 
-        Ids already stored (a retry) or repeated inside the batch are skipped, never duplicated.
-        With ``delivery``, the batch's delivery record is written in the same transaction (see
+        Ids already stored (a retry: same ``event_id`` and ``started_at``) or repeated inside the
+        batch are skipped, never duplicated. The new rows' rollup increments are written in the
+        same transaction (:mod:`heurmetrics.store.rollups`), so rollups stay exact. With
+        ``delivery``, the batch's delivery record is written in the same transaction too (see
         :mod:`heurmetrics.store.deliveries`).
         """
         if not events:
             return set()
-        now = datetime.now(UTC)
+        if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
+            events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
+        if self.dialect == "postgresql":
+            times = [e.started_at for e in events]
+            self._partitions.ensure(_utc(min(times)), _utc(max(times)))
         try:
             with self.engine.begin() as conn:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                if any(e.started_at_defaulted for e in events):
+                    self._claim_start_times(cursor, events)
+                started = [_utc(e.started_at) for e in events]
                 if self.dialect == "postgresql":
-                    inserted = self._insert_executions_pg(conn, events, now)
+                    new = self._insert_executions_pg(cursor, events, started)
                 else:
-                    inserted = self._insert_executions_sqlite(conn, events, now)
+                    new = self._insert_executions_sqlite(cursor, events, started)
+                self._add_rollups(cursor, events, started, new)
+                inserted = {events[i].event_id for i in new}
                 if delivery is not None:
                     deliveries.record(conn, delivery, inserted, len(events))
                 return inserted
@@ -272,11 +315,56 @@ class SqlStore:
         """See :func:`heurmetrics.store.deliveries.claim`."""
         return deliveries.claim(self.engine, delivery_id, token)
 
+    def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> None:
+        """Give each event received without ``started_at`` the start time of its id's first receipt.
+
+        Same transaction as the insert: a concurrent first receipt of the same id waits on the
+        claim's primary key and then reads the winner's time.
+        """
+        claims = [e for e in events if e.started_at_defaulted]
+        if self.dialect == "postgresql":
+            cursor.executemany(
+                "INSERT INTO execution_start_claims (event_id, started_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(e.event_id, _utc(e.started_at)) for e in claims],
+            )
+            cursor.execute(
+                "SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%s)",
+                ([e.event_id for e in claims],),
+            )
+            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+        else:
+            if not cursor.connection.in_transaction:
+                cursor.execute("BEGIN")
+            cursor.executemany(
+                "INSERT INTO execution_start_claims (event_id, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(e.event_id.hex, _sqlite_time(_utc(e.started_at))) for e in claims],
+            )
+            stored = {}
+            for e in claims:
+                cursor.execute("SELECT started_at FROM execution_start_claims WHERE event_id = ?", (e.event_id.hex,))
+                text_time = cursor.fetchone()[0]
+                stored[e.event_id] = datetime.fromisoformat(text_time).replace(tzinfo=UTC).timestamp()
+        for e in claims:
+            e.started_at = stored[e.event_id]
+            e.started_at_defaulted = False
+
+    def _add_rollups(
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]
+    ) -> None:
+        """Add the inserted events (indexes ``new``) to ``execution_rollups``, same transaction."""
+        if len(new) == len(events):
+            acc = rollups.aggregate(events, started)
+        else:
+            acc = rollups.aggregate([events[i] for i in new], [started[i] for i in new])
+        sqlite = self.dialect == "sqlite"
+        params = rollups.rows(acc, sqlite=sqlite)
+        if params:
+            cursor.executemany(rollups.upsert_sql("?" if sqlite else "%s"), params)
+
     def _insert_executions_pg(
-        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
-    ) -> set[uuid.UUID]:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        rows = [_execution_tuple(e, now) for e in events]
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
+        rows = [_execution_tuple(e, t) for e, t in zip(events, started, strict=True)]
         # New events are the common case: COPY straight into the table (raw COPY speed). A
         # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
         # savepoint, and the batch takes the idempotent staging path below.
@@ -287,7 +375,7 @@ class SqlStore:
             cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
         else:
             cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
-            return {e.event_id for e in events}
+            return list(range(len(events)))
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -296,54 +384,53 @@ class SqlStore:
         cols = ", ".join(_EXECUTION_COLUMNS)
         cursor.execute(
             f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
-            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            "ON CONFLICT (started_at, event_id) DO NOTHING RETURNING started_at, event_id"
         )
-        inserted = {row[0] for row in cursor.fetchall()}
+        inserted = set(cursor.fetchall())
         cursor.execute("DELETE FROM _hm_stage_executions")  # the same transaction may stage again
-        return inserted
+        return _first_of_each(events, started, inserted)
 
     def _insert_executions_sqlite(
-        self, conn: Connection, events: Sequence[ExecutionEvent], now: datetime
-    ) -> set[uuid.UUID]:
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
         """One ``executemany`` through the driver: SQLAlchemy's per-row processing is most of the cost.
 
         Values are encoded exactly as SQLAlchemy stores them on SQLite (``Uuid`` as 32 hex digits,
         ``UTCDateTime`` as naive UTC text), so both paths read back the same.
         """
-        stamp = _sqlite_time(now)
         rows = [
             (
+                _sqlite_time(t),
                 e.event_id.hex,
-                e.rule_version.id,
-                _sqlite_time(_utc(e.started_at)),
                 e.duration_seconds,
-                e.status,
-                e.outcome,
                 e.signal,
                 e.confidence,
-                e.mode,
+                e.rule_version.id,
+                STATUS_CODES[e.status],
+                MODE_CODES[e.mode],
+                e.outcome,
                 e.error_type,
                 None if e.backtest_run_id is None else e.backtest_run_id.hex,
-                stamp,
             )
-            for e in events
+            for e, t in zip(events, started, strict=True)
         ]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if not cursor.connection.in_transaction:
+            cursor.execute("BEGIN")  # pysqlite opens one lazily; a SAVEPOINT alone would commit on RELEASE
+        cursor.execute("SAVEPOINT hm_batch")
         cursor.executemany(_SQLITE_INSERT_EXECUTIONS, rows)
         if cursor.rowcount == len(rows):
-            return {e.event_id for e in events}
-        # Some ids were stored already (a retried batch): the new rows carry this batch's stamp.
-        hexes = [r[0] for r in rows]
-        found: set[uuid.UUID] = set()
-        for i in range(0, len(hexes), 500):
-            chunk = hexes[i : i + 500]
-            cursor.execute(
-                f"SELECT event_id FROM heuristic_executions WHERE ingested_at = ? AND event_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                (stamp, *chunk),
-            )
-            found.update(uuid.UUID(hex=row[0]) for row in cursor.fetchall())
-        return found
+            cursor.execute("RELEASE SAVEPOINT hm_batch")
+            return list(range(len(events)))
+        # Some were stored already (a retried batch): redo row by row; rowcount says which were new.
+        # The transaction holds SQLite's write lock, so nobody else inserts meanwhile.
+        cursor.execute("ROLLBACK TO SAVEPOINT hm_batch")
+        new = []
+        for i, row in enumerate(rows):
+            cursor.execute(_SQLITE_INSERT_EXECUTIONS, row)
+            if cursor.rowcount == 1:
+                new.append(i)
+        cursor.execute("RELEASE SAVEPOINT hm_batch")
+        return new
 
     def count_executions(self) -> int:
         with self.engine.connect() as conn:

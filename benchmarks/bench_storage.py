@@ -1,0 +1,388 @@
+"""Storage at volume (issue 10): bytes per execution, query latency over months, retention, rollup cost.
+
+Three sections, each in a scratch PostgreSQL database of its own (dropped at the end):
+
+``bytes``   100,000 executions, total relation size (heap + indexes + TOAST, every partition) per row.
+            *before*: the revision-0003 table (text status/mode, ``ingested_at``, three indexes),
+            loaded by COPY with the values the SDK records; *after*: head, recorded through the SDK
+            ``Recorder`` (background writer, batches of 5,000), plus the same rows by COPY as a
+            cross-check. The rollup table's size is shown apart.
+``volume``  N executions (default 20 M) spread evenly over the 6 full months before the current
+            one, 200 rule versions, 70 % live / 10 % paper / 20 % backtest, loaded by binary COPY
+            straight into the monthly partitions, rollups built per partition with the same
+            GROUP BY as the migration. Then the p95 (wall clock, client side) of every dashboard
+            SQL panel that reads executions (all versions selected; 24 h and 30 day windows), of
+            ``audit executions`` for one version (24 h, 30 days; counts only and with 100 rows),
+            and one retention run dropping the oldest month.
+``ingest``  ``SqlStore.insert_executions`` with its same-transaction rollups against the same path
+            with the rollup step removed, and against "insert, then a roll-up job over the batch's
+            range" (the watermark design's work per batch), batches interleaved in one run.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_storage.py                  # everything (20 M rows: long)
+    .venv/bin/python benchmarks/bench_storage.py --section volume --events 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+from _common import libpq_url, print_environment, print_table, scratch_postgres
+from sqlalchemy import text
+
+from heurmetrics.audit import queries
+from heurmetrics.domain import ExecutionEvent, RuleVersion
+from heurmetrics.monitoring import sqlq
+from heurmetrics.monitoring.config import MonitoringConfig
+from heurmetrics.monitoring.dash_rule_versions import (
+    EXECUTIONS_PER_VERSION_SQL,
+    LIVE_VS_BACKTEST_SQL,
+    versions_sql,
+)
+from heurmetrics.sdk.ids import EventIds
+from heurmetrics.sdk.recorder import Recorder
+from heurmetrics.store import migrations, partitions, retention, rollups
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
+from heurmetrics.store.engine import create_store_engine
+from heurmetrics.store.sql_store import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlStore
+
+OLD_COLUMNS = ("event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
+               "confidence", "mode", "error_type", "backtest_run_id", "ingested_at")
+OLD_TYPES = ("uuid", "int4", "timestamptz", "float8", "text", "text", "float8", "float8", "text", "text", "uuid",
+             "timestamptz")
+
+
+def p95(samples: Sequence[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def relation_bytes(conn: psycopg.Connection[Any], table: str) -> int:
+    """Total size of ``table``: every partition (if partitioned) with indexes and TOAST."""
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size(%s::regclass)) "
+        "FROM pg_partition_tree(%s::regclass)",
+        (table, table),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _register(url: str, n: int) -> list[RuleVersion]:
+    store = SqlStore.open(url)
+    try:
+        return [
+            store.register_rule_version(f"rule_{i // 2:03d}", f"1.{i % 2}.0", params={"i": i}, source="src",
+                                        created_by="bench")[0]
+            for i in range(n)
+        ]
+    finally:
+        store.close()
+
+
+# --- bytes per row ---------------------------------------------------------------------------
+def bytes_section(n: int) -> list[tuple[str, ...]]:
+    rows_out: list[tuple[str, ...]] = []
+    with scratch_postgres() as url:
+        engine = create_store_engine(url)
+        migrations.upgrade(engine, "0003")
+        engine.dispose()
+        with psycopg.connect(libpq_url(url)) as conn:
+            conn.execute("INSERT INTO rules (id, name, created_at) VALUES (1, 'range_bias', now())")
+            conn.execute("INSERT INTO rule_versions (id, rule_id, version, content_hash, params, source, created_at, "
+                         "created_by, chain_position, prev_hash, row_hash) "
+                         "VALUES (1, 1, '1.0.0', 'h', '{}', 's', now(), 'b', 1, 'p', 'r')")
+            ids, now = EventIds(), datetime.now(UTC)
+            with conn.cursor().copy(f"COPY heuristic_executions ({', '.join(OLD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                                    ) as copy:
+                copy.set_types(OLD_TYPES)
+                for i in range(n):
+                    t = now - timedelta(seconds=(n - i) * 0.001)
+                    copy.write_row((ids.next(), 1, t, 0.004, "ok", "bullish", 1.0, 0.7, "live", None, None, now))
+            conn.commit()
+            size = relation_bytes(conn, "heuristic_executions")
+            rows_out.append(("before (0003), COPY", f"{n:,}", f"{size:,}", f"{size / n:.1f}", "-"))
+    with scratch_postgres() as url:
+        rec = Recorder(url)
+        rv = rec.register_rule_version("range_bias", "1.0.0", params={}, source="src")
+        for _ in range(n):
+            rec.record_execution(rv, duration_seconds=0.004, outcome="bullish", signal=1.0, confidence=0.7)
+        assert rec.flush(timeout=300).complete
+        rec.close()
+        with psycopg.connect(libpq_url(url)) as conn:
+            size = relation_bytes(conn, "heuristic_executions")
+            rolled = relation_bytes(conn, "execution_rollups")
+            count = conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0]  # type: ignore[index]
+            rows_out.append(("after (head), SDK Recorder", f"{count:,}", f"{size:,}", f"{size / count:.1f}",
+                             f"{rolled:,}"))
+            ids, now = EventIds(), datetime.now(UTC)
+            conn.execute("CREATE TABLE copy_check (LIKE heuristic_executions INCLUDING ALL) "
+                         "PARTITION BY RANGE (started_at)")
+            lo, hi = partitions.bounds(now, "monthly")
+            conn.execute(f"CREATE TABLE copy_check_p PARTITION OF copy_check FOR VALUES FROM ('{lo.isoformat()}') "
+                         f"TO ('{hi.isoformat()}')")
+            conn.execute("CREATE TABLE copy_check_d PARTITION OF copy_check DEFAULT")
+            with conn.cursor().copy(f"COPY copy_check ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                                    ) as copy:
+                copy.set_types(_EXECUTION_PG_TYPES)
+                for i in range(n):
+                    t = now - timedelta(seconds=(n - i) * 0.001)
+                    copy.write_row((t, ids.next(), 0.004, 1.0, 0.7, rv.id, 1, 1, "bullish", None, None))
+            conn.commit()
+            size = relation_bytes(conn, "copy_check")
+            rows_out.append(("after (head), COPY cross-check", f"{n:,}", f"{size:,}", f"{size / n:.1f}", "-"))
+    return rows_out
+
+
+# --- volume ----------------------------------------------------------------------------------
+def _months(count: int) -> list[tuple[datetime, datetime]]:
+    start, _ = partitions.bounds(datetime.now(UTC), "monthly")
+    out = []
+    for _ in range(count):
+        prev = partitions.bounds(start - timedelta(days=1), "monthly")
+        out.insert(0, prev)
+        start = prev[0]
+    return out
+
+
+def _load(url: str, versions: list[RuleVersion], months: list[tuple[datetime, datetime]], n: int) -> float:
+    """COPY ``n`` executions into the monthly partitions; returns seconds spent."""
+    rng = random.Random(10)
+    durations = [rng.lognormvariate(math.log(0.003), 1.0) for _ in range(4096)]
+    outcomes = ["bullish", "bearish", "neutral", None]
+    vids = [v.id for v in versions]
+    modes = [MODE_CODES["live"]] * 7 + [MODE_CODES["paper"]] + [MODE_CODES["backtest"]] * 2
+    ok, error = STATUS_CODES["ok"], STATUS_CODES["error"]
+    per_month = n // len(months)
+    t0 = time.perf_counter()
+    with psycopg.connect(libpq_url(url)) as conn:
+        for lo, hi in months:
+            name = partitions.partition_name(lo, "monthly")
+            step = (hi - lo) / per_month
+            ids = EventIds()
+            with conn.cursor().copy(f"COPY {name} ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                                    ) as copy:
+                copy.set_types(_EXECUTION_PG_TYPES)
+                write = copy.write_row
+                for i in range(per_month):
+                    r = rng.random()
+                    write((lo + step * i, ids.next(), durations[i & 4095], 1.0 if r < 0.5 else None, r,
+                           vids[i % len(vids)], error if r < 0.01 else ok, modes[i % 10], outcomes[i & 3], None,
+                           None))
+            conn.execute(
+                f"INSERT INTO execution_rollups ({', '.join(rollups.COLUMNS)}) {rollups.rebuild_select(name)}"
+            )
+            conn.commit()
+            print(f"  loaded {name}: {per_month:,} rows ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        conn.execute("ANALYZE")
+    return time.perf_counter() - t0
+
+
+def _render(sql: str, start: datetime, end: datetime, rules: list[str], versions: list[str]) -> str:
+    """Grafana's macros and multi-value variables, as Grafana's PostgreSQL data source expands them."""
+    def listed(values: list[str]) -> str:
+        return ", ".join(sqlq.lit(v) for v in values)
+
+    out = sql.replace("$__timeFilter(ro.bucket_start)",
+                      f"ro.bucket_start BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'")
+    return out.replace(f"${'rule_version'}", listed(versions)).replace(f"${'rule'}", listed(rules))
+
+
+def _timed(fn: Callable[[], object], reps: int) -> float:
+    fn()  # warm (plans, caches)
+    samples = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return p95(samples) * 1000
+
+
+def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Load (unless ``reuse`` names a database loaded by an earlier run) and measure."""
+    if reuse is not None:
+        return _measure(reuse, reps, load_s=None)
+    with scratch_postgres() as url:
+        engine = create_store_engine(url)
+        migrations.upgrade(engine)
+        versions = _register(url, 200)
+        months = _months(6)
+        partitions.create_ranges(engine, months[0][0], months[-1][1], "monthly")
+        engine.dispose()
+        load_s = _load(url, versions, months, n)
+        return _measure(url, reps, load_s)
+
+
+def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    engine = create_store_engine(url)
+    store = SqlStore(engine)
+    versions = store.list_rule_versions()
+    with engine.connect() as conn:
+        months = [(s, e) for s, e in partitions.covered_ranges(conn)
+                  if conn.execute(text("SELECT EXISTS (SELECT 1 FROM execution_rollups WHERE bucket_start >= :s "
+                                       "AND bucket_start < :e)"), {"s": s, "e": e}).scalar()]
+    with psycopg.connect(libpq_url(url)) as conn:
+        stored = int(conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0])  # type: ignore[index]
+        size = relation_bytes(conn, "heuristic_executions")
+        rolled = int(conn.execute("SELECT count(*) FROM execution_rollups").fetchone()[0])  # type: ignore[index]
+        rolled_size = relation_bytes(conn, "execution_rollups")
+    loaded = "loaded by an earlier run" if load_s is None else f"in {load_s:.0f} s incl. rollups"
+    info = [
+        ("executions (COPY into partitions)", f"{stored:,} {loaded}"),
+        ("months / rule versions", f"{len(months)} / {len(versions)}"),
+        ("heuristic_executions size", f"{size / 1e9:.2f} GB ({size / stored:.0f} B/row)"),
+        ("execution_rollups",
+         f"{rolled:,} rows, {rolled_size / 1e9:.2f} GB ({rolled_size / max(rolled, 1):.0f} B/row)"),
+    ]
+    end = months[-1][1]
+    rules = sorted({v.rule for v in versions})
+    names = sorted({v.version for v in versions})
+    panels = {
+        "Versions (last live execution)": versions_sql(MonitoringConfig()),
+        "Live vs backtest": LIVE_VS_BACKTEST_SQL,
+        "Executions per version": EXECUTIONS_PER_VERSION_SQL,
+    }
+    results: list[tuple[str, ...]] = []
+    raw = psycopg.connect(libpq_url(url), autocommit=True)
+    v = versions[17]
+    for window_name, window in (("24 h", timedelta(hours=24)), ("30 days", timedelta(days=30))):
+        start = end - window
+        for title, sql in panels.items():
+            rendered = _render(sql, start, end, rules, names)
+            ms = _timed(lambda q=rendered: raw.execute(q).fetchall(), reps)
+            results.append((f"panel: {title}", window_name, f"{ms:.1f}"))
+        for rows in (0, 100):
+            def audit(r: int = rows, s: datetime = start) -> object:
+                return queries.executions(engine, v.rule, v.version, start=s, end=end, rows=r)
+
+            ms = _timed(audit, reps)
+            results.append((f"audit executions {v.key}" + (f" --rows {rows}" if rows else ""), window_name,
+                            f"{ms:.1f}"))
+    raw.close()
+    policy = retention.Policy({m: datetime.now(UTC) - months[1][0] for m in MODE_CODES})
+    t = time.perf_counter()
+    due = retention.plan(engine, policy)
+    plan_ms = (time.perf_counter() - t) * 1000
+    results.append(("retention plan (--dry-run: partitions, rows, modes present)", "-", f"{plan_ms:.0f}"))
+    t = time.perf_counter()
+    dropped = [retention.drop_partition(engine, c, policy, actor="bench") for c in due]
+    retention_ms = (time.perf_counter() - t) * 1000
+    results.append((
+        f"retention: drop {', '.join(d.partition_name for d in dropped)} ({sum(d.row_count for d in dropped):,} "
+        "rows; verify + digest + chain + detach + drop)", "-", f"{retention_ms:.0f}",
+    ))
+    engine.dispose()
+    return info, results
+
+
+# --- ingest cost of the rollups --------------------------------------------------------------
+class _NoRollups(SqlStore):
+    def _add_rollups(self, *_args: object) -> None:
+        return None
+
+
+class _JobRollups(_NoRollups):
+    """Insert without rollups, then the roll-up job's work for that batch (aggregate its range)."""
+
+    def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
+        new = super().insert_executions(events)
+        lo = datetime.fromtimestamp(min(e.started_at for e in events), UTC).replace(second=0, microsecond=0)
+        hi = datetime.fromtimestamp(max(e.started_at for e in events), UTC) + timedelta(microseconds=1)
+        sets = ", ".join(f"{c} = job_rollups.{c} + excluded.{c}" for c in rollups.VALUE_COLUMNS)
+        select = rollups.rebuild_select(
+            "heuristic_executions", where=f"WHERE started_at >= '{lo.isoformat()}' AND started_at < '{hi.isoformat()}'"
+        )
+        with self.engine.begin() as conn:
+            conn.execute(text(
+                f"INSERT INTO job_rollups ({', '.join(rollups.COLUMNS)}) {select} "
+                f"ON CONFLICT ({', '.join(rollups.KEY_COLUMNS)}) DO UPDATE SET {sets}"
+            ))
+        return new
+
+
+def ingest_section(n: int, batch: int) -> list[tuple[str, ...]]:
+    with scratch_postgres() as url:
+        engine = create_store_engine(url)
+        migrations.upgrade(engine)
+        engine.dispose()
+        [rv] = _register(url, 1)
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            conn.execute("CREATE TABLE job_rollups (LIKE execution_rollups INCLUDING ALL)")
+        stores = {"with rollups (same transaction)": SqlStore.open(url), "without rollups": _NoRollups.open(url),
+                  "without, then roll-up job per batch": _JobRollups.open(url)}
+        ids, rng = EventIds(), random.Random(4)
+        t0 = time.time() - 3600
+        outcomes = ["bullish", "bearish", "neutral", None]
+
+        def events(k: int) -> list[ExecutionEvent]:
+            return [ExecutionEvent(ids.next(), rv, t0 + (k * batch + i) * 0.0005, rng.lognormvariate(-6, 1), "ok",
+                                   outcomes[i & 3], 1.0, 0.7, "live", None, None, True) for i in range(batch)]
+
+        n_batches = n // batch
+        work = {name: [events(k) for k in range(n_batches)] for name in stores}
+        for name, store in stores.items():  # warm-up: connections, staging, plans
+            store.insert_executions(events(n_batches + 1 + list(stores).index(name)))
+        samples: dict[str, list[float]] = {name: [] for name in stores}
+        for k in range(n_batches):  # interleaved, rotating order: same conditions for every path
+            order = list(stores)
+            order = order[k % len(order):] + order[: k % len(order)]
+            for name in order:
+                t = time.perf_counter()
+                stores[name].insert_executions(work[name][k])
+                samples[name].append(time.perf_counter() - t)
+        for store in stores.values():
+            store.close()
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    base, base_median = sum(samples["without rollups"]) / n_batches, median(samples["without rollups"])
+    rows = []
+    for name, s in samples.items():
+        mean = sum(s) / n_batches
+        rows.append((name, f"{batch / mean:,.0f}", f"{batch / median(s):,.0f}", f"{base / mean:.2f}x",
+                     f"{base_median / median(s):.2f}x"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", choices=("all", "bytes", "volume", "ingest"), default="all")
+    parser.add_argument("--events", type=int, default=20_000_000, help="volume section: executions (default 20 M)")
+    parser.add_argument("--reps", type=int, default=20, help="volume section: repetitions per query")
+    parser.add_argument("--reuse-database", help="volume section: measure a database a previous run loaded "
+                        "(kept when that run was killed); its oldest month is dropped by the retention run")
+    parser.add_argument("--ingest-events", type=int, default=200_000, help="ingest section: executions per path")
+    args = parser.parse_args()
+    print_environment("bench_storage", {"events": f"{args.events:,}"})
+    if args.section in ("all", "bytes"):
+        print_table(("table", "rows", "bytes", "bytes/row", "rollup bytes"), bytes_section(100_000),
+                    title="Bytes per execution row (heap + indexes + TOAST, all partitions)")
+    if args.section in ("all", "ingest"):
+        print_table(("path", "mean ev/s", "median-batch ev/s", "mean vs without", "median vs without"),
+                    ingest_section(args.ingest_events, 5000),
+                    title="Ingest cost of the rollups (PostgreSQL, batches of 5,000, interleaved)")
+    if args.section in ("all", "volume"):
+        info, results = volume_section(args.events, args.reps, args.reuse_database)
+        print_table(("", ""), info, title="Volume")
+        print_table(("query", "window", "p95 ms"), results, title=f"Latency at volume ({args.reps} repetitions)")
+    print(json.dumps({"done": True}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

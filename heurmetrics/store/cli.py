@@ -1,0 +1,143 @@
+"""``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
+
+Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`. Errors exit 1 with one line naming the
+problem (no traceback); ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from heurmetrics.cli_options import DatabaseUrl, console, fail, settings_from
+from heurmetrics.config import redact_url
+from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store import partitions, retention
+from heurmetrics.store.engine import create_store_engine
+
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _time(t: datetime | None) -> str:
+    return "-" if t is None else t.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _partition_json(p: partitions.Partition) -> dict[str, Any]:
+    return {"name": p.name, "start": None if p.start is None else p.start.isoformat(),
+            "end": None if p.end is None else p.end.isoformat(), "rows": p.rows, "bytes": p.bytes}
+
+
+def partitions_cmd(
+    create: Annotated[bool, typer.Option("--create", help="Create the current and the next partitions first.")] = False,
+    ahead: Annotated[int, typer.Option(min=0, max=36, help="With --create: partitions ahead of the current one.")] = (
+        partitions.AHEAD
+    ),
+    interval: Annotated[
+        str | None, typer.Option(help="monthly or daily [env: HEURMETRICS_PARTITION_INTERVAL; default monthly]")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List the partitions of heuristic_executions with their sizes and row counts (PostgreSQL)."""
+    url = settings_from(database_url).database_url
+    if interval is not None and interval not in partitions.INTERVALS:
+        raise fail(f"--interval {interval!r}: expected one of {', '.join(partitions.INTERVALS)}")
+    engine = create_store_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise fail(f"{redact_url(url)} is SQLite: one flat heuristic_executions table, no partitions "
+                       "(see docs/storage.md)")
+        created = (
+            partitions.ensure_ahead(engine, ahead=ahead, interval=interval or partitions.configured_interval())
+            if create else []
+        )
+        listed = partitions.list_partitions(engine)
+    except HeurmetricsError as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        console.print_json(json.dumps({"created": created, "partitions": [_partition_json(p) for p in listed]}))
+        return
+    table = Table(title=f"heuristic_executions partitions ({len(listed)})")
+    for column in ("partition", "from", "to", "rows", "size", "bytes/row"):
+        table.add_column(column, justify="right" if column in ("rows", "size", "bytes/row") else "left")
+    for p in listed:
+        per_row = f"{p.bytes / p.rows:,.0f}" if p.rows else "-"
+        table.add_row(p.name, _time(p.start), _time(p.end) if p.start else "DEFAULT", f"{p.rows:,}", _size(p.bytes),
+                      per_row)
+    console.print(table)
+    if created:
+        console.print(f"created: {', '.join(created)}")
+    default = next((p for p in listed if p.start is None), None)
+    if default is not None and default.rows:
+        console.print(f"[bold yellow]warning:[/] {default.rows:,} executions are in {default.name}: "
+                      "their month had no partition when they arrived (see docs/storage.md)")
+
+
+def retention_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be dropped; change nothing.")] = False,
+    keep: Annotated[
+        str | None,
+        typer.Option("--keep", help="Raw executions kept per mode, e.g. live=400d,paper=400d,backtest=30d "
+                                    "(defaults: live 400d, paper 400d, backtest 30d)."),
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Who applies the policy (recorded in the audit chain; default: OS user).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Drop whole partitions of raw executions older than the policy, verified against the rollups
+    and recorded in the audit hash chain (PostgreSQL; refused on SQLite)."""
+    url = settings_from(database_url).database_url
+    engine = create_store_engine(url)
+    try:
+        policy = retention.parse_policy(keep)
+        planned = retention.plan(engine, policy)
+        events = [] if dry_run else [
+            retention.drop_partition(engine, c, policy, actor=actor or getpass.getuser()) for c in planned
+        ]
+    except HeurmetricsError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        console.print_json(json.dumps({
+            "dry_run": dry_run, "policy": policy.as_record(),
+            "partitions": [{**_partition_json(c.partition), "modes": c.modes} for c in planned],
+            "events": [{"id": e.id, "chain_position": e.chain_position, "partition": e.partition_name,
+                        "rows": e.row_count, "content_digest": e.content_digest, "row_hash": e.row_hash}
+                       for e in events],
+        }))
+        return
+    verb = "would drop" if dry_run else "dropped"
+    policy_text = ", ".join(f"{m} {w}" for m, w in policy.as_record().items())
+    if not planned:
+        console.print(f"policy ({policy_text}): nothing is due")
+        return
+    table = Table(title=f"retention ({policy_text}): {verb} {len(planned)} partition(s)")
+    for column in ("partition", "from", "to", "modes", "rows", "size"):
+        table.add_column(column, justify="right" if column in ("rows", "size") else "left")
+    for c in planned:
+        p = c.partition
+        table.add_row(p.name, _time(p.start), _time(p.end), ",".join(c.modes) or "-", f"{p.rows:,}", _size(p.bytes))
+    console.print(table)
+    for e in events:
+        console.print(f"{e.partition_name}: {e.row_count:,} rows dropped; retention event {e.id} at chain position "
+                      f"{e.chain_position}, content digest {e.content_digest}")

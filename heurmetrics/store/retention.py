@@ -1,0 +1,206 @@
+"""Audited retention of raw executions: whole partitions, verified against the rollups, chained.
+
+A partition of ``heuristic_executions`` is dropped when its whole range is older than the policy
+window of every mode that has executions in it (per-mode windows, e.g. backtest 30 days, live 400
+days; a partition holding live executions is kept as long as live ones must be). Applying:
+
+1. takes the audit chain's append lock (one retention or registration at a time);
+2. counts the partition's rows per rule version and compares them with ``execution_rollups`` over
+   the same range: any difference refuses the run and drops nothing;
+3. computes ``content_digest``: sha256 of the rows in the documented text form (``COPY … TO
+   STDOUT``, session time zone UTC, ordered by ``started_at, event_id``; see ``docs/storage.md``);
+4. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
+   digest, policy, actor);
+5. ``DETACH PARTITION`` + ``DROP TABLE`` -- never a row ``DELETE``: the append-only triggers stay
+   in force for every remaining row. All of it is one transaction: the event exists iff the
+   partition is gone.
+
+Rule versions, lifecycle events, backtests, equity curves and rollups are never touched. SQLite
+keeps one flat table whose rows the triggers protect from DELETE: retention is refused there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, insert, text
+from sqlalchemy.engine import Connection
+
+from heurmetrics.audit import chain
+from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store import partitions
+from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
+from heurmetrics.store.schema import RetentionEventRow
+
+#: Raw executions kept per mode by default.
+DEFAULT_WINDOWS: dict[str, timedelta] = {
+    "live": timedelta(days=400), "paper": timedelta(days=400), "backtest": timedelta(days=30)
+}
+DIGEST_COLUMNS = (
+    "started_at", "event_id", "duration_seconds", "signal", "confidence", "rule_version_id", "status", "mode",
+    "outcome", "error_type", "backtest_run_id",
+)
+_LOCK_TIMEOUT = "5s"
+
+
+class RetentionError(HeurmetricsError):
+    """Retention refused (unsupported database, bad policy, rollups not covering a partition)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How long raw executions are kept, per mode."""
+
+    windows: dict[str, timedelta]
+
+    def as_record(self) -> dict[str, Any]:
+        return {mode: f"{int(w.total_seconds() // 86400)}d" for mode, w in sorted(self.windows.items())}
+
+
+def parse_policy(spec: str | None) -> Policy:
+    """``live=400d,paper=400d,backtest=30d`` (days); unspecified modes keep their default window."""
+    windows = dict(DEFAULT_WINDOWS)
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        match = re.fullmatch(r"([a-z]+)=(\d+)d", part)
+        if match is None:
+            raise RetentionError(f"retention policy item {part!r}: expected MODE=DAYSd, e.g. backtest=30d")
+        mode, days = match.group(1), int(match.group(2))
+        if mode not in MODE_CODES:
+            raise RetentionError(f"retention policy item {part!r}: unknown mode {mode!r} ({', '.join(MODE_CODES)})")
+        if days < 1:
+            raise RetentionError(f"retention policy item {part!r}: keep at least 1 day")
+        windows[mode] = timedelta(days=days)
+    return Policy(windows)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A partition the policy would drop, with why."""
+
+    partition: partitions.Partition
+    modes: list[str]
+    window: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionEvent:
+    id: int
+    chain_position: int
+    partition_name: str
+    range_start: datetime
+    range_end: datetime
+    row_count: int
+    counts: dict[str, int]
+    content_digest: str
+    row_hash: str
+
+
+def _require_postgres(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        raise RetentionError(
+            "retention drops whole PostgreSQL partitions; SQLite keeps one flat heuristic_executions table "
+            "whose rows are append-only (DELETE is refused by triggers), so nothing is removed there. "
+            "Use PostgreSQL for long-lived deployments (see docs/storage.md)."
+        )
+
+
+def _modes_in(conn: Connection, start: datetime, end: datetime) -> list[str]:
+    # One probe of the rollups' key (version, mode, minute) per version and mode, instead of reading
+    # every rollup row of the range.
+    codes = conn.execute(
+        text(
+            "SELECT m.code FROM execution_modes m WHERE EXISTS (SELECT 1 FROM rule_versions v CROSS JOIN LATERAL "
+            "(SELECT 1 FROM execution_rollups r WHERE r.rule_version_id = v.id AND r.mode = m.code "
+            "AND r.bucket_start >= :s AND r.bucket_start < :e LIMIT 1) AS hit)"
+        ),
+        {"s": start, "e": end},
+    ).scalars()
+    return sorted(MODE_NAMES[int(c)] for c in codes)
+
+
+def plan(engine: Engine, policy: Policy, *, now: datetime | None = None) -> list[Candidate]:
+    """The partitions the policy drops now, oldest first (the default partition never)."""
+    _require_postgres(engine)
+    now = now or datetime.now(UTC)
+    out = []
+    with engine.connect() as conn:
+        modes_by_range = {(s, e): _modes_in(conn, s, e) for s, e in partitions.covered_ranges(conn)}
+    for p in partitions.list_partitions(engine):
+        if p.start is None or p.end is None:
+            continue
+        modes = modes_by_range.get((p.start, p.end), [])
+        window = max((policy.windows[m] for m in modes), default=max(policy.windows.values()))
+        if p.end <= now - window:
+            out.append(Candidate(p, modes, window))
+    return out
+
+
+def _counts(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, int]:
+    return {str(vid): int(n) for vid, n in conn.execute(text(sql), params).all() if int(n)}
+
+
+def _digest(conn: Connection, name: str) -> str:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    h = hashlib.sha256()
+    query = f"SELECT {', '.join(DIGEST_COLUMNS)} FROM {name} ORDER BY started_at, event_id"
+    with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
+        for block in copy:
+            h.update(block)
+    return h.hexdigest()
+
+
+def drop_partition(
+    engine: Engine, candidate: Candidate, policy: Policy, *, actor: str, now: datetime | None = None
+) -> RetentionEvent:
+    """Verify, digest, chain and drop one partition (one transaction; nothing happens on error)."""
+    _require_postgres(engine)
+    p = candidate.partition
+    assert p.start is not None and p.end is not None
+    with chain.chain_transaction(engine) as conn:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
+        conn.execute(text("SET LOCAL TimeZone = 'UTC'"))  # the digest's text form of timestamps
+        raw = _counts(conn, f"SELECT rule_version_id, count(*) FROM {p.name} GROUP BY 1", {})
+        rolled = _counts(
+            conn,
+            "SELECT rule_version_id, sum(executions) FROM execution_rollups "
+            "WHERE bucket_start >= :s AND bucket_start < :e GROUP BY 1",
+            {"s": p.start, "e": p.end},
+        )
+        if raw != rolled:
+            diff = {v: (raw.get(v, 0), rolled.get(v, 0)) for v in sorted(set(raw) | set(rolled))
+                    if raw.get(v, 0) != rolled.get(v, 0)}
+            raise RetentionError(
+                f"{p.name}: rollups do not cover the partition exactly (rule_version_id: (raw rows, rolled up) "
+                f"{diff}); nothing was dropped"
+            )
+        digest = _digest(conn, p.name)
+        head = chain.read_head(conn)
+        position, event_id = head.position + 1, chain.next_id(conn, chain.RETENTION_TABLE)
+        occurred = chain.append_time(head, now)
+        row_count = sum(raw.values())
+        record = chain.retention_record(
+            position=position, id=event_id, table_name=partitions.TABLE, partition_name=p.name,
+            range_start=p.start, range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
+            policy=policy.as_record(), actor=actor, occurred_at=occurred,
+        )
+        row_hash = chain.link_hash(head.row_hash, record)
+        conn.execute(
+            insert(RetentionEventRow).values(
+                id=event_id, table_name=partitions.TABLE, partition_name=p.name, range_start=p.start,
+                range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
+                policy=policy.as_record(), actor=actor, occurred_at=occurred, chain_position=position,
+                prev_hash=head.row_hash, row_hash=row_hash,
+            )
+        )
+        conn.execute(text(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {p.name}"))
+        conn.execute(text(f"DROP TABLE {p.name}"))
+    return RetentionEvent(event_id, position, p.name, p.start, p.end, row_count, raw, digest, row_hash)
+
+
+def apply(engine: Engine, policy: Policy, *, actor: str, now: datetime | None = None) -> list[RetentionEvent]:
+    """Drop every partition :func:`plan` selects, oldest first; stops at the first refusal."""
+    return [drop_partition(engine, c, policy, actor=actor, now=now) for c in plan(engine, policy, now=now)]
