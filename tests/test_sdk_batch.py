@@ -42,8 +42,9 @@ def test_a_batch_is_stored_and_counted_like_single_records(rec: Recorder, rv: Ru
     assert total(rec, EXECUTIONS) == len(items)
     assert total(rec, EXECUTIONS, mode="backtest", outcome="bearish") == 1000
     assert total(rec, EXECUTIONS, mode="paper", status="error") == 1
-    # Re-sending the caller's own id neither stores nor counts it again.
-    rec.record_executions(rv, [{"duration_seconds": 0.01, "event_id": own}])
+    # Re-sending the caller's own execution unchanged (start time included: docs/storage.md) neither
+    # stores nor counts it again.
+    rec.record_executions(rv, [{"duration_seconds": 0.01, "event_id": own, "started_at": 1.7e9}])
     assert rec.flush(timeout=30).complete
     assert rec.store.count_executions() == len(items) and total(rec, EXECUTIONS) == len(items)
 

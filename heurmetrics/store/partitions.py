@@ -203,10 +203,17 @@ class PartitionCache:
     def _covered(self, t: datetime) -> bool:
         return any(s <= t < e for s, e in self._ranges or ())
 
+    def refresh(self) -> None:
+        """Read the existing ranges (called after partitions are created ahead, on start)."""
+        with self._lock, self.engine.connect() as conn:
+            self._ranges = covered_ranges(conn)
+
     def ensure(self, earliest: datetime, latest: datetime) -> None:
         if self._ranges is not None and self._covered(earliest) and self._covered(latest):
             return
         with self._lock:
+            if self._ranges is not None and self._covered(earliest) and self._covered(latest):
+                return  # another batch created or read them while this one waited
             with self.engine.connect() as conn:
                 self._ranges = covered_ranges(conn)
             if self._covered(earliest) and self._covered(latest):

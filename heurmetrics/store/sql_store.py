@@ -266,6 +266,9 @@ class SqlStore:
         """
         try:
             created = partitions.ensure_ahead(self.engine)
+            # Known ranges now, so that batches of this period never read the catalog (and never
+            # wait on it while the database is slow: the insert's own timeouts apply instead).
+            self._partitions.refresh()
         except Exception as exc:  # see docstring: never fatal
             log.warning("creating partitions ahead failed (%s): they will be created on demand", exc)
             return []
@@ -288,10 +291,10 @@ class SqlStore:
             return set()
         if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
             events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
-        if self.dialect == "postgresql":
-            times = [e.started_at for e in events]
-            self._partitions.ensure(_utc(min(times)), _utc(max(times)))
         try:
+            if self.dialect == "postgresql":
+                times = [e.started_at for e in events]
+                self._partitions.ensure(_utc(min(times)), _utc(max(times)))
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
