@@ -25,12 +25,11 @@ from rich.text import Text
 from heurmetrics.audit import chain, queries
 from heurmetrics.audit.errors import AuditError
 from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref
-from heurmetrics.cli_options import DatabaseUrl
+from heurmetrics.cli_options import DatabaseUrl, open_store
 from heurmetrics.cli_options import fail as _fail
 from heurmetrics.cli_options import settings_from as _settings
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store.sql_store import SqlStore
 
 audit_app = typer.Typer(
     name="audit",
@@ -63,11 +62,7 @@ def _num(value: float | None, pattern: str = "{:.4g}") -> str:
 @contextmanager
 def _engine(database_url: str | None) -> Iterator[Any]:
     """Open the store (refusing a database not at head) and turn known errors into exit code 2."""
-    settings = _settings(database_url)
-    try:
-        store = SqlStore.open(settings.database_url)
-    except HeurmetricsError as exc:
-        raise _fail(str(exc), EXIT_ERROR) from None
+    store = open_store(database_url)
     try:
         yield store.engine
     except (HeurmetricsError, ValueError) as exc:
