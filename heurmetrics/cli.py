@@ -13,7 +13,15 @@ from sqlalchemy.exc import OperationalError
 
 from heurmetrics.audit.cli import audit_app
 from heurmetrics.backtest.cli import backtest_app
-from heurmetrics.cli_options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail, settings_from
+from heurmetrics.cli_options import (
+    EXIT_ERROR,
+    DatabaseUrl,
+    checked_database_url,
+    console,
+    fail,
+    prepare_consoles,
+    settings_from,
+)
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
@@ -34,6 +42,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(performance_app, name="performance")
 app.command("report")(report)
+
+@app.callback()
+def _before_every_command() -> None:
+    prepare_consoles()
+
 
 # Shared with the sub-apps; the underscore names are kept for modules that imported them here.
 _settings = settings_from

@@ -7,7 +7,8 @@ import cycle through the main app that mounts them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import json
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +21,9 @@ from heurmetrics.errors import HeurmetricsError
 if TYPE_CHECKING:
     from heurmetrics.store.sql_store import SqlStore
 
+#: Width of tables when output is not a terminal (CI logs, ``| tee``): wide enough that no
+#: identifier is ever cut to "atr_brea…" (a terminal keeps its own width).
+NON_TERMINAL_WIDTH = 1000
 console = Console(soft_wrap=True)  # messages stay on one line (greppable)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -68,8 +72,36 @@ def open_store(database_url: str | None = None, *, must_exist: bool = True) -> S
         raise fail(f"cannot open database {redact_url(url)}: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
 
 
+_json_errors = False
+
+
+def json_errors(enabled: bool) -> None:
+    """Make :func:`fail` print ``{"error": message}`` (for commands run with ``--json``)."""
+    global _json_errors
+    _json_errors = enabled
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr, on one line, and return the exit to raise."""
+    text = " ".join(str(message).split())
+    if _json_errors:
+        err_console.out(json.dumps({"error": text, "exit_code": code}), highlight=False)
+        return typer.Exit(code)
     # Text, not markup: a message may hold brackets ("[key]") that markup would eat.
-    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(message).split())), highlight=False)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", text), highlight=False)
     return typer.Exit(code)
+
+
+def new_console(**options: Any) -> Console:
+    """A stdout console that never cuts tables when output is not a terminal."""
+    made = Console(soft_wrap=True, **options)
+    if not made.is_terminal:
+        made.width = NON_TERMINAL_WIDTH
+    return made
+
+
+def prepare_consoles() -> None:
+    """Run before every command: the shared console is as wide as the output allows."""
+    json_errors(False)
+    if not console.is_terminal:
+        console.width = NON_TERMINAL_WIDTH
