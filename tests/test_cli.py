@@ -88,3 +88,10 @@ def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkey
     # The demo's own registry counted exactly the rows it stored.
     assert f"Stored {counts['heuristic_executions']:,} executions" in result.output
     assert f"Prometheus counted {counts['heuristic_executions']:,}" in result.output
+    assert "heurmetrics serve --port 9464 --database-url sqlite:///heurmetrics-demo.db" in result.output
+    # Again into the same database: refused before writing anything (it cannot re-approve a retired version).
+    again = runner.invoke(app, ["demo", "--days", "60", "--database-url", "sqlite:///heurmetrics-demo.db"])
+    assert again.exit_code == 2 and "already holds the demo's rule versions" in again.stderr
+    reopened = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
+    assert reopened.table_counts() == counts
+    reopened.close()
