@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -173,3 +174,20 @@ def test_the_schema_documents_every_answer_and_no_token_means_no_security(sqlite
                 assert ("security" in op) == ("401" in statuses)
     execution_schema = open_doc["components"]["schemas"]["ExecutionIn"]["properties"]
     assert execution_schema["rule"]["pattern"] and execution_schema["rule"]["maxLength"] == 64
+
+
+@pytest.mark.parametrize(
+    ("values", "field"), [([1.0, -1.0, 2.0], "equity[1]"), ([1.0, 2.0, float("inf")], "equity[2]")]
+)
+def test_sdk_record_backtest_refuses_nonsense_equity_naming_the_index(
+    sqlite_url: str, values: list[float], field: str
+) -> None:
+    from heurmetrics import InvalidEvent, Recorder
+
+    equity = pd.Series(values, index=pd.date_range("2025-01-01", periods=3, freq="D", tz="UTC"))
+    with Recorder(sqlite_url) as rec:
+        rv = rec.register_rule_version(RULE, VERSION)
+        with pytest.raises(InvalidEvent) as caught:
+            rec.record_backtest(rv, equity, dataset="d", periods_per_year=365)
+        assert caught.value.field == field
+        assert rec.store.table_counts()["backtest_runs"] == 0
