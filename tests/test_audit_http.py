@@ -64,7 +64,7 @@ def test_read_errors(history: History) -> None:
         assert c.get("/v1/rule-versions/sma_cross/9.9.9").status_code == 404
         assert c.get("/v1/rules/nope/versions").status_code == 404
         bad_time = c.get("/v1/active?at=2026-01-01T00:00:00")
-        assert bad_time.status_code == 422 and "timezone" in bad_time.json()["detail"][0]["message"]
+        assert bad_time.status_code == 422 and "with a zone" in bad_time.json()["detail"][0]["message"]
         assert c.get("/v1/diff?old=sma_cross&new=sma_cross@1.0.0").status_code == 422
 
 

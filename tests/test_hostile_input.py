@@ -191,3 +191,12 @@ def test_sdk_record_backtest_refuses_nonsense_equity_naming_the_index(
             rec.record_backtest(rv, equity, dataset="d", periods_per_year=365)
         assert caught.value.field == field
         assert rec.store.table_counts()["backtest_runs"] == 0
+
+
+def test_unknown_or_repeated_query_parameters_are_refused(client: TestClient) -> None:
+    typo = client.get("/v1/active?enviroment=live")
+    assert typo.status_code == 422 and typo.json()["detail"][0]["field"] == "query.enviroment"
+    twice = client.get("/v1/active?env=live&env=paper")
+    assert twice.status_code == 422 and twice.json()["detail"][0]["field"] == "query.env"
+    number = client.get("/v1/active?at=1700000000")  # a number is not an RFC 3339 time
+    assert number.status_code == 422

@@ -54,6 +54,7 @@ from heurmetrics.server.models import (
     equity_series,
 )
 from heurmetrics.server.openapi import document_statuses
+from heurmetrics.server.query_params import known_query_only
 from heurmetrics.server.walkforward_routes import walkforward_router
 from heurmetrics.store.sql_store import SqlStore
 
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         version=__version__,
         lifespan=lifespan,
         responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+        dependencies=[Depends(known_query_only)],
     )
     store = store or SqlStore.open(settings.database_url)
     registry = CollectorRegistry()

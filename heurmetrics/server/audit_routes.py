@@ -34,6 +34,7 @@ from heurmetrics.metrics import definitions as d
 from heurmetrics.server.fields import (
     Actor,
     CodeRef,
+    JsonObject,
     LongText,
     Name,
     ParentRef,
@@ -51,7 +52,7 @@ class _Strict(BaseModel):
 
 
 class ProposeIn(_Strict):
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; part of the content hash.")
+    params: JsonObject = Field(default_factory=dict, description="Parameters; part of the content hash.")
     source: SourceText = Field("", description="Source text or spec; part of the content hash.")
     created_by: Actor = Field(description="Author of the version.")
     description: LongText | None = Field(None, description="What changed, in plain language.")

@@ -14,10 +14,12 @@ order, times relative to *now*) are stated in the field descriptions and answere
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
+from typing_extensions import TypeAliasType
 
 from heurmetrics.metrics import definitions as d
 from heurmetrics.validation import MAX_SOURCE_LENGTH, NAME_BODY, NO_NUL_PATTERN, NON_BLANK_PATTERN
@@ -49,8 +51,19 @@ def integral(value: object) -> object:
 
 #: A non-negative integer that fits every database's INTEGER column.
 Count = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(integral)]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339(value: object) -> object:
+    """Only what ``format: date-time`` promises: an RFC 3339 string (pydantic alone would also
+    take a number of seconds, a date, or a space instead of the T)."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
 #: A time with a zone (RFC 3339). Event times must also lie between 2000-01-01 and now + 5 min.
-Timestamp = Annotated[AwareDatetime, Field(strict=False)]
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
 Time = datetime  # re-exported for annotations of response models
 
 
@@ -70,3 +83,25 @@ ParentRef = Annotated[
 ]
 #: An equity value: finite and above zero (null marks a missing point where the type allows it).
 EquityValue = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+#: Free-form JSON (params, config, metrics) as the store can hold it everywhere: every string —
+#: keys included, at any depth — without NUL (PostgreSQL's JSONB refuses ``\u0000``).
+JsonText = Annotated[str, StringConstraints(pattern=NO_NUL_PATTERN)]
+
+
+def _key_names(schema: dict[str, Any]) -> None:
+    """State the key rule as ``propertyNames`` (pydantic writes ``patternProperties``, which lets
+    any other key through in JSON Schema)."""
+    values = schema.pop("patternProperties", {})
+    if values:
+        schema["additionalProperties"] = next(iter(values.values()))
+    schema["propertyNames"] = {"pattern": NO_NUL_PATTERN}
+
+
+JsonValue = TypeAliasType(
+    "JsonValue",
+    "JsonText | int | float | bool | list[JsonValue] "
+    "| Annotated[dict[JsonText, JsonValue], Field(json_schema_extra=_key_names)] | None",
+)
+JsonObject = Annotated[dict[JsonText, JsonValue], Field(json_schema_extra=_key_names)]

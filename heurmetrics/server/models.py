@@ -21,6 +21,7 @@ from heurmetrics.server.fields import (
     Dataset,
     DatasetHash,
     EquityValue,
+    JsonObject,
     LongText,
     Mode,
     Name,
@@ -49,7 +50,7 @@ __all__ = ["Timestamp", "Uuid"]
 class RuleVersionIn(_Strict):
     rule: Name = Field(description="Rule name (label-safe: letters, digits, _ . : + -, at most 64).")
     version: Name = Field(description="Version string, ideally semantic (1.2.0).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; part of the content hash.")
+    params: JsonObject = Field(default_factory=dict, description="Parameters; part of the content hash.")
     source: SourceText = Field("", description="Source text or spec; part of the content hash.")
     created_by: ShortText | None = Field(None, description="Author; defaults to 'api'.")
     description: LongText | None = Field(None, description="What changed, in plain language.")
@@ -108,7 +109,7 @@ class BacktestIn(_Strict):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     equity: EquityIn
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 class BacktestFailureIn(_Strict):
@@ -123,7 +124,7 @@ class BacktestFailureIn(_Strict):
     error_message: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=NON_BLANK_PATTERN)] = Field(
         description="What went wrong (shown on the backtests dashboard and in the BacktestFailed alert)."
     )
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 class BacktestOut(BaseModel):

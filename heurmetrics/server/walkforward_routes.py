@@ -30,7 +30,7 @@ from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import make_resolution
 from heurmetrics.performance.store import PerformanceStore
-from heurmetrics.server.fields import Count, Dataset, DatasetHash, Horizon, Name, Timestamp, integral
+from heurmetrics.server.fields import Count, Dataset, DatasetHash, Horizon, JsonObject, Name, Timestamp, integral
 from heurmetrics.server.models import (
     UNAUTHORIZED,
     UNKNOWN_RULE_VERSION,
@@ -66,14 +66,14 @@ class WalkForwardFoldIn(_Strict):
     in_sample_end: Timestamp
     out_of_sample_start: Timestamp
     out_of_sample_end: Timestamp
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters chosen in-sample.")
+    params: JsonObject = Field(default_factory=dict, description="Parameters chosen in-sample.")
     trials: Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(integral)] = Field(
         1, description="Candidates tried in-sample."
     )
-    in_sample_metrics: dict[str, Any] | None = Field(
+    in_sample_metrics: JsonObject | None = Field(
         None, description="Metric set of the in-sample evaluation (needs total_return and observations for efficiency)."
     )
-    out_of_sample_metrics: dict[str, Any] | None = None
+    out_of_sample_metrics: JsonObject | None = None
     in_sample_equity: EquityIn | None = Field(None, description="Instead of in_sample_metrics: computed here.")
     out_of_sample_equity: EquityIn | None = Field(
         None, description="Instead of out_of_sample_metrics: computed here, and stored as the fold's curve."
@@ -107,7 +107,7 @@ class WalkForwardIn(_Strict):
     expectation: dict[Horizon, SignalStatsIn] = Field(
         default_factory=dict, description=f"Per horizon ({', '.join(d.RESOLUTION_HORIZONS)}): OOS signal hits."
     )
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 class WalkForwardOut(BaseModel):
