@@ -15,8 +15,8 @@ from fastapi.routing import APIRoute
 def known_query_only(request: Request) -> None:
     """Refuse query parameters the matched route does not declare, and repeated ones."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
-        return
+    if not isinstance(route, APIRoute) or not route.include_in_schema or not request.query_params:
+        return  # /metrics is not in the schema: scrape configs may add their own parameters
     declared = {param.alias for param in route.dependant.query_params}
     for dependency in route.dependant.dependencies:  # parameters of dependencies (none today)
         declared |= {param.alias for param in dependency.query_params}
