@@ -49,8 +49,9 @@ def test_serve_refuses_public_bind_without_token_and_a_missing_database(sqlite_u
 def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "heurmetrics-demo.db").write_text("stale file from an earlier run")
-    result = runner.invoke(app, ["demo", "--days", "60"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["demo", "--days", "60"], env={"COLUMNS": None})  # not a terminal: no "…"
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output
     for key in ("sma_cross@1.0.0", "atr_breakout@1.1.0", "range_bias@2.0.0", "Sharpe", "drift", "heurmetrics serve"):
         assert key in result.output
     store = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
