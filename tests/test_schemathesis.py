@@ -246,8 +246,9 @@ def _make_consistent(node: Any) -> None:
                     ("out_of_sample_end", 9),
                 ):
                     fold[name] = (start + timedelta(days=days)).isoformat()
-    if isinstance(node.get("signals"), int) and isinstance(node.get("hits"), int):
-        node["hits"] = min(node["hits"], node["signals"])
+    signals, hits = node.get("signals"), node.get("hits")
+    if isinstance(signals, int | float) and isinstance(hits, int | float):
+        node["hits"] = min(hits, signals)
 
 
 def _instant(text: str) -> datetime:
