@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import OperationalError
 
 from heurmetrics.audit.cli import audit_app
 from heurmetrics.backtest.cli import backtest_app
-from heurmetrics.cli_options import DatabaseUrl, console, fail, settings_from
+from heurmetrics.cli_options import (
+    EXIT_ERROR,
+    DatabaseUrl,
+    checked_database_url,
+    console,
+    fail,
+    prepare_consoles,
+    settings_from,
+)
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
@@ -36,6 +46,11 @@ app.add_typer(backtest_app, name="backtest")
 app.add_typer(performance_app, name="performance")
 app.command("report")(report)
 
+@app.callback()
+def _before_every_command() -> None:
+    prepare_consoles()
+
+
 # Shared with the sub-apps; the underscore names are kept for modules that imported them here.
 _settings = settings_from
 _fail = fail
@@ -47,18 +62,21 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
     from heurmetrics.store import migrations
     from heurmetrics.store.engine import create_store_engine
 
-    settings = _settings(database_url)
-    engine = create_store_engine(settings.database_url)
+    url = checked_database_url(database_url, must_exist=False)  # the one command that creates a database
     try:
-        before, after = migrations.upgrade(engine)
+        engine = create_store_engine(url)
+        try:
+            before, after = migrations.upgrade(engine)
+        finally:
+            engine.dispose()
+    except OperationalError as exc:
+        raise _fail(f"cannot reach database {redact_url(url)}: {exc.orig}", EXIT_ERROR) from None
     except Exception as exc:
-        raise _fail(f"upgrading {redact_url(settings.database_url)} failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        engine.dispose()
+        raise _fail(f"upgrading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
     if before == after:
-        console.print(f"{redact_url(settings.database_url)} is already at head ({after}).")
+        console.print(f"{redact_url(url)} is already at head ({after}).")
     else:
-        console.print(f"{redact_url(settings.database_url)} upgraded from {before or 'empty'} to {after}.")
+        console.print(f"{redact_url(url)} upgraded from {before or 'empty'} to {after}.")
 
 
 @db_app.command("current")
@@ -67,12 +85,17 @@ def db_current(database_url: DatabaseUrl = None) -> None:
     from heurmetrics.store import migrations
     from heurmetrics.store.engine import create_store_engine
 
-    settings = _settings(database_url)
-    engine = create_store_engine(settings.database_url)
+    url = checked_database_url(database_url)
     try:
-        current, head = migrations.current_revision(engine), migrations.head_revision()
-    finally:
-        engine.dispose()
+        engine = create_store_engine(url)
+        try:
+            current, head = migrations.current_revision(engine), migrations.head_revision()
+        finally:
+            engine.dispose()
+    except OperationalError as exc:
+        raise _fail(f"cannot reach database {redact_url(url)}: {exc.orig}", EXIT_ERROR) from None
+    except Exception as exc:
+        raise _fail(f"reading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
     state = "at head" if current == head else "NOT at head: run `heurmetrics db upgrade`"
     console.print(f"current: {current or 'empty'}  head: {head}  ({state})")
     if current != head:
@@ -97,6 +120,7 @@ def serve(
     from heurmetrics.server.logs import configure_logging
 
     settings = _settings(database_url, api_token=api_token)
+    checked_database_url(settings.database_url)  # serving a file that is not there would create it
     if settings.api_token is None and not _is_loopback(host):
         raise _fail(
             f"refusing to bind {host} without an API token: set HEURMETRICS_API_TOKEN (or --api-token), "
@@ -106,7 +130,9 @@ def serve(
     try:
         application = create_app(settings)
     except HeurmetricsError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), EXIT_ERROR) from None
+    except Exception as exc:  # a driver error: one line, no traceback
+        raise _fail(f"cannot open database {redact_url(settings.database_url)}: {exc}", EXIT_ERROR) from None
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False, log_config=None)
 
 
@@ -114,7 +140,10 @@ def serve(
 def demo(
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", help="Where to write (default: a fresh ./heurmetrics-demo.db SQLite file)."),
+        typer.Option(
+            "--database-url",
+            help="Where to write [env: HEURMETRICS_DATABASE_URL; default: a fresh ./heurmetrics-demo.db SQLite file].",
+        ),
     ] = None,
     days: Annotated[int, typer.Option(min=60, help="Days of hourly synthetic data (the walk-forward needs 60).")] = 540,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic market data.")] = 7,
@@ -122,7 +151,8 @@ def demo(
     """Register three demo rules in two versions each, run and backtest them, print a summary."""
     from heurmetrics.demo.run import DEMO_DATABASE, run_demo
 
-    url = database_url
+    given = database_url or os.environ.get("HEURMETRICS_DATABASE_URL")
+    url = None if given is None else checked_database_url(given, must_exist=False)
     if url is None:
         path = Path(DEMO_DATABASE)
         for suffix in ("", "-wal", "-shm"):
@@ -131,7 +161,7 @@ def demo(
     try:
         run_demo(url, days=days, seed=seed, console=console)
     except HeurmetricsError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), EXIT_ERROR) from None
 
 
 def _is_loopback(host: str) -> bool:

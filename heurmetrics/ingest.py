@@ -30,14 +30,16 @@ import pandas as pd
 
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
-from heurmetrics.errors import CardinalityBudgetExceeded, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.errors import CardinalityBudgetExceeded, InvalidEvent, StoreUnavailable, UnknownRuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.store import deliveries
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.validation import (
+    MAX_SOURCE_LENGTH,
     check_execution,
+    check_finite,
     check_json_object,
     check_label_value,
     check_text,
@@ -46,8 +48,6 @@ from heurmetrics.validation import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-#: Largest rule source accepted (1 MB of text).
-MAX_SOURCE_LENGTH = 1_000_000
 #: Claims kept for a later retry when the database could not be asked right after a commit.
 MAX_PENDING_CLAIMS = 10_000
 
@@ -350,6 +350,56 @@ class Ingest:
             stored = self.store.backtest_metrics(run.run_id)
             run = dataclasses.replace(run, metrics=stored if stored is not None else run.metrics)
         else:
+            self.metrics.observe_backtest(run)
+            if self.collector is not None:
+                self.collector.invalidate()
+        return run, created
+
+    def record_failed_backtest(
+        self,
+        rv: RuleVersion,
+        *,
+        error_message: str,
+        dataset: str,
+        periods_per_year: float,
+        kind: str = "single",
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        run_id: uuid.UUID | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[BacktestRun, bool]:
+        """Store a backtest run that failed (status ``failed``, no metrics, no points) and count it.
+
+        It feeds the "Backtest failed" annotation and the ``BacktestFailed`` alert like a failed
+        SDK walk-forward. Re-sending a ``run_id`` stores and counts nothing.
+        """
+        check_text("error_message", error_message, 4000)
+        check_text("dataset", dataset, 256)
+        periods = check_finite("periods_per_year", periods_per_year, low=1e-9)
+        config = check_json_object("config", config or {})
+        finished = finished_at or datetime.now(UTC)
+        for name, value in (("started_at", started_at), ("finished_at", finished)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidEvent(name, "naive datetime: pass a timezone-aware time (e.g. UTC)")
+        run = BacktestRun(
+            run_id=run_id or uuid.uuid4(),
+            rule_version=rv,
+            kind=kind,
+            dataset=dataset,
+            dataset_hash=None,
+            period_start=None,
+            period_end=None,
+            periods_per_year=periods,
+            status="failed",
+            started_at=started_at or finished,
+            finished_at=finished,
+            metrics={},
+            config=config,
+            error_message=error_message,
+        )
+        created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run))
+        self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
+        if created:
             self.metrics.observe_backtest(run)
             if self.collector is not None:
                 self.collector.invalidate()

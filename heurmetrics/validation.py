@@ -24,6 +24,17 @@ MAX_FUTURE_SKEW_SECONDS: Final = 300.0
 MIN_TIMESTAMP: Final = 946_684_800.0
 #: Longest execution accepted: a rule that runs for more than a day is a bug, not a measurement.
 MAX_EXECUTION_SECONDS: Final = 86_400.0
+#: Largest rule source accepted (1 MB of text).
+MAX_SOURCE_LENGTH: Final = 1_000_000
+#: A name without its anchors, to build composite patterns (``rule@version``).
+NAME_BODY: Final = d.LABEL_VALUE_PATTERN.removeprefix("^").removesuffix("$")
+#: Free text: anything but NUL (PostgreSQL text cannot hold it). The same regex in Python, in
+#: pydantic-core (the HTTP API) and in JSON Schema (ECMA 262).
+NO_NUL_PATTERN: Final = r"^[^\x00]*$"
+#: Free text that says something: at least one character that is neither NUL nor ASCII
+#: whitespace. Spelled out instead of ``\s``, whose meaning differs between regex dialects.
+NON_BLANK_PATTERN: Final = r"^[^\x00]*[^\x00\t\n\v\f\r ][^\x00]*$"
+_ASCII_WHITESPACE: Final = "\t\n\v\f\r "
 #: Label values already validated: the set is bounded by the cardinality of valid labels.
 _valid_labels: set[str] = set()
 
@@ -34,7 +45,7 @@ def check_label_value(field: str, value: object) -> str:
         return value
     if not isinstance(value, str):
         raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
-    if not _LABEL_RE.match(value):
+    if not _LABEL_RE.fullmatch(value):  # fullmatch: Python's $ would let a trailing newline in
         raise InvalidEvent(
             field,
             f"{value[:80]!r} is not a valid name: 1-{d.LABEL_VALUE_MAX_LENGTH} characters of "
@@ -114,6 +125,15 @@ def check_text(field: str, value: object, max_length: int) -> str:
     return value
 
 
+def check_non_blank(field: str, value: object, max_length: int, what: str) -> str:
+    """Free text (see :func:`check_text`) that is not only ASCII whitespace, stripped of it."""
+    text = check_text(field, value, max_length)
+    stripped = text.strip(_ASCII_WHITESPACE)  # NON_BLANK_PATTERN without its backtracking
+    if not stripped:
+        raise InvalidEvent(field, f"must {what} (a non-empty string)")
+    return stripped
+
+
 def _is_utf8_encodable(text: str) -> bool:
     """False for strings with lone surrogates (e.g. from a bad decode): no database can store them."""
     try:
@@ -131,6 +151,8 @@ def check_json_object(field: str, value: object) -> dict[str, Any]:
         text = canonical_json(value)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(field, f"must be JSON-serialisable without NaN/inf: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent(field, "is nested too deeply") from None
     if "\\u0000" in text:
         raise InvalidEvent(field, "must not contain NUL characters")
     if not text.isascii() and not _is_utf8_encodable(text):

@@ -252,7 +252,7 @@ def test_unknown_rule_version_is_rejected_naming_it(api: Api) -> None:
     before = api.state()
     batch = [execution(RULE, VERSION), execution(RULE, "9.9.9")]
     response = api.post("/v1/executions", {"executions": batch})
-    assert response.status_code == 422, response.text
+    assert response.status_code == 404, response.text
     detail = response.json()["detail"]
     assert detail[0]["field"] == "executions[1].rule_version"
     assert f"{RULE}@9.9.9" in detail[0]["message"]
@@ -423,12 +423,13 @@ def test_backtest_created_then_resent(api: Api) -> None:
     assert table_counts(api.url)["backtest_runs"] == 2
 
 
+DAYS = ["2025-01-01T00:00:00Z", "2025-01-02T00:00:00Z", "2025-01-03T00:00:00Z"]
 BAD_BACKTESTS: list[tuple[str, Any, str]] = [
     ("unknown-version", backtest_body(rule_version="0.0.1"), "rule_version"),
     (
         "naive-timestamps",
         backtest_body(equity={"timestamps": ["2025-01-01T00:00:00", "2025-01-02T00:00:00"], "values": [1, 2]}),
-        "equity.timestamps",
+        "equity.timestamps[0]",
     ),
     (
         "length-mismatch",
@@ -445,6 +446,14 @@ BAD_BACKTESTS: list[tuple[str, Any, str]] = [
         "equity-NaN",
         json.dumps(backtest_body(equity={"timestamps": ["2025-01-01T00:00:00Z"], "values": [float("inf")]})),
         "equity",
+    ),
+    # Equity is wealth: <= 0 or not finite is refused, naming the index (issue 13).
+    ("equity-negative", backtest_body(equity={"timestamps": DAYS[:3], "values": [1, -1, 2]}), "equity.values[1]"),
+    ("equity-zero", backtest_body(equity={"timestamps": DAYS[:2], "values": [0, 0]}), "equity.values[0]"),
+    (
+        "equity-NaN-literal",
+        json.dumps(backtest_body(equity={"timestamps": DAYS[:2], "values": [1, float("nan")]})),
+        "equity.values[1]",
     ),
     ("periods-per-year-zero", backtest_body(periods_per_year=0), "periods_per_year"),
     ("periods-per-year-string", backtest_body(periods_per_year="365"), "periods_per_year"),

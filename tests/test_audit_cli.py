@@ -212,3 +212,23 @@ def test_verify_on_a_tampered_database_names_the_record(migrated_url: str) -> No
     store = SqlStore.open(migrated_url)
     assert not chain.verify(store.engine).ok
     store.close()
+
+
+def test_usage_errors_are_exit_2_one_line_and_json_with_json(audited: History, tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("an existing file")
+    exported = runner.invoke(audit_app, ["export", "--out", str(taken), "--database-url", audited.url])
+    assert exported.exit_code == 2 and "is a file" in exported.stderr, exported.output
+    assert isinstance(exported.exception, SystemExit) and taken.read_text() == "an existing file"
+    bad_head = runner.invoke(audit_app, ["verify", "--expect-head", "deadbeef", "--database-url", audited.url])
+    assert bad_head.exit_code == 2 and "not a head hash" in bad_head.stderr  # a usage error, not "tampered"
+    as_json = runner.invoke(audit_app, ["show", "nope@1.0.0", "--json", "--database-url", audited.url])
+    payload = json.loads(as_json.stderr)  # with --json, the error is JSON too
+    assert as_json.exit_code == 2 and payload["exit_code"] == 2
+    assert payload["error"].startswith("unknown rule version nope@1.0.0")
+
+
+def test_tables_are_never_cut_when_output_is_not_a_terminal(audited: History) -> None:
+    result = runner.invoke(audit_app, ["versions", "sma_cross", "--database-url", audited.url], env={"COLUMNS": None})
+    assert result.exit_code == 0
+    assert "…" not in result.stdout and "faster EMA leg, ATR filter" in result.stdout

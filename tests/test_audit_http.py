@@ -64,7 +64,7 @@ def test_read_errors(history: History) -> None:
         assert c.get("/v1/rule-versions/sma_cross/9.9.9").status_code == 404
         assert c.get("/v1/rules/nope/versions").status_code == 404
         bad_time = c.get("/v1/active?at=2026-01-01T00:00:00")
-        assert bad_time.status_code == 422 and "no time zone" in bad_time.json()["detail"]
+        assert bad_time.status_code == 422 and "with a zone" in bad_time.json()["detail"][0]["message"]
         assert c.get("/v1/diff?old=sma_cross&new=sma_cross@1.0.0").status_code == 422
 
 
@@ -107,12 +107,14 @@ def test_lifecycle_over_http_and_status_labels_on_metrics(client: TestClient) ->
     self_approval = post(f"{base}/1.0.0/approve", json={"actor": "alice", "reason": "mine"})
     assert self_approval.status_code == 409 and "they are its author" in self_approval.json()["detail"]
     assert post(f"{base}/1.0.0/approve", json={"actor": "bob", "reason": "ok"}).status_code == 201
-    no_backtest = post(f"{base}/1.0.0/activate", json={"actor": "carol", "reason": "go"})
+    no_env = post(f"{base}/1.0.0/activate", json={"actor": "carol", "reason": "go"})
+    assert no_env.status_code == 422 and no_env.json()["detail"][0]["field"] == "env"  # never a silent "live"
+    no_backtest = post(f"{base}/1.0.0/activate", json={"actor": "carol", "reason": "go", "env": "live"})
     assert no_backtest.status_code == 409 and "no completed backtest" in no_backtest.json()["detail"]
     for version in ("1.0.0", "1.1.0"):
         backtest = {"rule": "r", "rule_version": version, "dataset": "d", "periods_per_year": 8760, "equity": EQUITY}
         assert post("/v1/backtests", json=backtest).status_code == 201
-    activated = post(f"{base}/1.0.0/activate", json={"actor": "carol", "reason": "go"})
+    activated = post(f"{base}/1.0.0/activate", json={"actor": "carol", "reason": "go", "env": "live"})
     assert activated.status_code == 201 and activated.json()["env"] == "live"
     paper = {"actor": "carol", "reason": "also paper", "env": "paper"}
     assert post(f"{base}/1.0.0/activate", json=paper).status_code == 201
@@ -121,9 +123,10 @@ def test_lifecycle_over_http_and_status_labels_on_metrics(client: TestClient) ->
 
     assert post(f"{base}/1.1.0/approve", json={"actor": "bob", "reason": "ok"}).status_code == 201
     assert info_series(client)[("r", "1.1.0")] == {("approved", "")}
-    assert post(f"{base}/1.1.0/activate", json={"actor": "carol", "reason": "promote"}).status_code == 201
+    promote = {"actor": "carol", "reason": "promote", "env": "live"}
+    assert post(f"{base}/1.1.0/activate", json=promote).status_code == 201
     assert info_series(client) == {("r", "1.0.0"): {("active", "paper")}, ("r", "1.1.0"): {("active", "live")}}
-    rolled = post(f"{base}/1.1.0/rollback", json={"actor": "carol", "reason": "bad"})
+    rolled = post(f"{base}/1.1.0/rollback", json={"actor": "carol", "reason": "bad", "env": "live"})
     assert rolled.status_code == 201 and [e["event"] for e in rolled.json()] == ["rolled_back", "activated"]
     assert info_series(client)[("r", "1.0.0")] == {("active", "live"), ("active", "paper")}
     assert post(f"{base}/1.1.0/retire", json={"actor": "dave", "reason": "superseded"}).status_code == 201
@@ -133,7 +136,7 @@ def test_lifecycle_over_http_and_status_labels_on_metrics(client: TestClient) ->
     invalid = post(f"{base}/1.0.0/retire", json={"actor": "dave", "reason": "  "})
     assert invalid.status_code == 422 and invalid.json()["detail"][0]["field"] == "reason"
     assert post(f"{base}/1.0.0/retire", json={"actor": "dave"}).status_code == 422
-    retired_again = post(f"{base}/1.1.0/activate", json={"actor": "carol", "reason": "again"})
+    retired_again = post(f"{base}/1.1.0/activate", json={"actor": "carol", "reason": "again", "env": "live"})
     assert retired_again.status_code == 409 and "retired by dave" in retired_again.json()["detail"]
     verify = client.get("/v1/audit/verify").json()
     assert verify["ok"] and verify["records"] == 2 + 10  # versions + events

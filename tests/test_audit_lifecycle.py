@@ -58,7 +58,7 @@ def test_lineage_parent_and_code_ref(rec: Recorder) -> None:
     detail = queries.show_version(rec.store.engine, "r", "1.1.0")
     assert (detail.summary.parent, detail.summary.code_ref) == ("1.0.0", "git:abc")
     assert queries.show_version(rec.store.engine, "r", "1.0.0").children == ["1.1.0"]
-    with pytest.raises(InvalidEvent, match=r"parent version r@0.9.0 is not registered"):
+    with pytest.raises(UnknownRuleVersion, match=r"unknown rule version r@0\.9\.0"):
         rec.propose("r", "1.2.0", {}, "z", parent="0.9.0")
     with pytest.raises(InvalidEvent, match="its own parent"):
         rec.propose("r", "1.3.0", {}, "z", parent="1.3.0")

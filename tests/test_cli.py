@@ -16,7 +16,10 @@ runner = CliRunner()
 
 def test_db_upgrade_then_current(database_url: str) -> None:
     before = runner.invoke(app, ["db", "current", "--database-url", database_url])
-    assert before.exit_code == 1 and "NOT at head" in before.output
+    if database_url.startswith("sqlite"):  # reading never creates the file
+        assert before.exit_code == 2 and "no such database file" in before.stderr
+    else:
+        assert before.exit_code == 1 and "NOT at head" in before.output
     first = runner.invoke(app, ["db", "upgrade", "--database-url", database_url])
     assert first.exit_code == 0, first.output
     assert "upgraded from empty" in first.output
@@ -30,22 +33,25 @@ def test_password_never_printed_on_failure() -> None:
     result = runner.invoke(
         app, ["db", "upgrade", "--database-url", "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "hunter2" not in result.output and "***" in result.output
 
 
-def test_serve_refuses_public_bind_without_token_and_unmigrated_database(sqlite_url: str) -> None:
+def test_serve_refuses_public_bind_without_token_and_a_missing_database(sqlite_url: str) -> None:
+    missing = runner.invoke(app, ["serve", "--database-url", sqlite_url])
+    assert missing.exit_code == 2 and "no such database file" in missing.output
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+    Path(sqlite_url.removeprefix("sqlite:///")).write_bytes(b"")  # the token check comes next
     public = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--database-url", sqlite_url], env={})
     assert public.exit_code == 1 and "API token" in public.output
-    unmigrated = runner.invoke(app, ["serve", "--database-url", sqlite_url])
-    assert unmigrated.exit_code == 1 and "heurmetrics db upgrade" in unmigrated.output
 
 
 def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "heurmetrics-demo.db").write_text("stale file from an earlier run")
-    result = runner.invoke(app, ["demo", "--days", "60"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["demo", "--days", "60"], env={"COLUMNS": None})  # not a terminal: no "…"
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output
     for key in ("sma_cross@1.0.0", "atr_breakout@1.1.0", "range_bias@2.0.0", "Sharpe", "drift", "heurmetrics serve"):
         assert key in result.output
     store = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
@@ -83,3 +89,10 @@ def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkey
     # The demo's own registry counted exactly the rows it stored.
     assert f"Stored {counts['heuristic_executions']:,} executions" in result.output
     assert f"Prometheus counted {counts['heuristic_executions']:,}" in result.output
+    assert "heurmetrics serve --port 9464 --database-url sqlite:///heurmetrics-demo.db" in result.output
+    # Again into the same database: refused before writing anything (it cannot re-approve a retired version).
+    again = runner.invoke(app, ["demo", "--days", "60", "--database-url", "sqlite:///heurmetrics-demo.db"])
+    assert again.exit_code == 2 and "already holds the demo's rule versions" in again.stderr
+    reopened = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
+    assert reopened.table_counts() == counts
+    reopened.close()

@@ -46,7 +46,9 @@ def test_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert "upgraded from empty" in upgraded.stdout
     demo = run("demo", "--days", "60")
     assert demo.returncode == 0, demo.stderr
-    assert "range_bias@2.0.0" in demo.stdout and (work / "heurmetrics-demo.db").exists()
+    # The demo honours HEURMETRICS_DATABASE_URL like every command: serve then shows its data.
+    assert "range_bias@2.0.0" in demo.stdout and "store.db" in demo.stdout
+    assert not (work / "heurmetrics-demo.db").exists()
 
     port = free_port()
     server = subprocess.Popen(

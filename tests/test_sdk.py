@@ -174,7 +174,8 @@ def test_record_backtest_stores_run_metrics_and_points(rec: Recorder, rv: RuleVe
     [
         (pd.Series([], dtype=float), "equity"),
         (pd.Series([1.0, 1.1]), "equity"),  # not indexed by time
-        (pd.Series([1.0, math.inf], index=pd.date_range("2026-01-01", periods=2, tz="UTC")), "equity"),
+        (pd.Series([1.0, math.inf], index=pd.date_range("2026-01-01", periods=2, tz="UTC")), "equity[1]"),
+        (pd.Series([1.0, -0.5], index=pd.date_range("2026-01-01", periods=2, tz="UTC")), "equity[1]"),
     ],
 )
 def test_record_backtest_rejects_bad_curves_and_writes_nothing(

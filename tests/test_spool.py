@@ -412,8 +412,9 @@ class ScriptedExporter:
         items = json.loads(request.content)["executions"]
         if status == 503:
             return httpx.Response(503, headers={"Retry-After": "0.2"}, json={"detail": "unavailable"})
-        if status == 422:
-            return httpx.Response(422, json={"detail": [{"field": "executions[1].rule_version", "message": "unknown"}]})
+        if status in (404, 422):  # the exporter answers an unknown rule version with 404
+            detail = [{"field": "executions[1].rule_version", "message": "unknown"}]
+            return httpx.Response(status, json={"detail": detail})
         for item in items:
             self.stored.setdefault(item["event_id"], item)
         return httpx.Response(202, json={"accepted": len(items), "duplicates": 0})
@@ -423,8 +424,9 @@ def http_client(exporter: ScriptedExporter, **kwargs: Any) -> ExporterClient:
     return ExporterClient("http://exporter.test", transport=httpx.MockTransport(exporter), max_backoff=0.2, **kwargs)
 
 
-def test_http_client_honours_503_and_drops_only_the_item_a_422_names() -> None:
-    exporter = ScriptedExporter(503, 422)
+@pytest.mark.parametrize("refusal", [422, 404])
+def test_http_client_honours_503_and_drops_only_the_item_a_422_names(refusal: int) -> None:
+    exporter = ScriptedExporter(503, refusal)
     client = http_client(exporter)
     try:
         ids = [client.record_execution("r", "1", duration_seconds=0.01, outcome="bullish") for _ in range(3)]

@@ -33,6 +33,8 @@ from heurmetrics.backtest.walkforward import (
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import HorizonTooShort, resolve_against_prices
 from heurmetrics.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
+from heurmetrics.store import migrations
+from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.overfitting import latest_overfitting
 from heurmetrics.store.schema import (
     BacktestFoldRow,
@@ -290,6 +292,9 @@ def test_pooled_annualisation_and_efficiency_edge_cases() -> None:
 def test_cli_walk_forward_of_a_rule_in_a_module(sqlite_url: str, tmp_path: Path, data: pd.DataFrame) -> None:
     csv = tmp_path / "bars.csv"
     data.to_csv(csv)
+    engine = create_store_engine(sqlite_url)  # the CLI writes into an existing database only
+    migrations.upgrade(engine)
+    engine.dispose()
     cli = typer.Typer()
     cli.add_typer(backtest_app, name="backtest")
     args = ["backtest", "walk-forward", "--data", str(csv), "--periods-per-year", "8760", "--in-sample", "96",
@@ -297,6 +302,7 @@ def test_cli_walk_forward_of_a_rule_in_a_module(sqlite_url: str, tmp_path: Path,
     result = CliRunner().invoke(cli, [*args[:2], "tests.walkforward_helpers:MOMENTUM", *args[2:]])
     assert result.exit_code == 0, result.output
     assert "walk-forward efficiency" in result.output and "heurmetrics report" in result.output
+    assert f"--out walk-forward.html --database-url {sqlite_url}" in result.output  # the database it wrote
     grid = CliRunner().invoke(cli, [*args[:2], "tests.walkforward_helpers:MOMENTUM_GRID", *args[2:]])
     assert grid.exit_code == 0, grid.output
     plain = CliRunner().invoke(

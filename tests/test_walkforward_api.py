@@ -87,13 +87,12 @@ def test_post_walk_forward_stores_run_folds_curves_and_expectation(migrated_url:
     ("change", "field"),
     [
         ({"folds": []}, "folds"),
-        ({"rule_version": "9.9.9"}, "rule_version"),
         ({"periods_per_year": 0}, "periods_per_year"),
         ({"expectation": {"2h": {"signals": 1, "hits": 1}}}, "expectation.2h"),
         ({"expectation": {"1h": {"signals": 1, "hits": 2}}}, "expectation.1h.hits"),
         ({"equity": {"timestamps": HOURS[:2], "values": [1.0]}}, "equity.values"),
         ({"equity": {"timestamps": ["2026-01-01T00:00:00", "2026-01-01T01:00:00"], "values": [1, 2]}},
-         "equity.timestamps"),
+         "equity.timestamps[0]"),
     ],
 )  # fmt: skip
 def test_invalid_runs_are_rejected_whole(migrated_url: str, change: dict[str, Any], field: str) -> None:
@@ -102,6 +101,12 @@ def test_invalid_runs_are_rejected_whole(migrated_url: str, change: dict[str, An
     response = client.post("/v1/walk-forward", json=body(**change))
     assert response.status_code == 422, response.json()
     assert response.json()["detail"][0]["field"] == field
+
+
+def test_unknown_rule_version_is_404_like_everywhere(migrated_url: str) -> None:
+    client = exporter(migrated_url)
+    response = client.post("/v1/walk-forward", json=body(rule_version="9.9.9"))
+    assert response.status_code == 404 and response.json()["detail"][0]["field"] == "rule_version"
 
 
 def test_fold_rules_are_checked(migrated_url: str) -> None:

@@ -11,6 +11,7 @@ head, …), with the reason on stderr.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,12 +26,11 @@ from rich.text import Text
 from heurmetrics.audit import chain, queries
 from heurmetrics.audit.errors import AuditError
 from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref
-from heurmetrics.cli_options import DatabaseUrl
+from heurmetrics.cli_options import DatabaseUrl, json_errors, new_console, open_store
 from heurmetrics.cli_options import fail as _fail
 from heurmetrics.cli_options import settings_from as _settings
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store.sql_store import SqlStore
 
 audit_app = typer.Typer(
     name="audit",
@@ -40,12 +40,13 @@ audit_app = typer.Typer(
 )
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 EXIT_BROKEN = 1
 EXIT_ERROR = 2
 
 
 def _console() -> Console:
-    return Console(soft_wrap=True, highlight=False)  # hashes and times stay on one line
+    return new_console(highlight=False)  # hashes and times stay on one line; tables never cut
 
 
 def _print_json(payload: Any) -> None:
@@ -63,11 +64,7 @@ def _num(value: float | None, pattern: str = "{:.4g}") -> str:
 @contextmanager
 def _engine(database_url: str | None) -> Iterator[Any]:
     """Open the store (refusing a database not at head) and turn known errors into exit code 2."""
-    settings = _settings(database_url)
-    try:
-        store = SqlStore.open(settings.database_url)
-    except HeurmetricsError as exc:
-        raise _fail(str(exc), EXIT_ERROR) from None
+    store = open_store(database_url)
     try:
         yield store.engine
     except (HeurmetricsError, ValueError) as exc:
@@ -132,6 +129,7 @@ def _events_table(title: str, events: list[LifecycleEvent], *, with_version: boo
 @audit_app.command("rules")
 def rules_cmd(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
     """List every rule: number of versions, latest version, and what is active now per environment."""
+    json_errors(as_json)
     with _engine(database_url) as engine:
         rules = queries.list_rules(engine)
     if as_json:
@@ -150,6 +148,7 @@ def versions_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """The versions of RULE in semantic-version order, with status, author, approver and lineage."""
+    json_errors(as_json)
     with _engine(database_url) as engine:
         versions = queries.list_versions(engine, rule)
     if as_json:
@@ -179,6 +178,7 @@ def show_cmd(
 ) -> None:
     """Everything about one version: params, source, hashes, author, approver, lifecycle, backtest
     evidence (run ids with headline metrics) and execution counts."""
+    json_errors(as_json)
     rule, version = _ref(ref)
     with _engine(database_url) as engine:
         detail = queries.show_version(engine, rule, version)
@@ -238,6 +238,7 @@ def diff_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """What changed between two versions: params by key path and a unified diff of the source."""
+    json_errors(as_json)
     a, b = _ref(old), _ref(new)
     with _engine(database_url) as engine:
         diff = queries.diff_versions(engine, a, b)
@@ -274,6 +275,7 @@ def active_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """Which version of each rule was active at --at (events at exactly that instant count)."""
+    json_errors(as_json)
     when = _time(at, "--at")
     assert when is not None
     with _engine(database_url) as engine:
@@ -294,6 +296,7 @@ def history_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """The lifecycle timeline: who proposed, approved, activated, retired or rolled back what, when, why."""
+    json_errors(as_json)
     name, _, version = rule.partition("@")
     with _engine(database_url) as engine:
         events = queries.history(engine, name, version or None)
@@ -315,6 +318,7 @@ def executions_cmd(
 ) -> None:
     """What a version produced: counts by mode, status and outcome, and live executions flagged because
     the version was not active in `live` at their time."""
+    json_errors(as_json)
     rule, version = _ref(ref)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     with _engine(database_url) as engine:
@@ -375,13 +379,21 @@ def export_cmd(
 ) -> None:
     """Write rules, versions, lifecycle events, backtest runs and executions (with the live flag) to
     files for your own tools, plus manifest.json (row counts, sha256 per file, chain head and check)."""
+    json_errors(as_json)
     from heurmetrics.audit.export import FORMATS, export
 
     if fmt not in FORMATS:
         raise _fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}", EXIT_ERROR)
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; give a directory (created if missing)", EXIT_ERROR)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
     with _engine(database_url) as engine:
-        result = export(engine, out, fmt, start=t0, end=t1, source_url=redact_url(_settings(database_url).database_url))
+        try:
+            result = export(
+                engine, out, fmt, start=t0, end=t1, source_url=redact_url(_settings(database_url).database_url)
+            )
+        except OSError as exc:
+            raise _fail(f"writing {out}: {exc.strerror or exc}", EXIT_ERROR) from None
     if as_json:
         return _print_json(
             {
@@ -411,6 +423,9 @@ def verify_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """Recompute the hash chain and every content hash; exit 1 naming the first broken record."""
+    json_errors(as_json)
+    if expect_head is not None and not _SHA256.fullmatch(expect_head):
+        raise _fail(f"--expect-head {expect_head[:80]!r} is not a head hash (64 hex digits)", EXIT_ERROR)
     with _engine(database_url) as engine:
         report = chain.verify(engine, expect_head=expect_head)
     if as_json:
@@ -453,6 +468,7 @@ def verify_cmd(
 @audit_app.command("head")
 def head_cmd(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
     """Print the chain head (position, hash, time) to anchor outside the database."""
+    json_errors(as_json)
     with _engine(database_url) as engine:
         head = chain.chain_head(engine)
     if as_json:

@@ -49,13 +49,14 @@ from heurmetrics.canonical import content_hash as compute_content_hash
 from heurmetrics.domain import RuleVersion
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion, VersionConflict
 from heurmetrics.store.schema import BacktestRunRow, RuleRow, RuleVersionEventRow, RuleVersionRow
-from heurmetrics.validation import check_label_value
+from heurmetrics.validation import check_label_value, check_non_blank
 
 if TYPE_CHECKING:
     from heurmetrics.store.sql_store import SqlStore
 
 MAX_ACTOR_LENGTH = 128
 MAX_CODE_REF_LENGTH = 256
+MAX_REASON_LENGTH = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +76,11 @@ DEFAULT_POLICY = Policy()
 
 # --- helpers -----------------------------------------------------------------------------------
 def _check_actor(actor: object) -> str:
-    if not isinstance(actor, str) or not actor.strip():
-        raise InvalidEvent("actor", "must name who did it (a non-empty string)")
-    if len(actor) > MAX_ACTOR_LENGTH:
-        raise InvalidEvent("actor", f"is longer than {MAX_ACTOR_LENGTH} characters")
-    return actor.strip()
+    return check_non_blank("actor", actor, MAX_ACTOR_LENGTH, "name who did it")
 
 
 def _check_reason(reason: object) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidEvent("reason", "must say why (a non-empty string): auditors read it")
-    return reason.strip()
+    return check_non_blank("reason", reason, MAX_REASON_LENGTH, "say why: auditors read it")
 
 
 def _same_person(a: str, b: str) -> bool:
@@ -218,7 +213,7 @@ def _resolve_parent(conn: Connection, rule: str, version: str, parent: str) -> i
         raise InvalidEvent("parent", f"{rule}@{version} cannot be its own parent")
     row = _version_row(conn, parent_rule, parent_version)
     if row is None:
-        raise InvalidEvent("parent", f"parent version {parent_rule}@{parent_version} is not registered")
+        raise UnknownRuleVersion(parent_rule, parent_version)  # the parent: 404 like any unknown version
     return int(row.id)
 
 

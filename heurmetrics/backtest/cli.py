@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from heurmetrics.cli_options import DatabaseUrl, console, err_console, settings_from
+from heurmetrics.cli_options import DatabaseUrl, checked_database_url, console, err_console, open_store
 from heurmetrics.cli_options import fail as _fail
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
@@ -99,6 +100,8 @@ def walk_forward(
     from heurmetrics.backtest.walkforward import SerialExecutor, WalkForwardRule, default_executor
     from heurmetrics.sdk.recorder import Recorder
 
+    url = checked_database_url(database_url)  # before any work: a bad database is the first thing to say
+    open_store(url).close()  # reachable and at head
     try:
         obj = load_object(rule_ref)
         spec = _spec(obj, rule_ref, rule=rule, version=version, fit=fit, params=params)
@@ -109,10 +112,9 @@ def walk_forward(
     except (ImportError, AttributeError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise _fail(str(exc)) from None
     assert isinstance(spec, WalkForwardRule)
-    settings = settings_from(database_url)
     executor = SerialExecutor() if workers == 1 else default_executor(workers or None)
     try:
-        with Recorder(settings.database_url) as rec:
+        with Recorder(url) as rec:
             rv = rec.register_rule_version(
                 spec.name, spec.version, spec.params, spec.source_text(), description=spec.description
             )
@@ -143,10 +145,16 @@ def walk_forward(
         f"max drawdown {_pct(m.get('max_drawdown'))}; walk-forward efficiency {_num(result.efficiency)}; "
         f"{result.executions:,} executions recorded"
         + ("" if flushed.complete else f" ({flushed.pending} NOT durable: {flushed.last_error})")
-        + f" → {redact_url(settings.database_url)}",
+        + f" → {redact_url(url)}",
         highlight=False,
     )
-    console.print(f"Tearsheet: heurmetrics report {result.run_id} --out walk-forward.html")
+    console.print(f"Tearsheet: {tearsheet_command(result.run_id, database_url)}", highlight=False)
+
+
+def tearsheet_command(run_id: object, database_url: str | None) -> str:
+    """The report command for a run, with the --database-url this command was given (quoted)."""
+    option = "" if database_url is None else f" --database-url {shlex.quote(redact_url(database_url))}"
+    return f"heurmetrics report {run_id} --out walk-forward.html{option}"
 
 
 def _spec(obj: Any, ref: str, *, rule: str | None, version: str | None, fit: str | None, params: str | None) -> Any:

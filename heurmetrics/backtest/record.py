@@ -53,8 +53,13 @@ def check_equity(field: str, equity: object) -> pd.Series:
         values = equity.astype("float64")
     except (TypeError, ValueError):
         raise InvalidEvent(field, "values must be numbers") from None
-    if ((values == math.inf) | (values == -math.inf)).any():
-        raise InvalidEvent(field, "values must be finite (NaN marks a missing point; inf is not allowed)")
+    # Equity is wealth: a value <= 0 or infinite makes every return meaningless. NaN marks a
+    # missing point (nothing is imputed).
+    bad = values.notna().to_numpy() & ~((values > 0) & (values < math.inf)).to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        message = f"must be finite and > 0 (NaN marks a missing point), got {values.iloc[i]!r}"
+        raise InvalidEvent(f"{field}[{i}]", message)
     return values
 
 

@@ -8,6 +8,7 @@ data gaps, so error ratios are not all zero. Every evaluation is one recorded ex
 
 from __future__ import annotations
 
+import shlex
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from heurmetrics.config import redact_url
 from heurmetrics.demo.data import dataset_hash, synthetic_ohlc
 from heurmetrics.demo.rules import DEMO_RULES, DataGap, DemoRule
 from heurmetrics.domain import BacktestRun, RuleVersion
+from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 from heurmetrics.sdk.recorder import Recorder
 
@@ -29,6 +31,10 @@ DEMO_DATABASE = "heurmetrics-demo.db"
 PERIODS_PER_YEAR = 365 * 24  # hourly crypto bars trade around the clock
 FEE_PER_TURN = 0.0005  # 5 bps per unit of position change
 BACKTEST_SHARE = 0.8
+
+
+class DemoAlreadyRun(HeurmetricsError):
+    """The database already holds the demo's rule versions and lifecycle; nothing was written."""
 
 
 def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Console | None = None) -> dict[str, object]:
@@ -71,6 +77,14 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
             transient=False,
         ) as progress,
     ):
+        # The demo records a lifecycle (approvals, a retirement) that cannot happen twice: refuse a
+        # database that holds it already, before writing anything.
+        already = [f"{r.name}@{r.version}" for r in DEMO_RULES if rec.store.find_rule_version(r.name, r.version)]
+        if already:
+            raise DemoAlreadyRun(
+                f"{redact_url(database_url)} already holds the demo's rule versions ({', '.join(already[:3])}, …): "
+                "run the demo on a fresh database (without --database-url it recreates ./heurmetrics-demo.db)"
+            )
         versions: list[tuple[DemoRule, RuleVersion]] = []
         for rule in DEMO_RULES:
             parent = next((v.version for r, v in versions if r.name == rule.name), None)
@@ -130,12 +144,15 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
         f"({'all durable' if flushed.complete else f'{flushed.pending} NOT durable'}; "
         f"Prometheus counted {counted:,})."
     )
-    console.print(f"Data: {redact_url(database_url)}")
+    url = shlex.quote(redact_url(database_url))
+    console.print(f"Data: {url}")
     console.print(
         "Next: serve and scrape it, or audit it →\n"
-        f"  HEURMETRICS_DATABASE_URL={database_url} heurmetrics serve --port 9464\n"
-        "  curl -s localhost:9464/metrics | grep backtest_result_sharpe_ratio\n"
-        f"  HEURMETRICS_DATABASE_URL={database_url} heurmetrics audit rules"
+        f"  heurmetrics serve --port 9464 --database-url {url}\n"
+        "  curl -s localhost:9464/metrics | grep backtest_result_sharpe_ratio   # stored results: there at once\n"
+        "  (execution counters count what this exporter ingests from its start: send runs to it)\n"
+        f"  heurmetrics audit rules --database-url {url}",
+        highlight=False,
     )
     return {"counts": counts, "counted": counted, "elapsed_seconds": elapsed, "pending": flushed.pending}
 

@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from heurmetrics.cli_options import DatabaseUrl, console, settings_from
+from heurmetrics.cli_options import DatabaseUrl, console, open_store
 from heurmetrics.cli_options import fail as _fail
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
@@ -20,10 +20,6 @@ performance_app = typer.Typer(
     help="rule.version.performance: resolve signals, snapshot live performance and drift.", no_args_is_help=True
 )
 Horizon = Annotated[str, typer.Option(help=f"Resolution horizon: {', '.join(d.RESOLUTION_HORIZONS)}.")]
-
-
-def _url(database_url: str | None) -> str:
-    return settings_from(database_url).database_url
 
 
 @performance_app.command("snapshot")
@@ -37,13 +33,9 @@ def snapshot(
 ) -> None:
     """Compute every active rule version's performance per window and append it (rule_version_performance)."""
     from heurmetrics.performance.snapshot import take_snapshot
-    from heurmetrics.store.sql_store import SqlStore
 
-    url = _url(database_url)
-    try:
-        store = SqlStore.open(url)
-    except HeurmetricsError as exc:
-        raise _fail(str(exc)) from None
+    store = open_store(database_url)
+    url = str(store.engine.url)
     try:
         snapshots = take_snapshot(store, horizon=horizon, alpha=alpha, windows=tuple(window or d.PERFORMANCE_WINDOWS))
     except (HeurmetricsError, ValueError) as exc:
@@ -58,12 +50,8 @@ def snapshot(
 def show(horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON, database_url: DatabaseUrl = None) -> None:
     """Print the latest snapshot of every rule version and window."""
     from heurmetrics.performance.store import PerformanceStore
-    from heurmetrics.store.sql_store import SqlStore
 
-    try:
-        store = SqlStore.open(_url(database_url))
-    except HeurmetricsError as exc:
-        raise _fail(str(exc)) from None
+    store = open_store(database_url)
     try:
         rows = PerformanceStore(store).latest_snapshots(horizon)
     finally:
@@ -86,19 +74,15 @@ def resolve(
 ) -> None:
     """Resolve stored, unresolved directional signals against a price series (append-only)."""
     from heurmetrics.performance.store import resolve_pending
-    from heurmetrics.store.sql_store import SqlStore
 
+    store = open_store(database_url)  # before any work: a bad database is the first thing to say
     try:
-        frame = pd.read_csv(prices, index_col=0)
-        frame.index = pd.to_datetime(frame.index, utc=True)
-        close = frame[column].sort_index()
-    except (OSError, KeyError, ValueError) as exc:
-        raise _fail(f"reading {prices}: {type(exc).__name__}: {exc}") from None
-    try:
-        store = SqlStore.open(_url(database_url))
-    except HeurmetricsError as exc:
-        raise _fail(str(exc)) from None
-    try:
+        try:
+            frame = pd.read_csv(prices, index_col=0)
+            frame.index = pd.to_datetime(frame.index, utc=True)
+            close = frame[column].sort_index()
+        except (OSError, KeyError, ValueError) as exc:
+            raise _fail(f"reading {prices}: {type(exc).__name__}: {exc}") from None
         result = resolve_pending(
             store, close, horizons=tuple(horizon or ("1h",)), modes=tuple(mode or ("live", "paper"))
         )

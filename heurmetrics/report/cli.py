@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from heurmetrics.cli_options import DatabaseUrl, console, err_console, settings_from
-from heurmetrics.errors import HeurmetricsError
+from heurmetrics.cli_options import DatabaseUrl, console, err_console, open_store
 
 
 def report(
@@ -19,7 +18,6 @@ def report(
 ) -> None:
     """Tearsheet of a stored backtest run: equity with fold boundaries, drawdown, folds, metrics."""
     from heurmetrics.report.tearsheet import RunNotFound, write_report
-    from heurmetrics.store.sql_store import SqlStore
 
     try:
         rid = uuid.UUID(run_id)
@@ -29,11 +27,7 @@ def report(
     if out.suffix.lower() not in (".html", ".htm", ".png"):
         err_console.print("[bold red]error:[/] --out must end in .html or .png", highlight=False)
         raise typer.Exit(1)
-    try:
-        store = SqlStore.open(settings_from(database_url).database_url)
-    except HeurmetricsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    store = open_store(database_url)
     try:
         path = write_report(store, rid, out)
     except (RunNotFound, ValueError) as exc:

@@ -15,9 +15,9 @@ exponential backoff and jitter; 429 and 503 honour ``Retry-After``; connection e
 401/403/404 and other 5xx are retried too (a misconfigured token or URL must not lose data). With
 ``spool_dir`` a batch still failing after ``spool_after`` seconds goes to the local spool and is
 replayed in order when the exporter answers again (see :mod:`heurmetrics.sdk.delivery`). A 422
-naming one item drops that item (counted with reason ``rejected``) and re-sends the rest; 400,
-409 and 413 refuse the batch for good. Re-sent batches carry the same event ids, so the exporter
-stores each execution once.
+(or a 404: unknown rule version) naming one item drops that item (counted with reason
+``rejected``) and re-sends the rest; 400, 409 and 413 refuse the batch for good. Re-sent
+batches carry the same event ids, so the exporter stores each execution once.
 
 This module needs ``httpx`` at runtime.
 """
@@ -142,7 +142,7 @@ class HttpSink:
                 return refused
             if status in (429, 503):
                 raise RetryLater(f"HTTP {status}: {_detail(response)}", retry_after_seconds(response))
-            if status == 422:
+            if status in (404, 422):  # 404 naming an item: its rule version does not exist
                 index = self._refused_item(response)
                 if index is not None and index < len(batch):
                     log.error(

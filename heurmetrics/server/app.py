@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pandas as pd
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -48,7 +46,8 @@ from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
-    UNAUTHORIZED,
+    UNKNOWN_RULE_VERSION,
+    BacktestFailureIn,
     BacktestIn,
     BacktestOut,
     ErrorOut,
@@ -56,7 +55,10 @@ from heurmetrics.server.models import (
     ExecutionBatchOut,
     RuleVersionIn,
     RuleVersionOut,
+    equity_series,
 )
+from heurmetrics.server.openapi import document_statuses
+from heurmetrics.server.query_params import known_query_only
 from heurmetrics.server.walkforward_routes import walkforward_router
 from heurmetrics.store.sql_store import SqlStore
 
@@ -77,7 +79,7 @@ class ApiError(Exception):
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
-        if item == "body":
+        if item in ("body", "[key]"):  # "[key]": pydantic's marker for a bad dict key
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
@@ -86,8 +88,21 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "body"
 
 
-_REASON_BY_STATUS = {401: "unauthorized", 409: "conflict", 413: "too_large", 422: "invalid", 429: "over_budget"}
-_KIND_BY_PATH = {"/v1/executions": "execution", "/v1/backtests": "backtest", "/v1/rule-versions": "rule_version"}
+#: Every refusal's label in ``heurmetrics_rejected_requests_total`` (anything else: ``invalid``).
+_REASON_BY_STATUS = {
+    401: "unauthorized",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "over_budget",
+    503: "unavailable",
+}
+_KIND_BY_PATH = {
+    "/v1/executions": "execution",
+    "/v1/backtests": "backtest",
+    "/v1/backtests/failed": "backtest",
+    "/v1/rule-versions": "rule_version",
+}
 
 
 def _json_request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -96,9 +111,9 @@ def _json_request_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
-def _document_raw_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
+def _document_raw_bodies(app: FastAPI, *models: type[BaseModel], token: bool) -> None:
     """Add the schemas of raw-body models to the OpenAPI components (FastAPI only adds models
-    that appear as parameters)."""
+    that appear as parameters), and every status each operation can answer."""
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -109,6 +124,7 @@ def _document_raw_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
                 doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(doc.pop("$defs", {}))
                 components[model.__name__] = doc
+            document_statuses(schema, token=token)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -116,13 +132,22 @@ def _document_raw_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
 
 
 def _describe_error(error: Any) -> dict[str, str]:
-    """A pydantic/FastAPI validation error as ``{"field", "message"}`` with a readable path."""
+    """A pydantic/FastAPI validation error as ``{"field", "message"}`` with a readable path.
+
+    Only pydantic's message is used, never the input: a 100 kB value is not echoed back.
+    """
     if error.get("type") == "json_invalid":  # loc ends with a character position, or nothing
         reason = (error.get("ctx") or {}).get("error", error["msg"])
         position = error["loc"][-1] if error["loc"] and isinstance(error["loc"][-1], int) else None
         where = f" at character {position}" if position is not None else ""
         return {"field": "body", "message": f"invalid JSON{where}: {reason}"}
     return {"field": _field_path(tuple(error["loc"])), "message": error["msg"]}
+
+
+_UNPARSABLE: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "the body is not valid UTF-8",
+    RecursionError: "nested too deeply",
+}
 
 
 def create_app(settings: Settings | None = None, *, store: SqlStore | None = None) -> FastAPI:
@@ -150,6 +175,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         version=__version__,
         lifespan=lifespan,
         responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+        dependencies=[Depends(known_query_only)],
     )
     store = store or SqlStore.open(settings.database_url)
     # No ``*_created`` series (the series budget, docs/metrics.md): Prometheus does not need them
@@ -173,7 +199,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
     app.state.ingest = ingest
     app.state.registry = registry
     app.state.store_families = store_families
-    _document_raw_bodies(app, ExecutionBatchIn)
+    _document_raw_bodies(app, ExecutionBatchIn, token=token is not None)
     log.info("exporter using database %s", redact_url(settings.database_url))
 
     def reject(
@@ -235,14 +261,19 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400 ("error parsing
-        # the body"); it is invalid JSON like any other: 422, as POST /v1/executions answers it.
-        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}
-            return await _validation_error(
-                request, RequestValidationError([{**error, "ctx": {"error": "the body is not valid UTF-8"}}])
-            )
-        return await http_exception_handler(request, exc)
+        # FastAPI answers a body it cannot decode (not UTF-8, nested too deeply for the JSON
+        # parser) with an undocumented 400 ("error parsing the body"); it is invalid JSON like
+        # any other: 422 in the documented shape, as POST /v1/executions answers it.
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            why = _UNPARSABLE.get(type(exc.__cause__), "the body cannot be parsed")
+            error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "ctx": {"error": why}}
+            return await _validation_error(request, RequestValidationError([error]))
+        if exc.status_code == 422 and isinstance(exc.detail, list):
+            kind = _KIND_BY_PATH.get(request.url.path)
+            if kind is not None:
+                ingest.count_rejected(kind)
+        headers = getattr(exc, "headers", None)
+        return reject(request, exc.status_code, _REASON_BY_STATUS.get(exc.status_code, "invalid"), exc.detail, headers)
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(OperationalError)
@@ -291,7 +322,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/rule-versions",
         response_model=RuleVersionOut,
         status_code=201,
-        responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}, **UNAUTHORIZED},
+        responses={200: {"model": RuleVersionOut}, 409: {"model": ErrorOut}},
         dependencies=[Depends(authorize)],
     )
     def register_rule_version(body: RuleVersionIn, response: Response) -> RuleVersionOut:
@@ -316,7 +347,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/executions",
         response_model=ExecutionBatchOut,
         status_code=202,
-        responses={413: {"model": ErrorOut}, **UNAUTHORIZED},
+        responses=UNKNOWN_RULE_VERSION,
         dependencies=[Depends(authorize)],
         openapi_extra=_json_request_body(ExecutionBatchIn),
     )
@@ -353,7 +384,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             try:
                 rv = ingest.rule_version(item.rule, item.rule_version)
             except UnknownRuleVersion as exc:
-                raise invalid("execution", f"executions[{i}].rule_version", str(exc), len(items)) from None
+                ingest.count_rejected("execution", len(items))
+                raise ApiError(404, [{"field": f"executions[{i}].rule_version", "message": str(exc)}]) from None
             try:
                 events.append(
                     make(
@@ -364,7 +396,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                         signal=item.signal,
                         confidence=item.confidence,
                         mode=item.mode,
-                        started_at=None if item.started_at is None else _epoch(item.started_at),
+                        started_at=None if item.started_at is None else item.started_at.timestamp(),
                         error_type=item.error_type,
                         event_id=item.event_id,
                         backtest_run_id=item.backtest_run_id,
@@ -379,29 +411,14 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         "/v1/backtests",
         response_model=BacktestOut,
         status_code=201,
-        responses={200: {"model": BacktestOut}, **UNAUTHORIZED},
+        responses={200: {"model": BacktestOut}, **UNKNOWN_RULE_VERSION},
         dependencies=[Depends(authorize)],
     )
     def post_backtest(body: BacktestIn, response: Response) -> BacktestOut:
         """Store a finished backtest run from its equity curve; metrics are computed here."""
+        rv = known_rule_version(body.rule, body.rule_version)
         try:
-            rv = ingest.rule_version(body.rule, body.rule_version)
-        except UnknownRuleVersion as exc:
-            raise invalid("backtest", "rule_version", str(exc)) from None
-        if len(body.equity.timestamps) != len(body.equity.values):
-            raise invalid(
-                "backtest",
-                "equity.values",
-                f"has {len(body.equity.values)} values for {len(body.equity.timestamps)} timestamps",
-            )
-        if any(ts.tzinfo is None for ts in body.equity.timestamps):
-            raise invalid("backtest", "equity.timestamps", "every timestamp needs a time zone (e.g. Z)")
-        try:
-            values = [float("nan") if v is None else float(v) for v in body.equity.values]
-        except OverflowError:
-            raise invalid("backtest", "equity.values", "a value is too large to be a number") from None
-        equity = pd.Series(values, index=pd.to_datetime(body.equity.timestamps, utc=True), dtype="float64")
-        try:
+            equity = equity_series("equity", body.equity)
             run, created = ingest.record_backtest(
                 rv,
                 equity,
@@ -421,13 +438,42 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics=run.metrics
         )
 
+    @app.post(
+        "/v1/backtests/failed",
+        response_model=BacktestOut,
+        status_code=201,
+        responses={200: {"model": BacktestOut}, **UNKNOWN_RULE_VERSION},
+        dependencies=[Depends(authorize)],
+    )
+    def post_failed_backtest(body: BacktestFailureIn, response: Response) -> BacktestOut:
+        """Record a backtest run that failed (status ``failed``, no metrics): it feeds the
+        "Backtest failed" annotation and the BacktestFailed alert. 200 when the run id exists."""
+        rv = known_rule_version(body.rule, body.rule_version)
+        try:
+            run, created = ingest.record_failed_backtest(
+                rv,
+                error_message=body.error_message,
+                dataset=body.dataset,
+                periods_per_year=body.periods_per_year,
+                kind=body.kind,
+                started_at=body.started_at,
+                finished_at=body.finished_at,
+                run_id=body.run_id,
+                config=body.config,
+            )
+        except InvalidEvent as exc:
+            raise invalid("backtest", exc.field, exc.message) from None
+        response.status_code = 201 if created else 200
+        return BacktestOut(run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics={})
+
+    def known_rule_version(rule: str, version: str) -> Any:
+        try:
+            return ingest.rule_version(rule, version)
+        except UnknownRuleVersion as exc:
+            ingest.count_rejected("backtest")
+            raise ApiError(404, [{"field": "rule_version", "message": str(exc)}]) from None
+
     # Audit trail reads and lifecycle transitions (heurmetrics.audit), behind the same token rule.
     app.include_router(build_audit_router(ingest, authorize))
     app.include_router(walkforward_router(ingest, authorize))
     return app
-
-
-def _epoch(ts: Any) -> float:
-    if ts.tzinfo is None:
-        raise InvalidEvent("started_at", "needs a time zone (e.g. 2026-01-01T00:00:00Z)")
-    return float(ts.timestamp())

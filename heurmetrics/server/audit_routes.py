@@ -10,7 +10,8 @@ trail is readable only with it. Reads return the same JSON as ``heurmetrics audi
 Lifecycle writes (``POST /v1/rule-versions/{rule}/{version}/{transition}``) go through
 :mod:`heurmetrics.audit.lifecycle`, so the policy is the same as in the SDK: ``409`` for a policy
 violation or a transition that does not fit the version's state (the message says what clashed),
-``404`` for an unknown version, ``422`` for invalid fields. ``actor`` is whoever the client says
+``404`` for an unknown rule or version (as on every route that references one), ``422`` for
+invalid fields. ``actor`` is whoever the client says
 did it: the token authenticates the client, not the person.
 """
 
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from heurmetrics.audit import chain, lifecycle, queries
@@ -28,6 +30,20 @@ from heurmetrics.audit.errors import AuditError, LifecycleError
 from heurmetrics.audit.model import jsonable, split_ref
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion, VersionConflict
 from heurmetrics.ingest import Ingest
+from heurmetrics.metrics import definitions as d
+from heurmetrics.server.fields import (
+    Actor,
+    CodeRef,
+    JsonObject,
+    LongText,
+    Name,
+    ParentRef,
+    Reason,
+    RuleRef,
+    Sha256Hex,
+    SourceText,
+    Timestamp,
+)
 from heurmetrics.server.models import UNAUTHORIZED, ErrorOut
 
 
@@ -36,21 +52,25 @@ class _Strict(BaseModel):
 
 
 class ProposeIn(_Strict):
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; part of the content hash.")
-    source: str = Field("", description="Source text or spec; part of the content hash.")
-    created_by: str = Field(max_length=128, description="Author of the version.")
-    description: str | None = Field(None, max_length=10_000, description="What changed, in plain language.")
-    parent: str | None = Field(None, max_length=200, description="Version it derives from: '1.0.0' or 'rule@1.0.0'.")
-    code_ref: str | None = Field(None, max_length=256, description="Code reference, e.g. a git commit.")
+    params: JsonObject = Field(default_factory=dict, description="Parameters; part of the content hash.")
+    source: SourceText = Field("", description="Source text or spec; part of the content hash.")
+    created_by: Actor = Field(description="Author of the version.")
+    description: LongText | None = Field(None, description="What changed, in plain language.")
+    parent: ParentRef | None = Field(None, description="Version it derives from: '1.0.0' or 'rule@1.0.0'.")
+    code_ref: CodeRef | None = Field(None, description="Code reference, e.g. a git commit.")
 
 
 class TransitionIn(_Strict):
-    actor: str = Field(max_length=128, description="Who does it (the approver must not be the author).")
-    reason: str = Field(max_length=10_000, description="Why; required.")
+    actor: Actor = Field(description="Who does it (the approver must not be the author).")
+    reason: Reason = Field(description="Why; required.")
 
 
 class DeployIn(TransitionIn):
-    env: str = Field("live", description="Environment: live, paper, …")
+    env: Name = Field(description="Environment: live, paper, … (required: a policy action names where).")
+
+
+RulePath = Annotated[str, Path(max_length=64, pattern=d.LABEL_VALUE_PATTERN, description="Rule name.")]
+VersionPath = Annotated[str, Path(max_length=64, pattern=d.LABEL_VALUE_PATTERN, description="Version.")]
 
 
 #: Documented answers besides 200/201, 401 and 422 (see the module docstring).
@@ -93,57 +113,60 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return jsonable(queries.list_rules(engine))
 
     @router.get("/rules/{rule}/versions", responses=_UNKNOWN)
-    def versions(rule: str) -> Any:
+    def versions(rule: RulePath) -> Any:
         """The versions of a rule in semantic-version order, with status, author and approvers."""
         with answering():
             return jsonable(queries.list_versions(engine, rule))
 
     @router.get("/rules/{rule}/history", responses=_UNKNOWN)
-    def rule_history(rule: str) -> Any:
+    def rule_history(rule: RulePath) -> Any:
         """The lifecycle events of every version of a rule, in chain order."""
         with answering():
             return jsonable(queries.history(engine, rule))
 
     @router.get("/rule-versions/{rule}/{version}", responses=_UNKNOWN)
-    def show(rule: str, version: str) -> Any:
+    def show(rule: RulePath, version: VersionPath) -> Any:
         """One version: params, source, hashes, author, approvers, lifecycle, backtests, executions."""
         with answering():
             return jsonable(queries.show_version(engine, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/history", responses=_UNKNOWN)
-    def version_history(rule: str, version: str) -> Any:
+    def version_history(rule: RulePath, version: VersionPath) -> Any:
         """The lifecycle events of one version."""
         with answering():
             return jsonable(queries.history(engine, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/executions", responses=_UNKNOWN)
     def executions(
-        rule: str,
-        version: str,
-        start: str | None = Query(None, alias="from", description="ISO 8601 with a zone; inclusive."),
-        end: str | None = Query(None, alias="to", description="ISO 8601 with a zone; exclusive."),
+        rule: RulePath,
+        version: VersionPath,
+        start: Timestamp | None = Query(None, alias="from", description="RFC 3339 with a zone; inclusive."),
+        end: Timestamp | None = Query(None, alias="to", description="RFC 3339 with a zone; exclusive."),
         rows: int = Query(0, ge=0, le=queries.MAX_ROWS, description="Also return up to this many rows."),
     ) -> Any:
         """Counts by mode/status/outcome, flagged live executions, and optionally the rows."""
         with answering():
-            t0 = None if start is None else queries.parse_time(start)
-            t1 = None if end is None else queries.parse_time(end)
+            t0 = None if start is None else _utc(start)
+            t1 = None if end is None else _utc(end)
             return jsonable(queries.executions(engine, rule, version, start=t0, end=t1, rows=rows))
 
     @router.get("/diff", responses=_UNKNOWN)
-    def diff(old: str = Query(description="rule@version"), new: str = Query(description="rule@version")) -> Any:
+    def diff(
+        old: Annotated[RuleRef, Query(description="rule@version")],
+        new: Annotated[RuleRef, Query(description="rule@version")],
+    ) -> Any:
         """Params diff by key path and unified source diff between two versions."""
         with answering():
             return jsonable(queries.diff_versions(engine, split_ref(old), split_ref(new)))
 
     @router.get("/active")
     def active(
-        at: str = Query("now", description="ISO 8601 with a zone, or 'now'."),
-        env: str | None = Query(None, description="Only this environment."),
+        at: Timestamp | Literal["now"] = Query("now", description="RFC 3339 with a zone, or 'now'."),
+        env: Name | None = Query(None, description="Only this environment."),
     ) -> Any:
         """Which version of each rule was active at ``at`` (per environment)."""
         with answering():
-            when = queries.parse_time(at)
+            when = datetime.now(UTC) if isinstance(at, str) else _utc(at)
             return jsonable({"at": when, "env": env, "active": queries.active_at(engine, when, env)})
 
     @router.get("/audit/head")
@@ -161,7 +184,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         )
 
     @router.get("/audit/verify")
-    def verify(expect_head: str | None = Query(None, description="A previously anchored head hash.")) -> Any:
+    def verify(expect_head: Sha256Hex | None = Query(None, description="A previously anchored head hash.")) -> Any:
         """Recompute the chain; ``ok`` false names the first broken record (the request itself succeeds)."""
         report = chain.verify(engine, expect_head=expect_head)
         return jsonable(
@@ -183,7 +206,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         status_code=201,
         responses={200: {"description": "Identical version exists."}, **_WRITE},
     )
-    def propose(rule: str, version: str, body: ProposeIn, response: Response) -> Any:
+    def propose(rule: RulePath, version: VersionPath, body: ProposeIn, response: Response) -> Any:
         """Register a version as a proposal with its lineage: 201 created, 200 identical exists, 409 conflict."""
         with answering():
             rv, created = lifecycle.propose(
@@ -205,7 +228,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return {"rule": rv.rule, "version": rv.version, "content_hash": rv.content_hash, "created": created}
 
     @router.post("/rule-versions/{rule}/{version}/approve", status_code=201, responses=_WRITE)
-    def approve(rule: str, version: str, body: TransitionIn) -> Any:
+    def approve(rule: RulePath, version: VersionPath, body: TransitionIn) -> Any:
         """Approve a version (the approver must not be its author)."""
         with answering():
             event = lifecycle.approve(store, rule, version, actor=body.actor, reason=body.reason)
@@ -213,7 +236,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/activate", status_code=201, responses=_WRITE)
-    def activate(rule: str, version: str, body: DeployIn) -> Any:
+    def activate(rule: RulePath, version: VersionPath, body: DeployIn) -> Any:
         """Activate a version in ``env`` (needs an approval and a completed backtest of it); ends the previous one."""
         with answering():
             event = lifecycle.activate(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
@@ -221,7 +244,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/retire", status_code=201, responses=_WRITE)
-    def retire(rule: str, version: str, body: TransitionIn) -> Any:
+    def retire(rule: RulePath, version: VersionPath, body: TransitionIn) -> Any:
         """Retire a version for good (it ends in every environment)."""
         with answering():
             event = lifecycle.retire(store, rule, version, actor=body.actor, reason=body.reason)
@@ -229,7 +252,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/rollback", status_code=201, responses=_WRITE)
-    def rollback(rule: str, version: str, body: DeployIn) -> Any:
+    def rollback(rule: RulePath, version: VersionPath, body: DeployIn) -> Any:
         """Roll the version back in ``env``; the version it replaced becomes active again."""
         with answering():
             events = lifecycle.rollback(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
@@ -237,3 +260,10 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         return jsonable(events)
 
     return router
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 at +23:59 has no UTC instant
+        raise HTTPException(422, [{"field": "time", "message": "is out of range"}]) from None

@@ -2,7 +2,8 @@
 
 A ``Content-Length`` over the limit is refused at once; a chunked body is counted while it is
 received and refused as soon as it crosses the limit. The refusal is ``413`` with a JSON body
-naming the limit, so a client knows to split its batch.
+naming the limit, so a client knows to split its batch; it is logged once, in one line (the
+app's own reaction to the cut-off body is not an error).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+
+from starlette.requests import ClientDisconnect
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -56,7 +59,13 @@ class BodySizeLimit:
             if not refused:
                 await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:
+                raise
+            # The app stopped reading because we told it the client left: the refusal was
+            # answered and logged once already; no traceback for it.
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         if self.on_reject is not None:

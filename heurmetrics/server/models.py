@@ -1,39 +1,59 @@
-"""Request and response bodies of the HTTP API (JSON structure and types only).
+"""Request and response bodies of the HTTP API.
 
-Value rules (ranges, label alphabet, enums, finiteness) are not repeated here: the handlers call
-the same :mod:`heurmetrics.validation` functions as the SDK, so both paths reject the same things.
+Every value rule a handler enforces is stated here too (through :mod:`heurmetrics.server.fields`),
+so the OpenAPI schema tells the truth; the handlers still call the same
+:mod:`heurmetrics.validation` functions as the SDK, so both paths reject the same things.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import pandas as pd
+from fastapi import HTTPException
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from heurmetrics.backtest.record import check_equity
+from heurmetrics.errors import InvalidEvent
+from heurmetrics.server.fields import (
+    Dataset,
+    DatasetHash,
+    EquityValue,
+    JsonObject,
+    LongText,
+    Mode,
+    Name,
+    ShortText,
+    SourceText,
+    Status,
+    Timestamp,
+)
+from heurmetrics.validation import MAX_EXECUTION_SECONDS, NON_BLANK_PATTERN
 
 #: Largest batch one ``POST /v1/executions`` may carry.
 MAX_EXECUTIONS_PER_REQUEST = 10_000
 
 
 class _Strict(BaseModel):
-    """Strict types (no "1.5" for a number, no 1 for a string) and no unknown fields."""
+    """Strict types (no "1.5" for a number, no 1 for a string), no unknown fields, no NaN/inf."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-# JSON has no UUID or datetime type: these two parse from strings (ISO 8601, canonical UUID).
+# JSON has no UUID type: it parses from a string (canonical UUID); Timestamp likewise (RFC 3339).
 Uuid = Annotated[uuid.UUID, Field(strict=False)]
-Timestamp = Annotated[datetime, Field(strict=False)]
+__all__ = ["Timestamp", "Uuid"]
 
 
 class RuleVersionIn(_Strict):
-    rule: str = Field(description="Rule name (label-safe: letters, digits, _ . : + -, at most 64).")
-    version: str = Field(description="Version string, ideally semantic (1.2.0).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; part of the content hash.")
-    source: str = Field("", description="Source text or spec; part of the content hash.")
-    created_by: str | None = Field(None, max_length=128, description="Author; defaults to 'api'.")
-    description: str | None = Field(None, max_length=10_000, description="What changed, in plain language.")
+    rule: Name = Field(description="Rule name (label-safe: letters, digits, _ . : + -, at most 64).")
+    version: Name = Field(description="Version string, ideally semantic (1.2.0).")
+    params: JsonObject = Field(default_factory=dict, description="Parameters; part of the content hash.")
+    source: SourceText = Field("", description="Source text or spec; part of the content hash.")
+    created_by: ShortText | None = Field(None, description="Author; defaults to 'api'.")
+    description: LongText | None = Field(None, description="What changed, in plain language.")
 
 
 class RuleVersionOut(BaseModel):
@@ -44,16 +64,20 @@ class RuleVersionOut(BaseModel):
 
 class ExecutionIn(_Strict):
     event_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
-    rule: str
-    rule_version: str
-    started_at: Timestamp | None = Field(None, description="ISO 8601 with a zone; default now minus duration.")
-    duration_seconds: float | int
-    status: str = "ok"
-    outcome: str | None = None
-    signal: float | int | None = None
-    confidence: float | int | None = None
-    mode: str = "live"
-    error_type: str | None = None
+    rule: Name
+    rule_version: Name
+    started_at: Timestamp | None = Field(
+        None, description="RFC 3339 with a zone, from 2000-01-01 to now + 5 minutes; default now minus duration."
+    )
+    duration_seconds: Annotated[float, Field(ge=0, le=MAX_EXECUTION_SECONDS)] = Field(
+        description=f"0 to {MAX_EXECUTION_SECONDS:.0f} seconds."
+    )
+    status: Status = "ok"
+    outcome: Name | None = None
+    signal: float | None = None
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    mode: Mode = "live"
+    error_type: ShortText | None = None
     backtest_run_id: Uuid | None = None
 
 
@@ -67,22 +91,40 @@ class ExecutionBatchOut(BaseModel):
 
 
 class EquityIn(_Strict):
-    timestamps: list[Timestamp]
-    values: list[float | int | None] = Field(description="Equity per timestamp; null marks a missing point.")
+    timestamps: list[Timestamp] = Field(min_length=1, description="Strictly increasing, RFC 3339 with a zone.")
+    values: list[EquityValue | None] = Field(
+        min_length=1,
+        description="Equity per timestamp (as many as timestamps), finite and > 0; null marks a missing point.",
+    )
 
 
 class BacktestIn(_Strict):
     run_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
-    rule: str
-    rule_version: str
-    dataset: str
-    dataset_hash: str | None = None
-    periods_per_year: float | int
-    risk_free_rate: float | int = 0.0
+    rule: Name
+    rule_version: Name
+    dataset: Dataset
+    dataset_hash: DatasetHash | None = None
+    periods_per_year: Annotated[float, Field(ge=1e-9)]
+    risk_free_rate: Annotated[float, Field(ge=-1)] = 0.0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     equity: EquityIn
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
+
+
+class BacktestFailureIn(_Strict):
+    run_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
+    rule: Name
+    rule_version: Name
+    kind: Literal["single", "walk_forward"] = "single"
+    dataset: Dataset
+    periods_per_year: Annotated[float, Field(ge=1e-9)]
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = Field(None, description="Default: now.")
+    error_message: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=NON_BLANK_PATTERN)] = Field(
+        description="What went wrong (shown on the backtests dashboard and in the BacktestFailed alert)."
+    )
+    config: JsonObject = Field(default_factory=dict)
 
 
 class BacktestOut(BaseModel):
@@ -106,3 +148,26 @@ class ErrorOut(BaseModel):
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or invalid bearer token (only when an API token is set)."}
 }
+
+#: The documented answer of every route that references a rule version which does not exist.
+UNKNOWN_RULE_VERSION: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "The referenced rule or rule version does not exist."}
+}
+
+
+def unknown_rule_version(field: str, exc: Exception) -> HTTPException:
+    """The one answer to "the referenced rule version does not exist": 404 naming the field."""
+    return HTTPException(404, [{"field": field, "message": str(exc)}])
+
+
+def equity_series(field: str, body: EquityIn) -> pd.Series:
+    """The equity curve of a request as a Series; :class:`InvalidEvent` names what is wrong."""
+    if len(body.timestamps) != len(body.values):
+        raise InvalidEvent(f"{field}.values", f"has {len(body.values)} values for {len(body.timestamps)} timestamps")
+    values = [math.nan if v is None else v for v in body.values]
+    try:
+        # utc=True: timestamps with different offsets are one instant each (a plain DatetimeIndex raises).
+        index = pd.to_datetime(body.timestamps, utc=True)
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+        raise InvalidEvent(f"{field}.timestamps", "must lie between 1678 and 2261") from None
+    return check_equity(field, pd.Series(values, index=index, dtype="float64"))

@@ -16,14 +16,13 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
-from heurmetrics.backtest.record import check_equity
 from heurmetrics.backtest.walkforward import efficiency_ratio, json_tree, pooled_annualized_return
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
@@ -31,7 +30,16 @@ from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import make_resolution
 from heurmetrics.performance.store import PerformanceStore
-from heurmetrics.server.models import UNAUTHORIZED, EquityIn, ErrorOut, Timestamp, Uuid
+from heurmetrics.server.fields import Count, Dataset, DatasetHash, Horizon, JsonObject, Name, Timestamp, integral
+from heurmetrics.server.models import (
+    UNAUTHORIZED,
+    UNKNOWN_RULE_VERSION,
+    EquityIn,
+    ErrorOut,
+    Uuid,
+    equity_series,
+    unknown_rule_version,
+)
 
 #: Largest number of folds / resolutions one request may carry.
 MAX_FOLDS_PER_RUN = 1_000
@@ -39,21 +47,33 @@ MAX_RESOLUTIONS_PER_REQUEST = 10_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class WalkForwardFoldIn(_Strict):
-    fold_index: int = Field(ge=0, description="0, 1, … in time order.")
+    """One fold: ``out_of_sample_metrics`` or ``out_of_sample_equity`` (or both) must be given."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "object"}}}
+                for name in ("out_of_sample_metrics", "out_of_sample_equity")
+            ]
+        }
+    )
+    fold_index: Count = Field(description="0, 1, … in time order.")
     in_sample_start: Timestamp
     in_sample_end: Timestamp
     out_of_sample_start: Timestamp
     out_of_sample_end: Timestamp
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters chosen in-sample.")
-    trials: int = Field(1, ge=1, description="Candidates tried in-sample.")
-    in_sample_metrics: dict[str, Any] | None = Field(
+    params: JsonObject = Field(default_factory=dict, description="Parameters chosen in-sample.")
+    trials: Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(integral)] = Field(
+        1, description="Candidates tried in-sample."
+    )
+    in_sample_metrics: JsonObject | None = Field(
         None, description="Metric set of the in-sample evaluation (needs total_return and observations for efficiency)."
     )
-    out_of_sample_metrics: dict[str, Any] | None = None
+    out_of_sample_metrics: JsonObject | None = None
     in_sample_equity: EquityIn | None = Field(None, description="Instead of in_sample_metrics: computed here.")
     out_of_sample_equity: EquityIn | None = Field(
         None, description="Instead of out_of_sample_metrics: computed here, and stored as the fold's curve."
@@ -61,27 +81,33 @@ class WalkForwardFoldIn(_Strict):
 
 
 class SignalStatsIn(_Strict):
-    signals: int = Field(ge=0, description="Out-of-sample directional signals resolved at this horizon.")
-    hits: int = Field(ge=0, description="Of which right (direction-signed return > 0).")
-    mean_return: float | int | None = Field(None, description="Mean direction-signed realised return.")
+    signals: Count = Field(description="Out-of-sample directional signals resolved at this horizon.")
+    hits: Count = Field(description="Of which right (direction-signed return > 0); at most signals.")
+    mean_return: float | None = Field(None, description="Mean direction-signed realised return.")
 
 
 class WalkForwardIn(_Strict):
     run_id: Uuid | None = Field(None, description="Idempotency key; generated when absent.")
-    rule: str
-    rule_version: str
-    dataset: str
-    dataset_hash: str | None = None
-    periods_per_year: float | int
-    risk_free_rate: float | int = 0.0
+    rule: Name
+    rule_version: Name
+    dataset: Dataset
+    dataset_hash: DatasetHash | None = None
+    periods_per_year: Annotated[float, Field(ge=1e-9)]
+    risk_free_rate: Annotated[float, Field(ge=-1)] = 0.0
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     equity: EquityIn = Field(description="The stitched out-of-sample equity curve: the run's result.")
-    folds: list[WalkForwardFoldIn] = Field(description=f"1 to {MAX_FOLDS_PER_RUN} folds.")
-    expectation: dict[str, SignalStatsIn] = Field(
+    folds: list[WalkForwardFoldIn] = Field(
+        min_length=1,
+        max_length=MAX_FOLDS_PER_RUN,
+        description=f"1 to {MAX_FOLDS_PER_RUN} folds with distinct fold_index; in fold_index order, "
+        "in_sample_start <= in_sample_end < out_of_sample_start <= out_of_sample_end and out-of-sample "
+        "windows do not overlap.",
+    )
+    expectation: dict[Horizon, SignalStatsIn] = Field(
         default_factory=dict, description=f"Per horizon ({', '.join(d.RESOLUTION_HORIZONS)}): OOS signal hits."
     )
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 class WalkForwardOut(BaseModel):
@@ -95,9 +121,21 @@ class WalkForwardOut(BaseModel):
 
 
 class ResolutionIn(_Strict):
+    """One resolution: ``realized_return``, ``correct`` or both must be given (not null)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["realized_return"], "properties": {"realized_return": {"type": "number"}}},
+                {"required": ["correct"], "properties": {"correct": {"type": "boolean"}}},
+            ]
+        }
+    )
     event_id: Uuid
-    horizon: str = Field("1h", description=f"One of {', '.join(d.RESOLUTION_HORIZONS)}.")
-    realized_return: float | int | None = Field(None, description="Direction-signed return (positive = right).")
+    horizon: Horizon = Field("1h", description=f"One of {', '.join(d.RESOLUTION_HORIZONS)}.")
+    realized_return: Annotated[float, Field(ge=-1e6, le=1e6)] | None = Field(
+        None, description="Direction-signed return (positive = right)."
+    )
     correct: bool | None = Field(None, description="Default: realized_return > 0.")
     resolved_at: Timestamp | None = None
 
@@ -116,18 +154,8 @@ def _invalid(field: str, message: str) -> HTTPException:
 
 
 def _series(field: str, body: EquityIn) -> pd.Series:
-    if len(body.timestamps) != len(body.values):
-        raise _invalid(f"{field}.values", f"has {len(body.values)} values for {len(body.timestamps)} timestamps")
-    if any(ts.tzinfo is None for ts in body.timestamps):
-        raise _invalid(f"{field}.timestamps", "every timestamp needs a time zone (e.g. Z)")
     try:
-        values = [math.nan if v is None else float(v) for v in body.values]
-    except OverflowError:
-        raise _invalid(f"{field}.values", "a value is too large to be a number") from None
-    # utc=True: timestamps with different offsets are one instant each (a plain DatetimeIndex raises).
-    series = pd.Series(values, index=pd.to_datetime(body.timestamps, utc=True), dtype="float64")
-    try:
-        return check_equity(field, series)
+        return equity_series(field, body)
     except InvalidEvent as exc:
         raise _invalid(exc.field, exc.message) from None
 
@@ -155,7 +183,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         "/v1/walk-forward",
         response_model=WalkForwardOut,
         status_code=201,
-        responses={200: {"model": WalkForwardOut}},
+        responses={200: {"model": WalkForwardOut}, **UNKNOWN_RULE_VERSION},
     )
     def post_walk_forward(body: WalkForwardIn, response: Response) -> WalkForwardOut:
         """Store a finished walk-forward run: the stitched curve (metrics computed here), every
@@ -165,7 +193,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             rv = ingest.rule_version(body.rule, body.rule_version)
         except UnknownRuleVersion as exc:
             ingest.count_rejected("backtest")
-            raise _invalid("rule_version", str(exc)) from None
+            raise unknown_rule_version("rule_version", exc) from None
         try:
             run, created, efficiency = _store(ingest, rv, body)
         except HTTPException:
