@@ -337,12 +337,13 @@ class SqlStore:
                 (ids, times),
             )
             if cursor.fetchone()[0] == len(claims):  # every claim is ours: the times we sent
-                stored = {e.event_id: t.timestamp() for e, t in zip(claims, times, strict=True)}
-            else:  # a separate statement: it sees the claims a concurrent first receipt committed
-                cursor.execute(
-                    "SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,)
-                )
-                stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+                for e, t in zip(claims, times, strict=True):
+                    e.started_at = t.timestamp()
+                    e.started_at_defaulted = False
+                return
+            # A separate statement: it sees the claims a concurrent first receipt committed.
+            cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
+            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
         else:
             if not cursor.connection.in_transaction:
                 cursor.execute("BEGIN")
