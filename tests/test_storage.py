@@ -117,6 +117,28 @@ def test_retry_without_started_at_maps_onto_the_first_receipt(store: SqlStore, v
     assert sum(_raw_counts(store).values()) == 1 == sum(_rollup_counts(store).values())
 
 
+def test_batch_without_started_at_keeps_first_receipts_and_adds_only_new_ids(
+    store: SqlStore, versions: list[RuleVersion]
+) -> None:
+    """A re-sent batch of ids without start times, mixed with new ids: the earlier ids keep the
+    time of their first receipt (one row each), the new ones get theirs (the claims' two paths)."""
+    first = [uuid.uuid4() for _ in range(5)]
+    later = [uuid.uuid4() for _ in range(3)]
+
+    def batch(ids: list[uuid.UUID], offset: float) -> list[ExecutionEvent]:
+        return [ExecutionEvent(eid, versions[0], NOW.timestamp() - 100 + offset + k / 8, 0.01, "ok", None, None, None,
+                               "live", started_at_defaulted=True) for k, eid in enumerate(ids)]
+
+    sent = batch(first, 0)
+    assert store.insert_executions(sent) == set(first)
+    first_times = {e.event_id: e.started_at for e in sent}
+    resent = batch(first + later, 30)
+    assert store.insert_executions(resent) == set(later)
+    assert {e.event_id: e.started_at for e in resent if e.event_id in first_times} == first_times
+    assert all(not e.started_at_defaulted for e in resent)
+    assert sum(_raw_counts(store).values()) == 8 == sum(_rollup_counts(store).values())
+
+
 def test_rollups_equal_raw_rows_per_version_and_bucket(store: SqlStore, versions: list[RuleVersion]) -> None:
     events = _events(versions, 50)
     store.insert_executions(events[:70])
