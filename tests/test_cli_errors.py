@@ -26,6 +26,8 @@ BAD_URLS = {
 COMMANDS: dict[str, list[str]] = {
     "db upgrade": ["db", "upgrade"],
     "db current": ["db", "current"],
+    "db partitions": ["db", "partitions"],
+    "db retention": ["db", "retention", "--dry-run"],
     "serve": ["serve"],
     "demo": ["demo", "--days", "60"],
     "audit rules": ["audit", "rules"],

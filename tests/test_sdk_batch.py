@@ -73,3 +73,11 @@ def test_one_bad_item_refuses_the_whole_batch_naming_it(rec: Recorder, rv: RuleV
 def test_a_batch_needs_a_registered_version(rec: Recorder) -> None:
     with pytest.raises(InvalidEvent, match="rule_version"):
         rec.record_executions("range_bias@1.0.0", [{"duration_seconds": 0.1}])  # type: ignore[arg-type]
+
+
+def test_a_callers_id_without_a_start_time_stays_one_row_when_resent(rec: Recorder, rv: RuleVersion) -> None:
+    own = uuid.uuid4()
+    for _ in range(3):  # the caller's own retries: no started_at, so each gets another default
+        rec.record_executions(rv, [{"duration_seconds": 0.01, "event_id": own}])
+        assert rec.flush(timeout=30).complete
+    assert rec.store.count_executions() == 1 and total(rec, EXECUTIONS) == 1

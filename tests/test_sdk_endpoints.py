@@ -8,6 +8,10 @@ end-to-end test with two real ``serve`` processes on one PostgreSQL database is
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+
 import httpx
 import pytest
 
@@ -90,3 +94,24 @@ def test_one_url_keeps_its_identity() -> None:
     assert endpoint_urls("http://a:9464/") == ("http://a:9464",)
     with ExporterClient("http://a:9464/") as client:
         assert client.base_url == "http://a:9464" and client.base_urls == ("http://a:9464",)
+
+
+def test_a_callers_id_without_a_start_time_is_sent_without_one() -> None:
+    """The server then gives every receipt of that id its first start time (docs/storage.md), so
+    the caller's own retries of ``record_execution(event_id=…)`` stay one row."""
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        return httpx.Response(202, json={"accepted": len(body["executions"]), "duplicates": 0})
+
+    own = uuid.uuid4()
+    with ExporterClient(URLS[0], transport=httpx.MockTransport(handler), flush_interval=3600) as client:
+        client.record_execution("r", "1", duration_seconds=0.1, event_id=own)
+        client.record_execution("r", "1", duration_seconds=0.1)
+        client.record_execution("r", "1", duration_seconds=0.1, event_id=uuid.uuid4(), started_at=1.7e9)
+        assert client.flush(timeout=10).complete
+    items = [item for body in bodies for item in body["executions"]]
+    assert [("started_at" in item) for item in items] == [False, True, True]
+    assert items[0]["event_id"] == str(own)

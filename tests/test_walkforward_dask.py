@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import distributed  # the dask extra (in dev): never skipped, a missing install fails
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
@@ -21,8 +22,6 @@ from heurmetrics.backtest.splits import WalkForwardSplitter
 from heurmetrics.backtest.walkforward import SerialExecutor, WalkForwardError
 from heurmetrics.store.schema import BacktestRunRow, ExecutionRow
 from tests.walkforward_helpers import failing_run, hourly_bars, momentum_fit, momentum_run
-
-distributed = pytest.importorskip("distributed", reason="the dask extra: pip install 'heurmetrics[dask]'")
 
 A = 365 * 24
 SPLITTER = WalkForwardSplitter("4D", "2D")

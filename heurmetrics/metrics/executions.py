@@ -57,6 +57,9 @@ class _Cell:
 CellKey = tuple[str, str, str, str, str]  # rule, rule_version, mode, status, outcome label
 
 
+_LATENCY_MODES = frozenset(d.LATENCY_MODES)
+
+
 class ExecutionMetrics(Collector):
     """The three ``heuristic.execution`` families, exposed with the names and labels of definitions."""
 
@@ -97,11 +100,12 @@ class ExecutionMetrics(Collector):
         now = time.time()
         cell.count += 1
         cell.exemplar = (event_id, now)
-        hist = cell.duration
-        i = bisect_left(self._duration_bounds, duration)
-        hist.counts[i] += 1
-        hist.sum += duration
-        hist.exemplars[i] = (event_id, duration, now)
+        if key[2] in _LATENCY_MODES:  # only these modes' durations are exported (the series budget)
+            hist = cell.duration
+            i = bisect_left(self._duration_bounds, duration)
+            hist.counts[i] += 1
+            hist.sum += duration
+            hist.exemplars[i] = (event_id, duration, now)
         if confidence is not None:
             hist = cell.confidence
             i = bisect_left(self._confidence_bounds, confidence)

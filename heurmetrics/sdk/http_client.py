@@ -361,6 +361,10 @@ class ExporterClient:
             "status": status,
             "mode": mode,
         }
+        if event_id is not None and started_at is None:
+            # A caller's id without a start time: let the store give every receipt of this id the
+            # start time of its first one (docs/storage.md), so the caller's own retries stay one row.
+            del item["started_at"]
         if outcome is not None:
             item["outcome"] = outcome
         if signal is not None:

@@ -346,9 +346,12 @@ class Recorder:
             eid = self._ids.next() if generated else _as_uuid(event_id)
         except InvalidEvent as exc:
             raise exc.at(f"executions[{index}]") from None
-        return ExecutionEvent(
+        event = ExecutionEvent(
             eid, rv, started, duration, status, outcome, signal, confidence, item_mode, error_type, run_id, generated
         )
+        if not generated and started_at is None:
+            event.started_at_defaulted = True  # as in record_execution: see docs/storage.md
+        return event
 
     def execution(
         self, rule_version: RuleVersion, *, mode: str = "live", backtest_run_id: uuid.UUID | None = None

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from heurmetrics.cli_options import DatabaseUrl, console, fail, settings_from
+from heurmetrics.cli_options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.store import partitions, retention
@@ -52,7 +53,7 @@ def partitions_cmd(
     as_json: JsonOutput = False,
 ) -> None:
     """List the partitions of heuristic_executions with their sizes and row counts (PostgreSQL)."""
-    url = settings_from(database_url).database_url
+    url = checked_database_url(database_url)
     if interval is not None and interval not in partitions.INTERVALS:
         raise fail(f"--interval {interval!r}: expected one of {', '.join(partitions.INTERVALS)}")
     engine = create_store_engine(url)
@@ -69,6 +70,8 @@ def partitions_cmd(
         raise fail(str(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    except SQLAlchemyError as exc:  # unreachable or failing database: one line, no traceback
+        raise fail(_database_error(url, exc), EXIT_ERROR) from None
     finally:
         engine.dispose()
     if as_json:
@@ -105,7 +108,7 @@ def retention_cmd(
 ) -> None:
     """Drop whole partitions of raw executions older than the policy, verified against the rollups
     and recorded in the audit hash chain (PostgreSQL; refused on SQLite)."""
-    url = settings_from(database_url).database_url
+    url = checked_database_url(database_url)
     engine = create_store_engine(url)
     try:
         policy = retention.parse_policy(keep)
@@ -115,6 +118,8 @@ def retention_cmd(
         ]
     except HeurmetricsError as exc:
         raise fail(str(exc)) from None
+    except SQLAlchemyError as exc:  # unreachable or failing database: one line, no traceback
+        raise fail(_database_error(url, exc), EXIT_ERROR) from None
     finally:
         engine.dispose()
     if as_json:
@@ -141,3 +146,8 @@ def retention_cmd(
     for e in events:
         console.print(f"{e.partition_name}: {e.row_count:,} rows dropped; retention event {e.id} at chain position "
                       f"{e.chain_position}, content digest {e.content_digest}")
+
+
+def _database_error(url: str, exc: SQLAlchemyError) -> str:
+    what = "cannot reach database" if isinstance(exc, OperationalError) else "database error at"
+    return f"{what} {redact_url(url)}: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"

@@ -46,9 +46,3 @@ class CodeType(TypeDecorator[str]):
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> str | None:
         return None if value is None else self._to_name[value]
-
-
-def code_case(column: str, codes: dict[str, int]) -> str:
-    """SQL ``CASE`` turning a code column back into its name (for raw SQL readers)."""
-    whens = " ".join(f"WHEN {code} THEN '{name}'" for name, code in codes.items())
-    return f"CASE {column} {whens} END"

@@ -210,6 +210,19 @@ def unbounded(conn: Connection) -> Iterator[None]:
         conn.invalidate()  # never hand this session (timeouts lifted) back to the pool
 
 
+def lift_bounds_for_transaction(conn: Connection) -> None:
+    """Lift the statement, idle-in-transaction and checkout bounds until the current transaction
+    ends (``SET LOCAL``; the connection goes back to the pool with its normal bounds). For one
+    long, deliberate operation such as a retention run; the lock timeout stays."""
+    if conn.dialect.name != "postgresql":
+        return
+    record = conn.connection._connection_record
+    if record is not None:
+        _WATCHDOG.disarm(id(record))  # re-armed at the next checkout
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -36,6 +37,8 @@ TABLE = "heuristic_executions"
 DEFAULT_PARTITION = f"{TABLE}_default"
 #: Partitions created ahead of the current one.
 AHEAD = 2
+#: Partitions one batch may create on demand (the default partition takes rows beyond them).
+MAX_CREATED_PER_BATCH = 4
 Interval = Literal["monthly", "daily"]
 INTERVALS: tuple[Interval, ...] = ("monthly", "daily")
 # A partition created on demand must not wait behind a long reader forever.
@@ -191,8 +194,9 @@ def list_partitions(engine: Engine) -> list[Partition]:
 class PartitionCache:
     """Creates partitions on demand for the insert path, remembering which ranges exist.
 
-    :meth:`ensure` is called before each batch's transaction with the batch's earliest and latest
-    ``started_at``; the common case (both inside a known partition) is two comparisons.
+    Before each batch's transaction the insert path asks :meth:`covers` for the batch's earliest
+    and latest ``started_at`` (the common case: both in one known partition), and otherwise
+    :meth:`ensure` for the batch's start times.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -208,23 +212,32 @@ class PartitionCache:
         with self._lock, self.engine.connect() as conn:
             self._ranges = covered_ranges(conn)
 
-    def ensure(self, earliest: datetime, latest: datetime) -> None:
-        if self._ranges is not None and self._covered(earliest) and self._covered(latest):
+    def covers(self, earliest: datetime, latest: datetime) -> bool:
+        """True when one known partition holds the whole span (the common case: two comparisons)."""
+        return any(s <= earliest and latest < e for s, e in self._ranges or ())
+
+    def ensure(self, times: Iterable[datetime]) -> None:
+        """Make sure the partitions holding ``times`` exist (creating at most
+        :data:`MAX_CREATED_PER_BATCH`; the default partition takes the rest, nothing is refused)."""
+        missing = sorted({t for t in times if not (self._ranges is not None and self._covered(t))})
+        if not missing:
             return
         with self._lock:
-            if self._ranges is not None and self._covered(earliest) and self._covered(latest):
-                return  # another batch created or read them while this one waited
             with self.engine.connect() as conn:
                 self._ranges = covered_ranges(conn)
-            if self._covered(earliest) and self._covered(latest):
-                return
-            try:
-                create_ranges(self.engine, earliest, latest + timedelta(microseconds=1))
-            except Exception as exc:
-                log.warning("creating partitions for %s..%s failed (%s): rows go to %s",
-                            earliest.isoformat(), latest.isoformat(), exc, DEFAULT_PARTITION)
-            with self.engine.connect() as conn:
-                self._ranges = covered_ranges(conn)
+            interval = configured_interval()
+            # Only the partitions that hold this batch's own rows, never the span between them: an
+            # execution from years ago must not make one batch run hundreds of DDL transactions.
+            starts = sorted({bounds(t, interval)[0] for t in missing if not self._covered(t)})
+            for lo in starts[:MAX_CREATED_PER_BATCH]:
+                try:
+                    create_ranges(self.engine, lo, bounds(lo, interval)[1], interval)
+                except Exception as exc:
+                    log.warning("creating the partition for %s failed (%s): its rows go to %s",
+                                lo.isoformat(), exc, DEFAULT_PARTITION)
+            if starts:
+                with self.engine.connect() as conn:
+                    self._ranges = covered_ranges(conn)
 
 
 def include_name(name: str | None, type_: str, _parent: object = None) -> bool:

@@ -34,6 +34,7 @@ from heurmetrics.audit import chain
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.store import partitions
 from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
+from heurmetrics.store.engine import lift_bounds_for_transaction
 from heurmetrics.store.schema import RetentionEventRow
 
 #: Raw executions kept per mode by default.
@@ -160,7 +161,10 @@ def drop_partition(
     _require_postgres(engine)
     p = candidate.partition
     assert p.start is not None and p.end is not None
+    # Counting and digesting a month of rows can outlast the statement timeout and the checkout
+    # bound of ordinary connections (docs/reliability.md): lift them for this one transaction.
     with chain.chain_transaction(engine) as conn:
+        lift_bounds_for_transaction(conn)
         conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
         conn.execute(text("SET LOCAL TimeZone = 'UTC'"))  # the digest's text form of timestamps
         raw = _counts(conn, f"SELECT rule_version_id, count(*) FROM {p.name} GROUP BY 1", {})

@@ -264,6 +264,8 @@ class SqlStore:
         Never raises: a failure is logged, and the insert path creates partitions on demand (the
         default partition catches the rest).
         """
+        if self.dialect != "postgresql":
+            return []
         try:
             created = partitions.ensure_ahead(self.engine)
             # Known ranges now, so that batches of this period never read the catalog (and never
@@ -294,7 +296,8 @@ class SqlStore:
         try:
             if self.dialect == "postgresql":
                 times = [e.started_at for e in events]
-                self._partitions.ensure(_utc(min(times)), _utc(max(times)))
+                if not self._partitions.covers(_utc(min(times)), _utc(max(times))):
+                    self._partitions.ensure({_utc(t) for t in times})
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
