@@ -251,7 +251,8 @@ def build(cfg: MonitoringConfig) -> g.Dashboard:
         p.table(
             "Confidence distribution",
             "How many live executions in the time range reported each confidence (0-1) decile "
-            "(from the store: the Prometheus histogram keeps only sum and count, see the series budget).",
+            "(from the store's raw rows: the Prometheus histogram keeps only sum and count, see the series "
+            "budget; empty for ranges whose raw rows retention dropped).",
             [p.sql(CONFIDENCE_SQL)],
             "short",
         ),

@@ -9,7 +9,9 @@ the bounded value sets of :mod:`heurmetrics.metrics.definitions`, turned into th
 
 Execution panels read ``execution_rollups`` (exact per-minute aggregates), never raw
 ``heuristic_executions``: their cost depends on the number of minutes and versions shown, not on
-the number of executions, and they still cover ranges whose raw rows retention dropped.
+the number of executions, and they still cover ranges whose raw rows retention dropped. One
+exception: the confidence distribution (``dash_executions.CONFIDENCE_SQL``) reads raw rows, since
+the rollups keep confidence sums, not deciles; it is empty for ranges retention dropped.
 """
 
 from __future__ import annotations
