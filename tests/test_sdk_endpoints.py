@@ -9,6 +9,7 @@ end-to-end test with two real ``serve`` processes on one PostgreSQL database is
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -115,3 +116,21 @@ def test_a_callers_id_without_a_start_time_is_sent_without_one() -> None:
     items = [item for body in bodies for item in body["executions"]]
     assert [("started_at" in item) for item in items] == [False, True, True]
     assert items[0]["event_id"] == str(own)
+
+
+def test_no_replica_is_tried_past_the_callers_deadline() -> None:
+    tried: list[str] = []
+    timeouts: list[float] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.host)
+        timeouts.append(request.extensions["timeout"]["read"])
+        raise httpx.ConnectError("refused", request=request)
+
+    pool = EndpointPool(URLS, transport=httpx.MockTransport(refuse), timeout=30.0, cooldown=0)
+    with pytest.raises(httpx.ConnectError):
+        pool.post("/v1/rule-versions", json={}, deadline=time.monotonic() - 1)
+    assert len(tried) == 1 and timeouts == [0.1]  # one attempt, bounded by the (past) deadline
+    with pytest.raises(httpx.ConnectError):
+        pool.post("/v1/rule-versions", json={}, deadline=time.monotonic() + 5)
+    assert len(tried) == 3 and all(t <= 5 for t in timeouts[1:])  # both replicas, each within 5 s

@@ -80,6 +80,7 @@ class EndpointPool:
             httpx.Client(base_url=url, headers=dict(headers or {}), timeout=timeout, transport=transport)
             for url in self.urls
         ]
+        self._timeout = timeout
         self._cooldown = cooldown
         self._down_until = [0.0] * len(self.urls)
         self._next = 0
@@ -98,11 +99,20 @@ class EndpointPool:
         with self._lock:
             self._down_until[index] = time.monotonic() + self._cooldown if down else 0.0
 
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        """POST ``url`` (a path) to one replica, failing over to the others (see the module doc)."""
+    def post(self, url: str, *, deadline: float | None = None, **kwargs: Any) -> httpx.Response:
+        """POST ``url`` (a path) to one replica, failing over to the others (see the module doc).
+
+        With ``deadline`` (a ``time.monotonic()`` value), no attempt outlasts it: each gets at
+        most the time left, and replicas not tried by then are not tried.
+        """
         last_error: httpx.TransportError | None = None
         last_response: httpx.Response | None = None
         for index in self._order():
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 and (last_error is not None or last_response is not None):
+                    break
+                kwargs["timeout"] = max(0.1, min(self._timeout, left))
             try:
                 response = self._clients[index].post(url, **kwargs)
             except httpx.TransportError as exc:

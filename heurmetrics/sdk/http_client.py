@@ -283,7 +283,7 @@ class ExporterClient:
         while True:
             delay: float | None = None
             try:
-                response = self._http.post("/v1/rule-versions", json=body)
+                response = self._http.post("/v1/rule-versions", json=body, deadline=deadline)
             except httpx.TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
