@@ -296,3 +296,21 @@ def test_too_large_a_trial_matrix_is_refused(migrated_url: str, monkeypatch: pyt
     assert response.status_code == 422 and response.json()["detail"][0]["field"] == "overfitting.trial_returns"
     assert "exceed the limit of 20" in response.json()["detail"][0]["message"]
     assert _stored_overfitting(client) == []
+
+
+def test_extreme_values_give_undefined_statistics_not_errors(migrated_url: str) -> None:
+    from heurmetrics.stats import minimum_backtest_length
+
+    assert minimum_backtest_length(10**6, 1e-200) == math.inf  # no OverflowError
+    client = exporter(migrated_url)
+    client.post("/v1/rule-versions", json={"rule": "ext", "version": "1.0.0"})
+    # Ratios of these points overflow (1e300 / 1e-300) and a per-period rate (1.5^(1/1e-9)) too.
+    equity = {"timestamps": HOURS[7:11], "values": [1e-300, 1e300, 1e-300, 6e307]}
+    extreme = body(equity=equity, periods_per_year=1e-9, risk_free_rate=0.5, overfitting={"n_trials": 5,
+                   "trials_sharpe_variance": 1.0, "trial_returns": [[1e6, -1e6]] * 3, "pbo_blocks": 2.0})  # fmt: skip
+    response = client.post("/v1/walk-forward", json=extreme)
+    assert response.status_code == 201, response.json()
+    stats = response.json()["overfitting"]
+    assert stats["n_trials"] == 5 and stats["deflated_sharpe_ratio"] is None
+    [row] = _stored_overfitting(client)
+    assert row.n_trials == 5 and row.deflated_sharpe_ratio is None

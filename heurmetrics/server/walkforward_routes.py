@@ -18,9 +18,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS
@@ -43,6 +44,7 @@ from heurmetrics.server.fields import (
     SharpeVariance,
     Timestamp,
     Trials,
+    integral,
 )
 from heurmetrics.server.models import (
     UNAUTHORIZED,
@@ -126,7 +128,7 @@ class OverfittingIn(_Strict):
         f"column per trial (2 to {MAX_TRIAL_COLUMNS}, the same in every row, at most n_trials), "
         f"finite simple returns; at most {MAX_TRIAL_CELLS:,} values.",
     )
-    pbo_blocks: Annotated[int, Field(ge=2, le=MAX_PBO_BLOCKS, multiple_of=2)] = Field(
+    pbo_blocks: Annotated[int, Field(ge=2, le=MAX_PBO_BLOCKS, multiple_of=2), BeforeValidator(integral)] = Field(
         DEFAULT_PBO_BLOCKS, description="CSCV blocks S (even)."
     )
 
@@ -310,7 +312,9 @@ def _trial_matrix(inputs: OverfittingIn | None, equity: pd.Series, n_trials: int
 def _stitched_returns(equity: pd.Series) -> pd.Series:
     """Returns between consecutive observed points (missing points skipped, as in the metrics)."""
     observed = equity.dropna()
-    return (observed / observed.shift(1) - 1.0).iloc[1:].rename("returns")
+    with np.errstate(over="ignore"):
+        returns = (observed / observed.shift(1) - 1.0).iloc[1:]
+    return returns.where(np.isfinite(returns)).rename("returns")  # an overflowed ratio is missing
 
 
 def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dict[str, Any]]:
