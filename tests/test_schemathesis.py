@@ -15,7 +15,8 @@ do not stop the run: every distinct failure of an operation is collected and rep
 What the test adds to a plain Schemathesis run, and why:
 
 - positive cases are made consistent across fields, which JSON Schema cannot express (as many
-  equity values as timestamps, increasing timestamps, fold windows in order, hits <= signals);
+  equity values as timestamps, increasing timestamps, fold windows in order, hits <= signals, a
+  trial return matrix with one equal-length row per equity period and n_trials >= its columns);
   the schema's descriptions state these rules and the server answers 422 naming the field;
 - ``date-time`` values are drawn from 2000-01-01 to yesterday: event times must be plausible
   (after 2000, not in the future), a rule relative to *now* that a schema cannot state;
@@ -249,6 +250,24 @@ def _make_consistent(node: Any) -> None:
     signals, hits = node.get("signals"), node.get("hits")
     if isinstance(signals, int | float) and isinstance(hits, int | float):
         node["hits"] = min(hits, signals)
+    _consistent_trials(node)
+
+
+def _consistent_trials(node: dict[str, Any]) -> None:
+    """A walk-forward body's trial return matrix: one row per period of ``equity``, all as wide
+    as the narrowest, and ``n_trials`` at least that width."""
+    inputs, equity = node.get("overfitting"), node.get("equity")
+    if not (isinstance(inputs, dict) and isinstance(inputs.get("trial_returns"), list) and isinstance(equity, dict)):
+        return
+    rows = [r for r in inputs["trial_returns"] if isinstance(r, list) and len(r) >= 2]
+    periods = len(equity.get("timestamps") or []) - 1
+    if not rows or periods < 1:
+        inputs.pop("trial_returns")
+        return
+    width = min(len(r) for r in rows)
+    inputs["trial_returns"] = [rows[i % len(rows)][:width] for i in range(periods)]
+    if isinstance(inputs.get("n_trials"), int | float) and inputs["n_trials"] < width:
+        inputs["n_trials"] = width
 
 
 def _instant(text: str) -> datetime:

@@ -55,9 +55,36 @@ def overfitting_stats(
     risk_free_rate: float = 0.0,
     n_blocks: int = DEFAULT_PBO_BLOCKS,
 ) -> dict[str, Any]:
-    """The ``backtest_overfitting`` values of a run (see the module docstring)."""
-    rf = (1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0
+    """The ``backtest_overfitting`` values of a run (see the module docstring). Extreme inputs
+    (a per-period rate or returns that overflow) give undefined (None) values, never an error."""
+    with np.errstate(all="ignore"):  # overflow in squares or sums: the statistic is undefined
+        return _overfitting_stats(
+            returns,
+            n_trials=n_trials,
+            periods_per_year=periods_per_year,
+            trial_returns=trial_returns,
+            reported_sharpe_variance=reported_sharpe_variance,
+            risk_free_rate=risk_free_rate,
+            n_blocks=n_blocks,
+        )
+
+
+def _overfitting_stats(
+    returns: pd.Series,
+    *,
+    n_trials: int,
+    periods_per_year: float,
+    trial_returns: pd.DataFrame | None,
+    reported_sharpe_variance: float | None,
+    risk_free_rate: float,
+    n_blocks: int,
+) -> dict[str, Any]:
+    try:
+        rf = (1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0
+    except OverflowError:  # e.g. periods_per_year = 1e-9: no finite per-period rate
+        rf = math.inf
     excess = returns.dropna().to_numpy(dtype=np.float64) - rf
+    excess = excess[np.isfinite(excess)]  # an overflowed return is missing, as in the metrics
     variance: float | None = None
     out: dict[str, Any] = {"n_trials": int(n_trials), "pbo": None, "pbo_blocks": None, "pbo_splits": None}
     if trial_returns is not None:

@@ -88,9 +88,19 @@ import numpy as np
 import pandas as pd
 
 from heurmetrics.backtest import compute_metrics_from_returns
-from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, overfitting_stats, trial_matrix
+from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, trial_matrix
 from heurmetrics.backtest.record import json_safe
 from heurmetrics.backtest.splits import Split, WalkForwardSplitter
+
+# Re-exported: the efficiency helpers live with the shared result assembly.
+from heurmetrics.backtest.summary import (  # noqa: F401
+    MIN_IN_SAMPLE_ANNUAL_RETURN,
+    efficiency_ratio,
+    fold_efficiency,
+    pooled_annualized_return,
+    run_summary,
+    simple_annualized_return,
+)
 from heurmetrics.canonical import canonical_json
 from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError, InvalidEvent
@@ -810,25 +820,12 @@ def _store_result(
     folds: list[WalkForwardFold] = []
     fold_rows: list[BacktestFold] = []
     fold_equity: dict[int, pd.Series] = {}
-    growth: dict[str, list[tuple[float, int]]] = {IN_SAMPLE: [], OUT_OF_SAMPLE: []}
+    fold_metrics: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for split, out, stats in zip(splits, outputs, stats_by_fold, strict=True):
         is_metrics = _metrics(out.in_sample_returns, periods_per_year, risk_free_rate)
         oos_metrics = _metrics(out.out_of_sample_returns, periods_per_year, risk_free_rate)
-        growth[IN_SAMPLE].append(_growth(is_metrics))
-        growth[OUT_OF_SAMPLE].append(_growth(oos_metrics))
-        last = {side: [growth[side][-1]] for side in growth}
-        efficiency = efficiency_ratio(
-            simple_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
-            simple_annualized_return(last[IN_SAMPLE], periods_per_year),
-        )
-        compounded = efficiency_ratio(
-            pooled_annualized_return(last[OUT_OF_SAMPLE], periods_per_year),
-            pooled_annualized_return(last[IN_SAMPLE], periods_per_year),
-        )
-        oos_extra: dict[str, Any] = {
-            "walk_forward_efficiency": efficiency,
-            "walk_forward_efficiency_compounded": compounded,
-        }
+        fold_metrics.append((is_metrics, oos_metrics))
+        oos_extra: dict[str, Any] = fold_efficiency(is_metrics, oos_metrics, periods_per_year)
         for horizon, s in stats.items():
             oos_extra.update(
                 {
@@ -859,43 +856,31 @@ def _store_result(
                 out.out_of_sample_returns,
                 curve,
                 out.executions,
-                efficiency,
+                oos_extra["walk_forward_efficiency"],
                 out.seconds,
             )
         )
     stitched_returns = pd.concat([out.out_of_sample_returns for out in outputs]).rename("returns")
     stitched = anchored_equity(stitched_returns, data.index)
-    is_annual = simple_annualized_return(growth[IN_SAMPLE], periods_per_year)
-    oos_annual = simple_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
-    efficiency = efficiency_ratio(oos_annual, is_annual)
-    is_compounded = pooled_annualized_return(growth[IN_SAMPLE], periods_per_year)
-    oos_compounded = pooled_annualized_return(growth[OUT_OF_SAMPLE], periods_per_year)
     expectation = _pool_stats(stats_by_fold, horizons) if close is not None else {}
     reported = [out.sharpe_variance for out in outputs if out.sharpe_variance is not None]
-    overfitting = overfitting_stats(
+    summary = run_summary(
+        fold_metrics,
         stitched_returns,
-        n_trials=max((out.trials for out in outputs), default=1),
         periods_per_year=periods_per_year,
+        risk_free_rate=risk_free_rate,
+        n_trials=max((out.trials for out in outputs), default=1),
         trial_returns=trial_matrix([out.trial_returns for out in outputs]),
         reported_sharpe_variance=float(np.mean(reported)) if reported else None,
-        risk_free_rate=risk_free_rate,
-        n_blocks=pbo_blocks,
+        pbo_blocks=pbo_blocks,
     )
     wf = config["walk_forward"]
     wf.update(
         {
-            "efficiency": efficiency,
-            "in_sample_annualized_return": is_annual,
-            "out_of_sample_annualized_return": oos_annual,
-            "annualization": "simple (Pardo): (sum R_k / sum N_k) * A",
-            "efficiency_compounded": efficiency_ratio(oos_compounded, is_compounded),
-            "in_sample_annualized_return_compounded": is_compounded,
-            "out_of_sample_annualized_return_compounded": oos_compounded,
-            "annualization_compounded": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
+            **summary,
             "price_column": price_column if close is not None else None,
             "expectation": {h: s.as_dict() for h, s in expectation.items()},
             "executions": executions,
-            "overfitting": overfitting,
         }
     )
     if dataset_hash is None:
@@ -920,12 +905,12 @@ def _store_result(
         tuple(folds),
         stitched,
         stitched_returns,
-        efficiency,
-        is_annual,
-        oos_annual,
+        summary["efficiency"],
+        summary["in_sample_annualized_return"],
+        summary["out_of_sample_annualized_return"],
         expectation,
         executions,
-        overfitting,
+        summary["overfitting"],
     )
 
 
@@ -979,59 +964,10 @@ def anchored_equity(returns: pd.Series, index: pd.Index) -> pd.Series:
     return curve.rename("equity")
 
 
-def pooled_annualized_return(parts: Sequence[tuple[float, int]], periods_per_year: float) -> float | None:
-    """``(∏ W_k)^(A / Σ N_k) - 1`` over ``(growth W_k, returns N_k)`` parts; None without returns.
-
-    A part with ``N_k = 0`` is ignored; total loss (some ``W_k <= 0``) gives -1.
-    """
-    used = [(w, n) for w, n in parts if n > 0 and math.isfinite(w)]
-    total = sum(n for _, n in used)
-    if total == 0:
-        return None
-    if any(w <= 0 for w, _ in used):
-        return -1.0
-    exponent = periods_per_year / total * sum(math.log(w) for w, _ in used)
-    try:
-        return math.exp(exponent) - 1.0
-    except OverflowError:
-        return math.inf
-
-
-#: Below this in-sample annualised return (1 % a year) the efficiency ratio is undefined.
-MIN_IN_SAMPLE_ANNUAL_RETURN = 0.01
-
-
-def simple_annualized_return(parts: Sequence[tuple[float, int]], periods_per_year: float) -> float | None:
-    """Pardo's simple annualisation ``(Σ (W_k - 1) / Σ N_k) · A`` over ``(growth W_k, returns N_k)``
-    parts (the mean return per period, scaled linearly to a year); None without returns."""
-    used = [(w, n) for w, n in parts if n > 0 and math.isfinite(w)]
-    total = sum(n for _, n in used)
-    if total == 0:
-        return None
-    return sum(w - 1.0 for w, _ in used) / total * periods_per_year
-
-
-def efficiency_ratio(out_of_sample: float | None, in_sample: float | None) -> float | None:
-    """Walk-forward efficiency: OOS / IS annualised return; None when IS is below
-    :data:`MIN_IN_SAMPLE_ANNUAL_RETURN` (non-positive or tiny) or either is not finite."""
-    if out_of_sample is None or in_sample is None:
-        return None
-    if not (math.isfinite(out_of_sample) and math.isfinite(in_sample)) or in_sample < MIN_IN_SAMPLE_ANNUAL_RETURN:
-        return None
-    return out_of_sample / in_sample
-
-
 def _metrics(returns: pd.Series, periods_per_year: float, risk_free_rate: float) -> dict[str, Any]:
     return compute_metrics_from_returns(
         returns, periods_per_year=periods_per_year, risk_free_rate=risk_free_rate
     ).as_dict()
-
-
-def _growth(metrics: Mapping[str, Any]) -> tuple[float, int]:
-    n = int(metrics.get("observations") or 0)
-    total = metrics.get("total_return")
-    w = 1.0 + float(total) if isinstance(total, int | float) else math.nan
-    return w, n
 
 
 def _check_horizons(horizons: Sequence[str] | None, close: pd.Series | None) -> tuple[str, ...]:

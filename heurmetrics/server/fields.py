@@ -51,6 +51,12 @@ def integral(value: object) -> object:
 
 #: A non-negative integer that fits every database's INTEGER column.
 Count = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(integral)]
+#: A number of candidates tried (>= 1), as an INTEGER column holds it.
+Trials = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(integral)]
+#: A simple return of one period: finite, bounded so squares and sums cannot overflow.
+ReturnValue = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+#: A variance of annualised Sharpe ratios: finite and >= 0.
+SharpeVariance = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 

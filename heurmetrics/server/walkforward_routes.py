@@ -18,19 +18,34 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
-from heurmetrics.backtest.walkforward import efficiency_ratio, json_tree, pooled_annualized_return
+from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS
+from heurmetrics.backtest.summary import fold_efficiency, run_summary
+from heurmetrics.backtest.walkforward import json_tree
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
 from heurmetrics.performance.resolution import make_resolution
 from heurmetrics.performance.store import PerformanceStore
-from heurmetrics.server.fields import Count, Dataset, DatasetHash, Horizon, JsonObject, Name, Timestamp, integral
+from heurmetrics.server.fields import (
+    Count,
+    Dataset,
+    DatasetHash,
+    Horizon,
+    JsonObject,
+    Name,
+    ReturnValue,
+    SharpeVariance,
+    Timestamp,
+    Trials,
+    integral,
+)
 from heurmetrics.server.models import (
     UNAUTHORIZED,
     UNKNOWN_RULE_VERSION,
@@ -44,6 +59,11 @@ from heurmetrics.server.models import (
 #: Largest number of folds / resolutions one request may carry.
 MAX_FOLDS_PER_RUN = 1_000
 MAX_RESOLUTIONS_PER_REQUEST = 10_000
+#: Bounds of a posted trial return matrix (PBO over C(16, 8) splits stays well under a second).
+MAX_TRIAL_COLUMNS = 1_000
+MAX_TRIAL_ROWS = 100_000
+MAX_TRIAL_CELLS = 1_000_000
+MAX_PBO_BLOCKS = 16
 
 
 class _Strict(BaseModel):
@@ -67,9 +87,7 @@ class WalkForwardFoldIn(_Strict):
     out_of_sample_start: Timestamp
     out_of_sample_end: Timestamp
     params: JsonObject = Field(default_factory=dict, description="Parameters chosen in-sample.")
-    trials: Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(integral)] = Field(
-        1, description="Candidates tried in-sample."
-    )
+    trials: Trials = Field(1, description="Candidates tried in-sample.")
     in_sample_metrics: JsonObject | None = Field(
         None, description="Metric set of the in-sample evaluation (needs total_return and observations for efficiency)."
     )
@@ -84,6 +102,35 @@ class SignalStatsIn(_Strict):
     signals: Count = Field(description="Out-of-sample directional signals resolved at this horizon.")
     hits: Count = Field(description="Of which right (direction-signed return > 0); at most signals.")
     mean_return: float | None = Field(None, description="Mean direction-signed realised return.")
+
+
+class OverfittingIn(_Strict):
+    """What the Deflated Sharpe Ratio and PBO need from a search run elsewhere (docs/walk-forward.md)."""
+
+    n_trials: Trials | None = Field(
+        None, description="Candidates the search tried (DSR's N); default: the largest fold trials."
+    )
+    trials_sharpe_variance: SharpeVariance | None = Field(
+        None,
+        description="Variance (ddof 1) of the trials' annualised Sharpe ratios (DSR's V); "
+        "ignored when trial_returns is given (V is then computed from its columns).",
+    )
+    trial_returns: (
+        Annotated[
+            list[Annotated[list[ReturnValue], Field(min_length=2, max_length=MAX_TRIAL_COLUMNS)]],
+            Field(min_length=1, max_length=MAX_TRIAL_ROWS),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Trial return matrix for PBO: one row per period of `equity` "
+        "(len(equity.timestamps) - 1 rows, row i = the returns into point i + 1, time order), one "
+        f"column per trial (2 to {MAX_TRIAL_COLUMNS}, the same in every row, at most n_trials), "
+        f"finite simple returns; at most {MAX_TRIAL_CELLS:,} values.",
+    )
+    pbo_blocks: Annotated[int, Field(ge=2, le=MAX_PBO_BLOCKS, multiple_of=2), BeforeValidator(integral)] = Field(
+        DEFAULT_PBO_BLOCKS, description="CSCV blocks S (even)."
+    )
 
 
 class WalkForwardIn(_Strict):
@@ -107,6 +154,9 @@ class WalkForwardIn(_Strict):
     expectation: dict[Horizon, SignalStatsIn] = Field(
         default_factory=dict, description=f"Per horizon ({', '.join(d.RESOLUTION_HORIZONS)}): OOS signal hits."
     )
+    overfitting: OverfittingIn | None = Field(
+        None, description="Inputs of the overfitting statistics (DSR, PBO) for a search run elsewhere."
+    )
     config: JsonObject = Field(default_factory=dict)
 
 
@@ -116,7 +166,9 @@ class WalkForwardOut(BaseModel):
     rule_version: str
     created: bool
     folds: int
-    efficiency: float | None = Field(description="Walk-forward efficiency (None when undefined).")
+    efficiency: float | None = Field(description="Walk-forward efficiency, simple annualisation (None when undefined).")
+    efficiency_compounded: float | None = Field(description="The compounded variant (None when undefined).")
+    overfitting: dict[str, Any] = Field(description="DSR, PBO and minimum backtest length (backtest_overfitting).")
     metrics: dict[str, Any]
 
 
@@ -166,15 +218,6 @@ def _aware(field: str, ts: datetime) -> datetime:
     return ts
 
 
-def _growth(metrics: dict[str, Any] | None) -> tuple[float, int] | None:
-    if not metrics:
-        return None
-    total, n = metrics.get("total_return"), metrics.get("observations")
-    if isinstance(total, bool) or not isinstance(total, int | float) or not isinstance(n, int) or isinstance(n, bool):
-        return None
-    return 1.0 + float(total), n
-
-
 def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     """The routes above, bound to the app's ingest path and bearer-token dependency."""
     router = APIRouter(dependencies=[Depends(authorize)], responses={422: {"model": ErrorOut}, **UNAUTHORIZED})
@@ -195,7 +238,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             ingest.count_rejected("backtest")
             raise unknown_rule_version("rule_version", exc) from None
         try:
-            run, created, efficiency = _store(ingest, rv, body)
+            run, created, summary = _store(ingest, rv, body)
         except HTTPException:
             ingest.count_rejected("backtest")
             raise
@@ -206,7 +249,9 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             rule_version=rv.version,
             created=created,
             folds=len(body.folds),
-            efficiency=efficiency,
+            efficiency=summary["efficiency"],
+            efficiency_compounded=summary["efficiency_compounded"],
+            overfitting=json_tree(summary["overfitting"]),
             metrics=run.metrics,
         )
 
@@ -245,7 +290,34 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
     return router
 
 
-def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, float | None]:
+def _trial_matrix(inputs: OverfittingIn | None, equity: pd.Series, n_trials: int) -> pd.DataFrame | None:
+    """The posted trial return matrix, checked for what its schema cannot say (shape, size)."""
+    rows = None if inputs is None else inputs.trial_returns
+    if rows is None:
+        return None
+    field = "overfitting.trial_returns"
+    width = len(rows[0])
+    if len(rows) * width > MAX_TRIAL_CELLS:
+        raise _invalid(field, f"{len(rows)} x {width} values exceed the limit of {MAX_TRIAL_CELLS:,}")
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise _invalid(f"{field}[{i}]", f"has {len(row)} values; row 0 has {width} (one per trial)")
+    if len(rows) != len(equity) - 1:
+        raise _invalid(field, f"has {len(rows)} rows; needs one per period of equity ({len(equity) - 1})")
+    if width > n_trials:
+        raise _invalid("overfitting.n_trials", f"is {n_trials}, below the {width} trials of trial_returns")
+    return pd.DataFrame(rows, index=equity.index[1:], dtype="float64")
+
+
+def _stitched_returns(equity: pd.Series) -> pd.Series:
+    """Returns between consecutive observed points (missing points skipped, as in the metrics)."""
+    observed = equity.dropna()
+    with np.errstate(over="ignore"):
+        returns = (observed / observed.shift(1) - 1.0).iloc[1:]
+    return returns.where(np.isfinite(returns)).rename("returns")  # an overflowed ratio is missing
+
+
+def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dict[str, Any]]:
     if not 1 <= len(body.folds) <= MAX_FOLDS_PER_RUN:
         raise _invalid("folds", f"needs 1 to {MAX_FOLDS_PER_RUN} folds, got {len(body.folds)}")
     try:
@@ -257,8 +329,8 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, flo
     equity = _series("equity", body.equity)
     folds = sorted(enumerate(body.folds), key=lambda item: item[1].fold_index)
     rows: list[BacktestFold] = []
+    fold_metrics: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
     fold_equity: dict[int, pd.Series] = {}
-    growth: dict[str, list[tuple[float, int]]] = {"is": [], "oos": []}
     previous_end: datetime | None = None
     seen: set[int] = set()
     for position, fold in folds:
@@ -290,14 +362,8 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, flo
                 metrics[side] = given
         if metrics["out_of_sample"] is None:
             raise _invalid(f"{where}.out_of_sample_metrics", "give out_of_sample_metrics or out_of_sample_equity")
-        is_growth, oos_growth = _growth(metrics["in_sample"]), _growth(metrics["out_of_sample"])
-        fold_efficiency = None
-        if is_growth is not None and oos_growth is not None:
-            growth["is"].append(is_growth)
-            growth["oos"].append(oos_growth)
-            fold_efficiency = efficiency_ratio(
-                pooled_annualized_return([oos_growth], periods), pooled_annualized_return([is_growth], periods)
-            )
+        oos_metrics = metrics["out_of_sample"]
+        fold_metrics.append((metrics["in_sample"], oos_metrics))
         rows.append(
             BacktestFold(
                 fold_index=fold.fold_index,
@@ -308,8 +374,9 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, flo
                 params=fold.params,
                 trials=fold.trials,
                 in_sample_metrics=json_tree(metrics["in_sample"] or {}),
+                # The computed efficiency wins over a same-named key in the given metrics (as in the SDK).
                 out_of_sample_metrics=json_tree(
-                    {"walk_forward_efficiency": fold_efficiency, **(metrics["out_of_sample"] or {})}
+                    {**oos_metrics, **fold_efficiency(metrics["in_sample"], oos_metrics, periods)}
                 ),
             )
         )
@@ -325,21 +392,21 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, flo
             "hit_ratio": stats.hits / stats.signals if stats.signals else None,
             "mean_return": None if stats.mean_return is None else float(stats.mean_return),
         }
-    complete = len(growth["is"]) == len(rows)
-    is_annual = pooled_annualized_return(growth["is"], periods) if complete else None
-    oos_annual = pooled_annualized_return(growth["oos"], periods) if complete else None
-    efficiency = efficiency_ratio(oos_annual, is_annual)
+    inputs = body.overfitting
+    n_trials = max(f.trials for f in body.folds) if inputs is None or inputs.n_trials is None else inputs.n_trials
+    summary = run_summary(
+        fold_metrics,
+        _stitched_returns(equity),
+        periods_per_year=periods,
+        risk_free_rate=float(body.risk_free_rate),
+        n_trials=n_trials,
+        trial_returns=_trial_matrix(inputs, equity, n_trials),
+        reported_sharpe_variance=None if inputs is None else inputs.trials_sharpe_variance,
+        pbo_blocks=DEFAULT_PBO_BLOCKS if inputs is None else inputs.pbo_blocks,
+    )
     config = {
         **body.config,
-        "walk_forward": {
-            "source": "api",
-            "folds": len(rows),
-            "efficiency": efficiency,
-            "in_sample_annualized_return": is_annual,
-            "out_of_sample_annualized_return": oos_annual,
-            "annualization": "pooled period-count: (prod W_k)^(A / sum N_k) - 1",
-            "expectation": expectation,
-        },
+        "walk_forward": {"source": "api", "folds": len(rows), **summary, "expectation": expectation},
     }
     try:
         run, created = ingest.record_backtest(
@@ -359,4 +426,4 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, flo
         )
     except InvalidEvent as exc:
         raise _invalid(exc.field, exc.message) from None
-    return run, created, efficiency
+    return run, created, summary

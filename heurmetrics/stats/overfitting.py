@@ -128,11 +128,14 @@ def deflated_sharpe_ratio(
     sd = float(np.std(values, ddof=1)) if n > 1 else math.nan
     # A deviation at rounding level of the mean is no dispersion: the Sharpe ratio is undefined.
     if n > 1 and math.isfinite(sd) and sd > 1e-12 * abs(mean):
-        deviation = values - mean
-        m2 = float(np.mean(deviation**2))
-        sharpe = mean / sd
-        skewness = float(np.mean(deviation**3)) / m2**1.5  # biased sample moments, as in the paper
-        kurtosis = float(np.mean(deviation**4)) / m2**2
+        # numpy scalars: extreme returns overflow / underflow the moments to inf / 0 (DSR undefined)
+        # where Python floats would raise OverflowError or ZeroDivisionError.
+        with np.errstate(all="ignore"):
+            deviation = values - mean
+            m2 = np.mean(deviation**2)
+            sharpe = mean / sd
+            skewness = float(np.mean(deviation**3) / m2**1.5)  # biased sample moments, as in the paper
+            kurtosis = float(np.mean(deviation**4) / m2**2)
     else:
         sharpe = skewness = kurtosis = math.nan
     threshold = expected_maximum_sharpe(n_trials, variance_pp)
@@ -159,7 +162,8 @@ def minimum_backtest_length(n_trials: int, sharpe: float) -> float:
         return 0.0
     if sharpe <= 0:
         return math.inf
-    return (expected / sharpe) ** 2
+    ratio = expected / sharpe
+    return ratio * ratio  # a tiny Sharpe ratio gives inf (``**`` would raise OverflowError)
 
 
 def probability_of_backtest_overfitting(
