@@ -346,12 +346,20 @@ FOLD_COLUMNS = (
 )  # fmt: skip
 
 
+#: Characters of a fold's params shown in the fold tables (the stored run keeps them whole).
+PARAMS_CHARS = 34
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fold_cells(fold: dict[str, Any]) -> list[str]:
     is_m, oos_m = fold["in_sample_metrics"] or {}, fold["out_of_sample_metrics"] or {}
     return [
         str(fold["fold_index"]),
         f"{fold['out_of_sample_start']:%Y-%m-%d} → {fold['out_of_sample_end']:%Y-%m-%d}",
-        json.dumps(fold["params"], sort_keys=True)[:48],
+        _cut(json.dumps(fold["params"], sort_keys=True), PARAMS_CHARS),
         str(fold["trials"]),
         _fmt(is_m.get("total_return"), "pct"),
         _fmt(oos_m.get("total_return"), "pct"),
