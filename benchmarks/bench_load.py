@@ -72,6 +72,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_serve(
+    stack: ExitStack, url: str, log_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``heurmetrics serve`` on a free loopback port, logging to ``log_path``; it is stopped
+    (terminate, then kill, each wait bounded) when ``stack`` closes. Returns the process and URL."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "heurmetrics"
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEURMETRICS_")}
+    log = stack.enter_context(log_path.open("w"))  # closed after the server has stopped
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--database-url", url],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    stack.callback(stop)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], base: str, log_path: Path, timeout: float = 60) -> None:
+    """Wait until ``GET /healthz`` answers 200 (at most ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            print(log_path.read_text()[-3000:])
+            raise SystemExit(f"heurmetrics serve exited with {proc.returncode} (log: {log_path})")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"heurmetrics serve did not start (log: {log_path})")
+        time.sleep(0.2)
+
+
 def proc_status_kb(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -335,41 +381,10 @@ def memory_breakdown() -> None:
 def run(args: argparse.Namespace, url: str) -> int:
     engine = create_store_engine(url)
     migrations.upgrade(engine)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "heurmetrics"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEURMETRICS_")}
     log = Path(tempfile.mkdtemp(prefix="bench_load_")) / "serve.log"
-    with ExitStack() as stack, log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-             "--database-url", url],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )
-
-        def stop_server() -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-
-        stack.callback(stop_server)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                print(log.read_text()[-3000:])
-                raise SystemExit(f"heurmetrics serve exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("heurmetrics serve did not start")
-            time.sleep(0.2)
+    with ExitStack() as stack:
+        proc, base = start_serve(stack, url, log)
+        wait_healthy(proc, base, log)
         response = httpx.post(f"{base}/v1/rule-versions", json={"rule": "load_rule", "version": "1.0.0"}, timeout=30)
         response.raise_for_status()
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _common import print_environment, print_table, scratch_postgres, sigterm_as_exit
-from bench_load import cpu_delta, cpu_seconds, free_port, percentile, post_all, postgres_cpu
+from bench_load import cpu_delta, cpu_seconds, percentile, post_all, postgres_cpu, start_serve, wait_healthy
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -74,57 +74,12 @@ def mixed_bodies(total: int, batch: int) -> list[bytes]:
 
 
 def start_replicas(stack: ExitStack, url: str, n: int) -> list[tuple[subprocess.Popen[bytes], str]]:
-    exe = Path(sys.executable).parent / "heurmetrics"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEURMETRICS_")}
     env["HEURMETRICS_PERFORMANCE_SNAPSHOT_SECONDS"] = "0"
     logs = Path(tempfile.mkdtemp(prefix="bench_replicas_"))
-    out = []
-    for i in range(n):
-        port = free_port()
-        log = (logs / f"serve-{i}.log").open("w")
-        stack.callback(log.close)
-        proc = subprocess.Popen(
-            [
-                str(exe),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--database-url",
-                url,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-        def stop(p: subprocess.Popen[bytes] = proc) -> None:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=10)
-
-        stack.callback(stop)
-        out.append((proc, f"http://127.0.0.1:{port}"))
-    for proc, base in out:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"heurmetrics serve exited with {proc.returncode} (logs in {logs})")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("heurmetrics serve did not start")
-            time.sleep(0.2)
+    out = [start_serve(stack, url, logs / f"serve-{i}.log", env) for i in range(n)]  # all start at once
+    for i, (proc, base) in enumerate(out):
+        wait_healthy(proc, base, logs / f"serve-{i}.log")
     return out
 
 

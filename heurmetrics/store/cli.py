@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from heurmetrics.cli_options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
@@ -56,8 +59,7 @@ def partitions_cmd(
     url = checked_database_url(database_url)
     if interval is not None and interval not in partitions.INTERVALS:
         raise fail(f"--interval {interval!r}: expected one of {', '.join(partitions.INTERVALS)}")
-    engine = create_store_engine(url)
-    try:
+    with _engine(url) as engine:
         if engine.dialect.name != "postgresql":
             raise fail(f"{redact_url(url)} is SQLite: one flat heuristic_executions table, no partitions "
                        "(see docs/storage.md)")
@@ -66,14 +68,6 @@ def partitions_cmd(
             if create else []
         )
         listed = partitions.list_partitions(engine)
-    except HeurmetricsError as exc:
-        raise fail(str(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    except SQLAlchemyError as exc:  # unreachable or failing database: one line, no traceback
-        raise fail(_database_error(url, exc), EXIT_ERROR) from None
-    finally:
-        engine.dispose()
     if as_json:
         console.print_json(json.dumps({"created": created, "partitions": [_partition_json(p) for p in listed]}))
         return
@@ -109,19 +103,12 @@ def retention_cmd(
     """Drop whole partitions of raw executions older than the policy, verified against the rollups
     and recorded in the audit hash chain (PostgreSQL; refused on SQLite)."""
     url = checked_database_url(database_url)
-    engine = create_store_engine(url)
-    try:
+    with _engine(url) as engine:
         policy = retention.parse_policy(keep)
         planned = retention.plan(engine, policy)
         events = [] if dry_run else [
             retention.drop_partition(engine, c, policy, actor=actor or getpass.getuser()) for c in planned
         ]
-    except HeurmetricsError as exc:
-        raise fail(str(exc)) from None
-    except SQLAlchemyError as exc:  # unreachable or failing database: one line, no traceback
-        raise fail(_database_error(url, exc), EXIT_ERROR) from None
-    finally:
-        engine.dispose()
     if as_json:
         console.print_json(json.dumps({
             "dry_run": dry_run, "policy": policy.as_record(),
@@ -146,6 +133,20 @@ def retention_cmd(
     for e in events:
         console.print(f"{e.partition_name}: {e.row_count:,} rows dropped; retention event {e.id} at chain position "
                       f"{e.chain_position}, content digest {e.content_digest}")
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    """An engine for one command; its errors become one ``error: …`` line (no traceback)."""
+    engine = create_store_engine(url)
+    try:
+        yield engine
+    except (HeurmetricsError, ValueError) as exc:  # ValueError: a bad policy or interval, named
+        raise fail(str(exc)) from None
+    except SQLAlchemyError as exc:  # unreachable or failing database
+        raise fail(_database_error(url, exc), EXIT_ERROR) from None
+    finally:
+        engine.dispose()
 
 
 def _database_error(url: str, exc: SQLAlchemyError) -> str:
