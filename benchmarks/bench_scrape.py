@@ -37,8 +37,8 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from heurmetrics.config import Settings
+from heurmetrics.live.snapshot import take_snapshot
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.snapshot import take_snapshot
 from heurmetrics.server.app import create_app
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine

@@ -24,8 +24,8 @@ from heurmetrics.cli_options import (
 )
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.live.cli import live_app
 from heurmetrics.monitoring.cli import alerts_app, dashboards_app
-from heurmetrics.performance.cli import performance_app
 from heurmetrics.report.cli import report
 from heurmetrics.store.cli import partitions_cmd, retention_cmd
 
@@ -43,7 +43,9 @@ app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(backtest_app, name="backtest")
-app.add_typer(performance_app, name="performance")
+app.add_typer(live_app, name="live")
+# The pre-0.2 name of the same commands, kept so existing runbooks and cron jobs keep working.
+app.add_typer(live_app, name="performance", hidden=True)
 app.command("report")(report)
 
 @app.callback()

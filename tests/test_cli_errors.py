@@ -44,9 +44,9 @@ COMMANDS: dict[str, list[str]] = {
         "backtest", "walk-forward", "mod:rule", "--data", "bars.csv", "--periods-per-year", "8760",
         "--in-sample", "10", "--out-of-sample", "5",
     ],
-    "performance snapshot": ["performance", "snapshot"],
-    "performance show": ["performance", "show"],
-    "performance resolve": ["performance", "resolve", "--prices", "prices.csv"],
+    "live snapshot": ["live", "snapshot"],
+    "live show": ["live", "show"],
+    "live resolve": ["live", "resolve", "--prices", "prices.csv"],
     "report": ["report", RUN_ID, "--out", "tearsheet.html"],
 }  # fmt: skip
 #: Commands whose job is to create the database: a missing SQLite file is fine for them.

@@ -26,7 +26,7 @@ def test_the_reports_table_has_no_blank_line_inside() -> None:
 
 def test_snapshot_interval_is_the_configured_one_everywhere() -> None:
     default = Settings.model_fields["performance_snapshot_seconds"].default
-    performance = (ROOT / "docs" / "performance.md").read_text()
+    performance = (ROOT / "docs" / "live-performance.md").read_text()
     assert "interval_seconds=60" not in performance and "every minute" not in performance
     assert f"default {default:.0f} s" in performance and f"| `{default:.0f}` |" in README
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 from heurmetrics.config import Settings
+from heurmetrics.live.snapshot import take_snapshot
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.snapshot import take_snapshot
 from heurmetrics.server.app import create_app
 
 VERSIONS_PER_RULE = 4

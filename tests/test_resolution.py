@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from heurmetrics import InvalidEvent, Recorder, RuleVersion
-from heurmetrics.performance.resolution import (
+from heurmetrics.live.resolution import (
     HorizonTooShort,
     horizons_for_bars,
     make_resolution,

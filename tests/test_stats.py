@@ -56,7 +56,7 @@ def test_p_value_table_equals_scipy() -> None:
 
 
 def test_calibration_every_null_cell_at_most_0_015_and_power_grows_with_samples() -> None:
-    """The table of docs/performance.md, reproduced (seeded; ~1 s)."""
+    """The table of docs/live-performance.md, reproduced (seeded; ~1 s)."""
     cells = simulate_calibration(replications=20_000, seed=12)
     assert len(cells) == 27
     worst = max(cells, key=lambda c: c.false_alarm_rate)

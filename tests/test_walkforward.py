@@ -30,8 +30,8 @@ from heurmetrics.backtest.walkforward import (
     pooled_annualized_return,
     simple_annualized_return,
 )
+from heurmetrics.live.resolution import HorizonTooShort, resolve_against_prices
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import HorizonTooShort, resolve_against_prices
 from heurmetrics.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
@@ -372,7 +372,7 @@ def test_collector_exports_the_latest_walk_forward_overfitting(
 ) -> None:
     from prometheus_client import CollectorRegistry
 
-    from heurmetrics.metrics.performance_collector import PerformanceCollector
+    from heurmetrics.metrics.live_collector import PerformanceCollector
 
     registry = CollectorRegistry()
     registry.register(PerformanceCollector(rec.store, ttl_seconds=0))

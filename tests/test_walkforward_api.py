@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from heurmetrics.backtest.summary import efficiency_ratio, pooled_annualized_return, simple_annualized_return
-from heurmetrics.performance.snapshot import expectation_of
+from heurmetrics.live.snapshot import expectation_of
 from heurmetrics.store.schema import BacktestFoldRow, BacktestRunRow, EquityPointRow
 from tests.walkforward_helpers import exporter
 

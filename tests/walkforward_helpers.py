@@ -117,7 +117,7 @@ def exporter(url: str) -> Any:
     from fastapi.testclient import TestClient
 
     from heurmetrics.config import Settings
-    from heurmetrics.metrics.performance_collector import PerformanceCollector
+    from heurmetrics.metrics.live_collector import PerformanceCollector
     from heurmetrics.server.app import create_app
     from heurmetrics.server.walkforward_routes import walkforward_router
 

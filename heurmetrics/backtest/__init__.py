@@ -1,6 +1,6 @@
 """Backtest analytics: the performance suite (period and trade statistics of an equity curve)."""
 
-from heurmetrics.backtest.performance import (
+from heurmetrics.backtest.returns import (
     TRADE_COLUMNS,
     PerformanceMetrics,
     TradeMetrics,

@@ -43,10 +43,10 @@ statistics.
 
 **Expectation.** When ``data`` has a ``price_column`` (default ``"close"``) and the out-of-sample
 evaluations carry ``bar_time``, their directional signals are resolved against those prices
-(:func:`heurmetrics.performance.resolution.resolve_against_prices`) at every horizon no shorter
+(:func:`heurmetrics.live.resolution.resolve_against_prices`) at every horizon no shorter
 than the bars (by default; an explicit shorter horizon is refused): signals,
 hits, hit ratio and mean realised return, stored in ``config.walk_forward.expectation`` — the
-baseline the live drift test compares against (``docs/performance.md``).
+baseline the live drift test compares against (``docs/live-performance.md``).
 
 **Overfitting.** When ``fit`` reports its candidates (:class:`GridSearch` does), each candidate
 is also run on every out-of-sample window: that trial return matrix gives the Probability of
@@ -104,8 +104,7 @@ from heurmetrics.backtest.summary import (  # noqa: F401
 from heurmetrics.canonical import canonical_json
 from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError, InvalidEvent
-from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import (
+from heurmetrics.live.resolution import (
     HorizonTooShort,
     SignalStats,
     bar_interval_seconds,
@@ -115,6 +114,7 @@ from heurmetrics.performance.resolution import (
     signal_direction,
     signal_stats,
 )
+from heurmetrics.metrics import definitions as d
 from heurmetrics.validation import check_execution, check_finite
 
 if TYPE_CHECKING:

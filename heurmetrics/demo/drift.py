@@ -6,7 +6,7 @@ Called by :func:`heurmetrics.demo.run.run_demo` once every demo rule version has
    in-sample, 10-day out-of-sample windows, the version's own params, folds in a process pool);
    its out-of-sample signals, resolved against the bars, give the **expected hit ratio**;
 2. the version's live (or paper) executions are resolved at 1 h against the bars that followed
-   them (:class:`~heurmetrics.performance.resolution.Resolution`, method ``prices``);
+   them (:class:`~heurmetrics.live.resolution.Resolution`, method ``prices``);
 3. a performance snapshot (``rule_version_performance``) compares live hits with the expectation
    (Fisher's exact test of the two samples, Benjamini-Hochberg adjusted across versions) — the
    table printed at the end of the demo. Live and backtest signals of a version come from the
@@ -31,9 +31,9 @@ from rich.table import Table
 from heurmetrics.backtest.splits import WalkForwardSplitter
 from heurmetrics.backtest.walkforward import FoldContext, WalkForwardResult, default_executor
 from heurmetrics.demo.rules import DEMO_RULES, DataGap
-from heurmetrics.performance.resolution import METHOD_PRICES, Resolution, resolve_against_prices, signal_direction
-from heurmetrics.performance.snapshot import PerformanceSnapshot, take_snapshot
-from heurmetrics.performance.store import PerformanceStore
+from heurmetrics.live.resolution import METHOD_PRICES, Resolution, resolve_against_prices, signal_direction
+from heurmetrics.live.snapshot import PerformanceSnapshot, take_snapshot
+from heurmetrics.live.store import PerformanceStore
 from heurmetrics.sdk.recorder import Recorder
 
 #: How much of the backtest segment (its end) the walk-forward covers, and its windows.

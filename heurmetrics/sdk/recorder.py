@@ -43,8 +43,8 @@ from heurmetrics.validation import check_execution, check_timestamp
 if TYPE_CHECKING:
     from heurmetrics.backtest.splits import WalkForwardSplitter
     from heurmetrics.backtest.walkforward import WalkForwardResult
-    from heurmetrics.performance.resolution import Resolution
-    from heurmetrics.performance.store import ResolutionResult
+    from heurmetrics.live.resolution import Resolution
+    from heurmetrics.live.store import ResolutionResult
 
 
 class Recorder:
@@ -457,8 +457,8 @@ class Recorder:
         ``correct`` defaults to ``realized_return > 0``. Returns False when this (event, horizon)
         was resolved before: resolutions are append-only and never overwritten.
         """
-        from heurmetrics.performance.resolution import make_resolution
-        from heurmetrics.performance.store import PerformanceStore
+        from heurmetrics.live.resolution import make_resolution
+        from heurmetrics.live.store import PerformanceStore
 
         item = make_resolution(
             event_id, horizon=horizon, realized_return=realized_return, correct=correct, resolved_at=resolved_at
@@ -468,8 +468,8 @@ class Recorder:
     def resolve_many(self, resolutions: Iterable[Resolution | Mapping[str, Any]]) -> ResolutionResult:
         """Batch form of :meth:`resolve` (one transaction): ``Resolution`` objects or dicts with
         ``event_id``, ``horizon``, ``realized_return`` / ``correct``, ``resolved_at``."""
-        from heurmetrics.performance.resolution import Resolution, make_resolution
-        from heurmetrics.performance.store import PerformanceStore
+        from heurmetrics.live.resolution import Resolution, make_resolution
+        from heurmetrics.live.store import PerformanceStore
 
         items = [r if isinstance(r, Resolution) else make_resolution(**r) for r in resolutions]
         return PerformanceStore(self.store).insert_resolutions(items)
@@ -480,9 +480,9 @@ class Recorder:
         """Resolve every stored, unresolved directional signal (of ``modes``) that ``close`` covers.
 
         Flushes first so executions recorded so far are included; see
-        :func:`heurmetrics.performance.resolution.resolve_pending`.
+        :func:`heurmetrics.live.resolution.resolve_pending`.
         """
-        from heurmetrics.performance.store import resolve_pending
+        from heurmetrics.live.store import resolve_pending
 
         self.flush()
         return resolve_pending(self.store, close, horizons=horizons, modes=modes)

@@ -34,13 +34,13 @@ from heurmetrics.errors import (
     VersionConflict,
 )
 from heurmetrics.ingest import Ingest
+from heurmetrics.live.snapshot import PeriodicSnapshots
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.exposition import StoreFamilies
 from heurmetrics.metrics.exposition import metrics_page as render_metrics_page
-from heurmetrics.metrics.performance_collector import PerformanceCollector
+from heurmetrics.metrics.live_collector import PerformanceCollector
 from heurmetrics.metrics.pipeline import PipelineMetrics, build_metric
 from heurmetrics.metrics.store_collector import StoreCollector
-from heurmetrics.performance.snapshot import PeriodicSnapshots
 from heurmetrics.server.audit_routes import build_audit_router
 from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.server.limits import BodySizeLimit

@@ -30,9 +30,9 @@ from heurmetrics.backtest.walkforward import json_tree
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
+from heurmetrics.live.resolution import make_resolution
+from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import make_resolution
-from heurmetrics.performance.store import PerformanceStore
 from heurmetrics.server.fields import (
     Count,
     Dataset,

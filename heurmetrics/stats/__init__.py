@@ -10,7 +10,7 @@
 - :func:`minimum_backtest_length` — the years of data below which N trials find a given Sharpe
   ratio by chance (Bailey, Borwein, López de Prado & Zhu, 2014).
 
-Formulas, conventions and references: ``docs/performance.md`` (drift) and
+Formulas, conventions and references: ``docs/live-performance.md`` (drift) and
 ``docs/walk-forward.md`` (overfitting).
 """
 

@@ -13,7 +13,7 @@ probability of every ``x`` no more likely than the observed one (the "minimum li
 of ``scipy.stats.fisher_exact``, with the same 1e-7 relative tolerance). Because the law is exact
 for every m, the false-alarm rate is at most alpha for every p, n0 and n1 — no nuisance parameter,
 no large-sample approximation. The price is some conservatism at small samples (power table in
-``docs/performance.md``).
+``docs/live-performance.md``).
 
 Below :data:`MIN_BACKTEST_SIGNALS` backtest or :data:`MIN_LIVE_SIGNALS` live signals no p-value
 is reported (``p_value`` None): the test would be valid but nearly powerless, and an "n/a" says
@@ -171,7 +171,7 @@ def simulate_calibration(
     replications: int = 20_000,
     seed: int = 12,
 ) -> list[CalibrationCell]:
-    """The calibration table of ``docs/performance.md``: per cell, ``replications`` draws of
+    """The calibration table of ``docs/live-performance.md``: per cell, ``replications`` draws of
     backtest hits ~ Bin(n0, p) and live hits ~ Bin(n1, p) (H0) or Bin(n1, p + shift) (power),
     tested at ``alpha`` with :func:`fisher_p_value_table` (one table per (n0, n1), then look-ups)."""
     rng = np.random.default_rng(seed)

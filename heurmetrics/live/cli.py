@@ -1,4 +1,4 @@
-"""``heurmetrics performance …``: resolve signals, take and show performance snapshots."""
+"""``heurmetrics live …``: resolve signals, take and show live performance (rule.version.performance) snapshots."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 
-performance_app = typer.Typer(
+live_app = typer.Typer(
     help="rule.version.performance: resolve signals, snapshot live performance and drift.", no_args_is_help=True
 )
 Horizon = Annotated[str, typer.Option(help=f"Resolution horizon: {', '.join(d.RESOLUTION_HORIZONS)}.")]
 
 
-@performance_app.command("snapshot")
+@live_app.command("snapshot")
 def snapshot(
     horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON,
     alpha: Annotated[float, typer.Option(help="Drift significance level (BH-adjusted Fisher test).")] = d.DRIFT_ALPHA,
@@ -32,7 +32,7 @@ def snapshot(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Compute every active rule version's performance per window and append it (rule_version_performance)."""
-    from heurmetrics.performance.snapshot import take_snapshot
+    from heurmetrics.live.snapshot import take_snapshot
 
     store = open_store(database_url)
     url = str(store.engine.url)
@@ -46,10 +46,10 @@ def snapshot(
     console.print(f"Appended {len(snapshots)} rows to rule_version_performance in {redact_url(url)}.")
 
 
-@performance_app.command("show")
+@live_app.command("show")
 def show(horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON, database_url: DatabaseUrl = None) -> None:
     """Print the latest snapshot of every rule version and window."""
-    from heurmetrics.performance.store import PerformanceStore
+    from heurmetrics.live.store import PerformanceStore
 
     store = open_store(database_url)
     try:
@@ -57,12 +57,12 @@ def show(horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON, database_url: Databas
     finally:
         store.close()
     if not rows:
-        console.print("No performance snapshots yet: run `heurmetrics performance snapshot`.")
+        console.print("No performance snapshots yet: run `heurmetrics live snapshot`.")
         return
     console.print(snapshot_table(rows, f"Latest performance snapshots (horizon {horizon})"))
 
 
-@performance_app.command("resolve")
+@live_app.command("resolve")
 def resolve(
     prices: Annotated[Path, typer.Option(help="CSV of prices: first column time (UTC), a close column.")],
     column: Annotated[str, typer.Option(help="Price column.")] = "close",
@@ -73,7 +73,7 @@ def resolve(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Resolve stored, unresolved directional signals against a price series (append-only)."""
-    from heurmetrics.performance.store import resolve_pending
+    from heurmetrics.live.store import resolve_pending
 
     store = open_store(database_url)  # before any work: a bad database is the first thing to say
     try:

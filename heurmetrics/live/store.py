@@ -23,8 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 
 from heurmetrics.errors import StoreUnavailable
-from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import (
+from heurmetrics.live.resolution import (
     HORIZON_SECONDS,
     METHOD_PRICES,
     NON_DIRECTIONAL_OUTCOMES,
@@ -33,6 +32,7 @@ from heurmetrics.performance.resolution import (
     resolve_against_prices,
     signal_direction,
 )
+from heurmetrics.metrics import definitions as d
 from heurmetrics.store.schema import (
     BacktestRunRow,
     ExecutionResolutionRow,
@@ -92,7 +92,7 @@ class ResolutionStats:
 
 
 def directional_clause() -> Any:
-    """SQL twin of :func:`~heurmetrics.performance.resolution.signal_direction` != 0 (status aside)."""
+    """SQL twin of :func:`~heurmetrics.live.resolution.signal_direction` != 0 (status aside)."""
     e = ExecutionRow
     return or_(
         e.outcome.in_(("bullish", "bearish")),
@@ -342,7 +342,7 @@ def resolve_pending(
     """Resolve every stored, unresolved directional signal that ``close`` covers, per horizon.
 
     A signal at time ``t`` is covered when ``close`` has a price at or before ``t`` and reaches
-    ``t + horizon`` (see :func:`~heurmetrics.performance.resolution.resolve_against_prices`);
+    ``t + horizon`` (see :func:`~heurmetrics.live.resolution.resolve_against_prices`);
     uncovered ones stay pending for a later call. ``close`` should be the instrument the rules
     trade (one series per call: filter with ``rule_version_ids`` when rules trade different ones).
     """

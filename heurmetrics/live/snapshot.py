@@ -37,10 +37,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heurmetrics.domain import RuleVersion
+from heurmetrics.live.resolution import duration_seconds, horizon_seconds
+from heurmetrics.live.stats import wilson_interval
+from heurmetrics.live.store import LIVE_MODES, PerformanceStore
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.resolution import duration_seconds, horizon_seconds
-from heurmetrics.performance.stats import wilson_interval
-from heurmetrics.performance.store import LIVE_MODES, PerformanceStore
 from heurmetrics.stats import MIN_BACKTEST_SIGNALS, MIN_LIVE_SIGNALS, benjamini_hochberg, hit_ratio_drift_test
 from heurmetrics.store.sql_store import SqlStore
 

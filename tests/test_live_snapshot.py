@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from heurmetrics import Recorder, RuleVersion
+from heurmetrics.live.cli import live_app
+from heurmetrics.live.snapshot import PeriodicSnapshots, take_snapshot
+from heurmetrics.live.stats import wilson_interval
+from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
-from heurmetrics.performance.cli import performance_app
-from heurmetrics.performance.snapshot import PeriodicSnapshots, take_snapshot
-from heurmetrics.performance.stats import wilson_interval
-from heurmetrics.performance.store import PerformanceStore
 from heurmetrics.store.schema import RuleVersionPerformanceRow
 from tests.walkforward_helpers import exporter
 
@@ -194,9 +194,9 @@ def test_collector_exports_the_latest_snapshot_and_nan_before_one(migrated_url: 
 
 def test_cli_snapshot_show_and_resolve(migrated_url: str, tmp_path: object) -> None:
     cli = typer.Typer()
-    cli.add_typer(performance_app, name="performance")
+    cli.add_typer(live_app, name="live")
     runner = CliRunner()
-    empty = runner.invoke(cli, ["performance", "show", "--database-url", migrated_url])
+    empty = runner.invoke(cli, ["live", "show", "--database-url", migrated_url])
     assert empty.exit_code == 0 and "No performance snapshots" in empty.output
     with Recorder(migrated_url) as rec:
         rv = rec.register_rule_version("range_bias", "1.0.0")
@@ -206,13 +206,13 @@ def test_cli_snapshot_show_and_resolve(migrated_url: str, tmp_path: object) -> N
     prices = tmp_path / "prices.csv"  # type: ignore[operator]
     index = pd.date_range(NOW - timedelta(hours=5), NOW, freq="h", tz="UTC")
     pd.DataFrame({"close": np.linspace(100, 90, len(index))}, index=index).to_csv(prices)
-    resolved = runner.invoke(cli, ["performance", "resolve", "--prices", str(prices), "--database-url", migrated_url])
+    resolved = runner.invoke(cli, ["live", "resolve", "--prices", str(prices), "--database-url", migrated_url])
     assert resolved.exit_code == 0 and "Resolved 1 signals" in resolved.output, resolved.output
-    taken = runner.invoke(cli, ["performance", "snapshot", "--database-url", migrated_url])
+    taken = runner.invoke(cli, ["live", "snapshot", "--database-url", migrated_url])
     assert taken.exit_code == 0 and "Appended 3 rows" in taken.output, taken.output
-    shown = runner.invoke(cli, ["performance", "show", "--database-url", migrated_url], env={"COLUMNS": "200"})
+    shown = runner.invoke(cli, ["live", "show", "--database-url", migrated_url], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "range_bias@1.0.0" in shown.output
-    bad = runner.invoke(cli, ["performance", "snapshot", "--horizon", "2h", "--database-url", migrated_url])
+    bad = runner.invoke(cli, ["live", "snapshot", "--horizon", "2h", "--database-url", migrated_url])
     assert bad.exit_code == 1 and "horizon" in bad.output
     with Recorder(migrated_url) as rec:
         assert rec.resolve(eid, realized_return=0.5) is False  # the price resolution stands

@@ -60,7 +60,7 @@ class PerformanceCollector(Collector):
             self._fetched_at = float("-inf")
 
     def _refresh(self) -> tuple[list[RuleVersion], dict[tuple[int, str], dict[str, Any]]]:
-        from heurmetrics.performance.store import PerformanceStore
+        from heurmetrics.live.store import PerformanceStore
         from heurmetrics.store.overfitting import latest_overfitting
 
         with self._lock:
