@@ -83,9 +83,16 @@ class Case:
 
 CASES: dict[str, Case] = {
     # rule versions
-    "rule-versions: invalid body": Case("POST", "/v1/rule-versions", 422, "invalid", "invalid", {"rule": "r", "version": 1}),
+    "rule-versions: invalid body": Case(
+        "POST", "/v1/rule-versions", 422, "invalid", "invalid", {"rule": "r", "version": 1}
+    ),
     "rule-versions: conflict": Case(
-        "POST", "/v1/rule-versions", 409, "version_conflict", "conflict", {"rule": "r", "version": "1.0.0", "source": "x"}
+        "POST",
+        "/v1/rule-versions",
+        409,
+        "version_conflict",
+        "conflict",
+        {"rule": "r", "version": "1.0.0", "source": "x"},
     ),
     # executions
     "executions: unknown rule version": Case(
@@ -169,7 +176,12 @@ CASES: dict[str, Case] = {
     "audit: unknown rule (history)": Case("GET", "/v1/rules/nope/history", 404, "not_found", "invalid"),
     "audit: unknown version": Case("GET", "/v1/rule-versions/r/9.9.9", 404, "not_found", "invalid"),
     "audit: self-approval": Case(
-        "POST", "/v1/rule-versions/r/1.0.0/approve", 409, "policy_violation", "conflict", {"actor": "alice", "reason": "x"}
+        "POST",
+        "/v1/rule-versions/r/1.0.0/approve",
+        409,
+        "policy_violation",
+        "conflict",
+        {"actor": "alice", "reason": "x"},
     ),
     "audit: rollback of a version not active": Case(
         "POST",
@@ -259,7 +271,9 @@ def test_every_refusal_is_structured_counted_once_and_logged_once(
 
 
 def test_a_conflict_names_the_stored_content_hash(client: TestClient) -> None:
-    stored = client.post("/v1/rule-versions", json={"rule": "r", "version": "1.0.0", "created_by": "alice"}, headers=AUTH)
+    stored = client.post(
+        "/v1/rule-versions", json={"rule": "r", "version": "1.0.0", "created_by": "alice"}, headers=AUTH
+    )
     assert stored.status_code == 200
     conflict = client.post("/v1/rule-versions", json={"rule": "r", "version": "1.0.0", "source": "x"}, headers=AUTH)
     assert conflict.status_code == 409
@@ -270,15 +284,17 @@ def test_a_conflict_names_the_stored_content_hash(client: TestClient) -> None:
 
 
 def test_exporter_client_reads_the_existing_hash_from_the_body(client: TestClient) -> None:
-    stored = client.post("/v1/rule-versions", json={"rule": "r", "version": "1.0.0", "created_by": "alice"}, headers=AUTH)
+    stored = client.post(
+        "/v1/rule-versions", json={"rule": "r", "version": "1.0.0", "created_by": "alice"}, headers=AUTH
+    )
 
     def forward(request: httpx.Request) -> httpx.Response:
         answer = client.request(request.method, request.url.path, content=request.content, headers=request.headers)
         return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
 
-    with ExporterClient("http://exporter.test", token=TOKEN, transport=httpx.MockTransport(forward)) as sdk:
-        with pytest.raises(VersionConflict) as caught:
-            sdk.register_rule_version("r", "1.0.0", source="other")
+    sdk = ExporterClient("http://exporter.test", token=TOKEN, transport=httpx.MockTransport(forward))
+    with sdk, pytest.raises(VersionConflict) as caught:
+        sdk.register_rule_version("r", "1.0.0", source="other")
     assert caught.value.existing_hash == stored.json()["content_hash"]
     assert caught.value.new_hash != caught.value.existing_hash
 
@@ -291,9 +307,9 @@ def test_exporter_client_does_not_parse_the_message_of_a_conflict() -> None:
     def conflict(request: httpx.Request) -> httpx.Response:
         return httpx.Response(409, json={"error": "version_conflict", "detail": text})
 
-    with ExporterClient("http://exporter.test", transport=httpx.MockTransport(conflict)) as sdk:
-        with pytest.raises(VersionConflict) as caught:
-            sdk.register_rule_version("r", "1")
+    sdk = ExporterClient("http://exporter.test", transport=httpx.MockTransport(conflict))
+    with sdk, pytest.raises(VersionConflict) as caught:
+        sdk.register_rule_version("r", "1")
     assert caught.value.existing_hash == "unknown"
 
 

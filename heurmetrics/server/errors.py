@@ -75,7 +75,7 @@ class Answer:
 
 
 #: THE table: error code → answer. 404 and 405 are counted as ``invalid`` requests.
-ANSWERS: Final[Mapping[str, Answer]] = {
+ANSWERS: Final[Mapping[ErrorCode, Answer]] = {
     "invalid": Answer(422, "invalid"),
     "not_found": Answer(404, "invalid"),
     "method_not_allowed": Answer(405, "invalid"),
@@ -89,7 +89,7 @@ ANSWERS: Final[Mapping[str, Answer]] = {
 }
 
 #: Domain error type → error code; the most specific type of an error's MRO wins.
-CODE_BY_TYPE: Final[Mapping[type[Exception], str]] = {
+CODE_BY_TYPE: Final[Mapping[type[Exception], ErrorCode]] = {
     InvalidEvent: "invalid",
     AuditError: "invalid",  # an audit read asked in a way it cannot answer (rows over the limit…)
     NotFound: "not_found",  # UnknownRuleVersion, UnknownRule
@@ -99,7 +99,13 @@ CODE_BY_TYPE: Final[Mapping[type[Exception], str]] = {
     CardinalityBudgetExceeded: "over_budget",
     StoreUnavailable: "unavailable",
 }
-_CODE_BY_HTTP_STATUS: Final = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+#: Starlette's own refusals (no route, wrong method) by status.
+_CODE_BY_HTTP_STATUS: Final[dict[int, ErrorCode]] = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
 
 #: Never "nothing was written": a commit whose answer was lost may have stored the batch.
 STORE_UNAVAILABLE_DETAIL: Final = (
@@ -151,10 +157,10 @@ def error_body(code: str, detail: Any, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
-def code_of(exc: BaseException) -> str | None:
+def code_of(exc: BaseException) -> ErrorCode | None:
     """The error code of a domain error, by type (None: not a refusal, a bug)."""
     for cls in type(exc).__mro__:
-        code = CODE_BY_TYPE.get(cls)  # type: ignore[call-overload]
+        code = CODE_BY_TYPE.get(cls)
         if code is not None:
             return code
     return None
@@ -173,9 +179,9 @@ def refusal_of(exc: Exception) -> Refusal:
         if exc.status_code == 400 and exc.__cause__ is not None:
             why = _UNPARSABLE.get(type(exc.__cause__), "the body cannot be parsed")
             return refusal_of(RequestValidationError([_json_invalid(why)]))
-        code = _CODE_BY_HTTP_STATUS.get(exc.status_code, "invalid")
-        status = None if ANSWERS[code].status == exc.status_code else exc.status_code
-        return Refusal(code, exc.detail, getattr(exc, "headers", None), status=status)  # type: ignore[arg-type]
+        by_status = _CODE_BY_HTTP_STATUS.get(exc.status_code, "invalid")
+        status = None if ANSWERS[by_status].status == exc.status_code else exc.status_code
+        return Refusal(by_status, exc.detail, getattr(exc, "headers", None), status=status)
     code = code_of(exc) or _store_driver_code(exc)
     if code is None:
         raise TypeError(f"{type(exc).__name__} is not a refusal")  # the handler is installed per type
@@ -185,7 +191,7 @@ def refusal_of(exc: Exception) -> Refusal:
         return Refusal("unavailable", STORE_UNAVAILABLE_DETAIL)
     if isinstance(exc, VersionConflict):
         return Refusal("version_conflict", str(exc), extra={"existing_content_hash": exc.existing_hash})
-    return Refusal(code, str(exc))  # type: ignore[arg-type]
+    return Refusal(code, str(exc))
 
 
 class Refusals:
@@ -267,7 +273,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout  # noqa: E402  every pool
 _STORE_DRIVER_ERRORS: Final[tuple[type[Exception], ...]] = (OperationalError, PoolTimeout)
 
 
-def _store_driver_code(exc: BaseException) -> str | None:
+def _store_driver_code(exc: BaseException) -> ErrorCode | None:
     return "unavailable" if isinstance(exc, _STORE_DRIVER_ERRORS) else None
 
 

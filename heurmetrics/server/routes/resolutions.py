@@ -86,9 +86,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         items = []
         for i, item in enumerate(body.resolutions):
             try:
-                resolved_at = (
-                    None if item.resolved_at is None else _aware("resolved_at", item.resolved_at)
-                )
+                resolved_at = None if item.resolved_at is None else _aware("resolved_at", item.resolved_at)
                 items.append(
                     make_resolution(
                         item.event_id,

@@ -51,6 +51,7 @@ from heurmetrics.server.models import (
     equity_series,
     unknown_rule_version,
 )
+
 #: Largest number of folds one request may carry.
 MAX_FOLDS_PER_RUN = 1_000
 #: Bounds of a posted trial return matrix (PBO over C(16, 8) splits stays well under a second).
