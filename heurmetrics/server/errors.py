@@ -70,8 +70,12 @@ class Answer:
     """How a refusal is answered: HTTP status, the reason it is counted under, ``Retry-After``."""
 
     status: int
-    reason: str  # a value of d.REJECT_REASONS (checked by tests/test_server_errors.py)
+    reason: str  # a label value of heurmetrics_rejected_requests_total
     retry_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason not in d.REJECT_REASONS:  # label values are defined once, in definitions.py
+            raise ValueError(f"refusal reason {self.reason!r} is not one of {d.REJECT_REASONS}")
 
 
 #: THE table: error code → answer. 404 and 405 are counted as ``invalid`` requests.
