@@ -42,7 +42,7 @@ from heurmetrics.server.app import create_app
 from heurmetrics.server.models import ConflictOut, ErrorOut
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
-from tests.e2e_helpers import execution, samples
+from tests.e2e_helpers import execution, ingested, samples
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -352,3 +352,26 @@ def test_the_schema_documents_the_error_bodies(sqlite_url: str) -> None:
     for path, method in (("/v1/executions", "post"), ("/v1/backtests", "post"), ("/v1/rules/{rule}/versions", "get")):
         for status in ("404", "422", "503"):
             assert ref(path, method, status) == "ErrorOut", (path, status)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "kind"),
+    [
+        ("/v1/executions", b"{not json", "execution"),
+        (
+            "/v1/rule-versions",
+            b'{"rule": "r", "version": "2", "params": {"a": ' + b"[" * 1900 + b"]" * 1900 + b"}}",  # too deep
+            "rule_version",
+        ),
+        ("/v1/backtests?dry_run=1", b"{}", "backtest"),
+    ],
+)
+def test_a_malformed_request_to_an_ingest_route_counts_its_event_as_rejected(
+    client: TestClient, path: str, content: bytes, kind: str
+) -> None:
+    before = ingested(client.get("/metrics").text, kind, "rejected")
+    response = client.post(path, content=content, headers={**AUTH, "content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"] == "invalid", response.text
+    assert ingested(client.get("/metrics").text, kind, "rejected") == before + 1
+    if kind == "rule_version":  # FastAPI's own 400 for a body its JSON parser gives up on, answered as 422
+        assert response.json()["detail"] == [{"field": "body", "message": "invalid JSON: nested too deeply"}]

@@ -142,6 +142,7 @@ class Refusal(Exception):
         *,
         status: int | None = None,
         extra: dict[str, Any] | None = None,
+        malformed: bool = False,
     ) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
@@ -149,6 +150,7 @@ class Refusal(Exception):
         self.headers = headers
         self.status = status  # only for an HTTP status the table does not know (kept as answered)
         self.extra = extra or {}
+        self.malformed = malformed  # the request failed validation before any route ran
 
 
 def field_error(field: str, message: str) -> list[dict[str, str]]:
@@ -175,7 +177,7 @@ def refusal_of(exc: Exception) -> Refusal:
     if isinstance(exc, Refusal):
         return exc
     if isinstance(exc, RequestValidationError):
-        return Refusal("invalid", [describe_validation_error(e) for e in exc.errors()])
+        return Refusal("invalid", [describe_validation_error(e) for e in exc.errors()], malformed=True)
     if isinstance(exc, StarletteHTTPException):
         # FastAPI answers a body it cannot decode (not UTF-8, nested too deeply for the JSON
         # parser) with an undocumented 400 ("error parsing the body"); it is invalid JSON like
@@ -217,7 +219,7 @@ class Refusals:
         refusal = refusal_of(exc)
         if refusal.code == "unavailable":
             log.warning("store unavailable: %s", exc)
-        if isinstance(exc, RequestValidationError):  # an invalid body on an ingest route: its event is rejected
+        if refusal.malformed:  # an invalid request to an ingest route: its event is rejected
             kind = _EVENT_KIND_BY_PATH.get(request.url.path)
             if kind is not None:
                 self.ingest.count_rejected(kind)
