@@ -258,7 +258,7 @@ def summarise_profile(raw: Path, top: int = 15) -> None:
 PROFILE_STEPS = (
     ("request body: json.loads (FastAPI reads and decodes the body)", "JSONDecoder.decode"),
     ("request body: pydantic validation of the decoded dict", "TypeAdapter.validate_python"),
-    ("handler post_executions (all of it)", "post_executions (heurmetrics/server/app.py"),
+    ("handler post_executions (all of it)", "post_executions (heurmetrics/server/routes/executions.py"),
     ("  Ingest.make_execution (per-item validation, event build)", "make_execution (heurmetrics/ingest.py"),
     ("  Ingest.write_executions (store + counting)", "write_executions (heurmetrics/ingest.py"),
     ("    SqlStore._insert_executions_pg (COPY, INSERT..SELECT, RETURNING)", "_insert_executions_pg"),

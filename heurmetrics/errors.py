@@ -1,4 +1,10 @@
-"""Exceptions of heurmetrics. Each message says exactly what clashed and what to do."""
+"""Exceptions of heurmetrics. Each message says exactly what clashed and what to do.
+
+An error says what kind of refusal it is by its type, never by its text: :class:`InvalidEvent`
+(bad input), :class:`NotFound` (a reference to something that does not exist), :class:`Conflict`
+(clashes with what is stored). The exporter maps these types to HTTP answers in one table
+(:mod:`heurmetrics.server.errors`).
+"""
 
 from __future__ import annotations
 
@@ -38,7 +44,15 @@ class InvalidEvent(HeurmetricsError, ValueError):
         return InvalidEvent(f"{prefix}.{self.field}", self.message)
 
 
-class VersionConflict(HeurmetricsError):
+class NotFound(HeurmetricsError, LookupError):
+    """Something a request or an event references does not exist; nothing was written."""
+
+
+class Conflict(HeurmetricsError):
+    """The request clashes with what is stored; nothing was written."""
+
+
+class VersionConflict(Conflict):
     """The same rule and version were registered before with different content; nothing was written."""
 
     def __init__(self, rule: str, version: str, existing_hash: str, new_hash: str) -> None:
@@ -54,7 +68,7 @@ class VersionConflict(HeurmetricsError):
         self.new_hash = new_hash
 
 
-class UnknownRuleVersion(HeurmetricsError, LookupError):
+class UnknownRuleVersion(NotFound):
     """An event names a rule version that was never registered."""
 
     def __init__(self, rule: str, version: str) -> None:
@@ -65,6 +79,15 @@ class UnknownRuleVersion(HeurmetricsError, LookupError):
         )
         self.rule = rule
         self.version = version
+
+
+class UnknownRule(NotFound):
+    """A rule name that no registered version carries."""
+
+    def __init__(self, rule: str) -> None:
+        self._init_args = (rule,)
+        super().__init__(f"unknown rule {rule!r}: no version of it is registered")
+        self.rule = rule
 
 
 class SchemaNotAtHead(HeurmetricsError):

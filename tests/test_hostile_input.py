@@ -127,7 +127,10 @@ def test_deeply_nested_params_answer_the_documented_shape(client: TestClient) ->
     deep = '{"rule": "r", "version": "2", "params": ' + '{"a": ' * 5000 + "1" + "}" * 5001
     response = client.post("/v1/rule-versions", content=deep, headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json() == {"detail": [{"field": "body", "message": "invalid JSON: nested too deeply"}]}
+    assert response.json() == {
+        "error": "invalid",
+        "detail": [{"field": "body", "message": "invalid JSON: nested too deeply"}],
+    }
 
 
 def test_a_failed_backtest_can_be_recorded_over_http(client: TestClient, database_url: str) -> None:

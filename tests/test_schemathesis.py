@@ -177,7 +177,7 @@ def _exercise(case: Any, app: Any, token: str | None, *, steer: bool, edge: str 
         # repeated query parameters are refused by an app-wide check, before the route's own.
         not_json = response.status_code == 422 and "invalid JSON" in response.text
         bad_query = response.status_code == 422 and response.json()["detail"][0]["field"].startswith("query.")
-        no_route = response.status_code == 404 and response.json() == {"detail": "Not Found"}
+        no_route = response.status_code == 404 and response.json() == {"error": "not_found", "detail": "Not Found"}
         assert not_json or bad_query or no_route or response.status_code == 413, (response.status_code, response.text)
     case.validate_response(response, excluded_checks=[positive_data_acceptance, negative_data_rejection])
 

@@ -39,6 +39,7 @@ def test_body_over_the_limit_is_413_before_parsing(sqlite_url: str) -> None:
     big = {"executions": [execution("r", "1") for _ in range(40)]}  # ~8 KB of valid JSON
     response = client.post("/v1/executions", json=big)
     assert response.status_code == 413 and "4096 bytes" in response.json()["detail"]
+    assert response.json()["error"] == "too_large"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while received
         body = json.dumps(big).encode()
@@ -60,6 +61,7 @@ def test_cardinality_budget_answers_429_and_writes_nothing(sqlite_url: str) -> N
     over = client.post("/v1/executions", json={"executions": [execution("r", "3")]})
     assert over.status_code == 429 and "HEURMETRICS_MAX_RULE_VERSIONS" in over.json()["detail"]
     assert "r@3" in over.json()["detail"] and over.headers["retry-after"]
+    assert over.json()["error"] == "over_budget"
     assert table_counts(sqlite_url)["heuristic_executions"] == 2
     assert rejected(client, "over_budget") == 1
     page = client.get("/metrics").text
@@ -95,6 +97,7 @@ def test_store_outage_is_503_with_retry_after_then_recovers(postgres_url: str) -
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         down = client.post("/v1/executions", json={"executions": [execution("r", "1")]})
         assert down.status_code == 503 and down.headers["retry-after"].isdigit()
+        assert down.json()["error"] == "unavailable" and "re-send" in down.json()["detail"]
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
     finally:

@@ -405,7 +405,8 @@ class ScriptedExporter:
             body = json.loads(request.content)
             if body.get("params") == {"conflict": True}:
                 detail = f"rule version r@1 already exists with content hash {'a' * 64}"
-                return httpx.Response(409, json={"detail": detail})
+                body = {"error": "version_conflict", "detail": detail, "existing_content_hash": "a" * 64}
+                return httpx.Response(409, json=body)
             answer = {"rule": body["rule"], "version": body["version"], "content_hash": "b" * 64}
             return httpx.Response(201, json=answer)
         status = self.script.pop(0) if self.script else 202

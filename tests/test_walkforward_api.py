@@ -287,9 +287,9 @@ def test_bad_overfitting_input_is_rejected_naming_the_field(
 
 
 def test_too_large_a_trial_matrix_is_refused(migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from heurmetrics.server import walkforward_routes
+    from heurmetrics.server.routes import walkforward
 
-    monkeypatch.setattr(walkforward_routes, "MAX_TRIAL_CELLS", 20)  # 8 x 3 = 24 values: over the limit
+    monkeypatch.setattr(walkforward, "MAX_TRIAL_CELLS", 20)  # 8 x 3 = 24 values: over the limit
     client = exporter(migrated_url)
     client.post("/v1/rule-versions", json={"rule": "ext", "version": "1.0.0"})
     response = client.post("/v1/walk-forward", json=body(overfitting={"trial_returns": GOOD_MATRIX}))

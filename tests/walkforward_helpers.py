@@ -109,21 +109,14 @@ MOMENTUM_GRID = WalkForwardRule(
 
 
 def exporter(url: str) -> Any:
-    """A TestClient of the exporter with the walk-forward routes and the performance collector.
-
-    Until ``create_app`` mounts them itself, they are added here (once): the tests exercise the
-    same objects the app will use.
-    """
+    """A TestClient of the exporter (walk-forward routes and performance collector included)."""
     from fastapi.testclient import TestClient
 
     from heurmetrics.config import Settings
     from heurmetrics.metrics.live_collector import PerformanceCollector
     from heurmetrics.server.app import create_app
-    from heurmetrics.server.walkforward_routes import walkforward_router
 
     app = create_app(Settings(database_url=url, api_token=None, metrics_cache_seconds=0))
-    if not any(getattr(route, "path", None) == "/v1/walk-forward" for route in app.routes):
-        app.include_router(walkforward_router(app.state.ingest, lambda: None))
     client = TestClient(app)
     if "rule_version_performance_hit_ratio" not in client.get("/metrics").text:
         app.state.registry.register(PerformanceCollector(app.state.ingest.store, ttl_seconds=0))

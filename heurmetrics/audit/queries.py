@@ -34,7 +34,7 @@ from heurmetrics.audit.model import (
     fold,
     version_sort_key,
 )
-from heurmetrics.errors import UnknownRuleVersion
+from heurmetrics.errors import UnknownRule, UnknownRuleVersion
 from heurmetrics.store import rollups
 from heurmetrics.store.schema import BacktestRunRow, ExecutionRow, RuleRow, RuleVersionRow
 
@@ -258,7 +258,7 @@ def list_versions(engine: Engine, rule: str) -> list[VersionSummary]:
     with engine.connect() as conn:
         versions = load_versions(conn, rule)
         if not versions:
-            raise AuditError(f"unknown rule {rule!r}: no version of it is registered")
+            raise UnknownRule(rule)
         state = fold(load_events(conn, rule=rule)).get(rule, RuleState())
     return [_summary(v, state) for v in _sorted(versions)]
 
@@ -363,7 +363,7 @@ def history(engine: Engine, rule: str, version: str | None = None) -> list[Lifec
     """The lifecycle timeline of ``rule`` (or of one version), in chain order."""
     with engine.connect() as conn:
         if not load_versions(conn, rule):
-            raise AuditError(f"unknown rule {rule!r}: no version of it is registered")
+            raise UnknownRule(rule)
         vid = None if version is None else _find(conn, rule, version).id
         return load_events(conn, rule=rule, rule_version_id=vid)
 

@@ -70,7 +70,6 @@ MAX_BATCH: Final = 10_000
 #: Statuses that refuse a batch for good: re-sending the same bytes cannot succeed.
 _PERMANENT: Final = frozenset({400, 409, 413, 422})
 _ITEM_FIELD = re.compile(r"^executions\[(\d+)\]")
-_HASH_IN_MESSAGE = re.compile(r"content hash ([0-9a-f]{16,64})")
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 #: Spool bytes of a typical execution item (the construction check: the spool must hold one batch).
 SPOOL_BYTES_PER_EVENT: Final = 256
@@ -122,6 +121,15 @@ def _detail(response: httpx.Response) -> Any:
         return response.json().get("detail", response.text[:500])
     except (ValueError, AttributeError):
         return response.text[:500]
+
+
+def _existing_hash(response: httpx.Response) -> str:
+    """The content hash a 409 says is stored (``existing_content_hash`` of the refusal body)."""
+    try:
+        value = response.json().get("existing_content_hash")
+    except (ValueError, AttributeError):
+        value = None
+    return value if isinstance(value, str) else "unknown"
 
 
 class HttpSink:
@@ -292,9 +300,7 @@ class ExporterClient:
                     data = response.json()
                     return RemoteRuleVersion(data["rule"], data["version"], data["content_hash"], status == 201)
                 if status == 409:
-                    text = str(_detail(response))
-                    match = _HASH_IN_MESSAGE.search(text)
-                    existing = match.group(1) if match else "unknown"
+                    existing = _existing_hash(response)
                     raise VersionConflict(rule, version, existing, content_hash(params or {}, source))
                 if status == 422:
                     detail = _detail(response)

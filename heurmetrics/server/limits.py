@@ -1,9 +1,10 @@
 """Request body size limit, enforced before the body is parsed (an ASGI middleware).
 
 A ``Content-Length`` over the limit is refused at once; a chunked body is counted while it is
-received and refused as soon as it crosses the limit. The refusal is ``413`` with a JSON body
-naming the limit, so a client knows to split its batch; it is logged once, in one line (the
-app's own reaction to the cut-off body is not an error).
+received and refused as soon as it crosses the limit. The refusal is ``413`` with the refusal
+body of every error (``{"error": "too_large", "detail": …}``, :mod:`heurmetrics.server.errors`)
+naming the limit, so a client knows to split its batch. ``on_reject`` counts and logs it once, in
+one line (the app's own reaction to the cut-off body is not an error).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect
+
+from heurmetrics.server.errors import error_body
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -68,11 +71,10 @@ class BodySizeLimit:
             # answered and logged once already; no traceback for it.
 
     async def _reject(self, scope: Scope, send: Send) -> None:
+        detail = f"request body exceeds the limit of {self.max_bytes} bytes; send smaller batches"
         if self.on_reject is not None:
             self.on_reject(scope)
-        body = json.dumps(
-            {"detail": f"request body exceeds the limit of {self.max_bytes} bytes; send smaller batches"}
-        ).encode()
+        body = json.dumps(error_body("too_large", detail)).encode()
         await send(
             {
                 "type": "http.response.start",

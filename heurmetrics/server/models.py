@@ -12,11 +12,11 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from heurmetrics.backtest.record import check_equity
 from heurmetrics.errors import InvalidEvent
+from heurmetrics.server.errors import ErrorCode, Refusal, field_error
 from heurmetrics.server.fields import (
     Dataset,
     DatasetHash,
@@ -141,7 +141,18 @@ class FieldError(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: list[FieldError] | str
+    """The body of every refusal (see :mod:`heurmetrics.server.errors`)."""
+
+    error: ErrorCode = Field(description="What kind of refusal: stable, branch on this (never on the text).")
+    detail: list[FieldError] | str = Field(description="What is wrong: a message, or the fields to fix.")
+
+
+class ConflictOut(ErrorOut):
+    """A ``409``: the request clashes with what is stored; nothing was written."""
+
+    existing_content_hash: str | None = Field(
+        None, description="version_conflict: the content hash stored under this rule version."
+    )
 
 
 #: The documented answer of every route behind the bearer token (``Settings.api_token``).
@@ -153,11 +164,15 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 UNKNOWN_RULE_VERSION: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "The referenced rule or rule version does not exist."}
 }
+#: The documented answer of a write that can clash with what is stored.
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ConflictOut, "description": "Conflicts with what is stored; nothing was written."}
+}
 
 
-def unknown_rule_version(field: str, exc: Exception) -> HTTPException:
+def unknown_rule_version(field: str, exc: Exception) -> Refusal:
     """The one answer to "the referenced rule version does not exist": 404 naming the field."""
-    return HTTPException(404, [{"field": field, "message": str(exc)}])
+    return Refusal("not_found", field_error(field, str(exc)))
 
 
 def equity_series(field: str, body: EquityIn) -> pd.Series:

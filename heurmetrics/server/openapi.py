@@ -4,11 +4,16 @@ Some answers do not come from a route but from the app around it: the body-size 
 (``413``), the cardinality budget (``429``), the store being down (``503``), the bearer token
 (``401``). They are added here, in one place, so no operation forgets one; and when no API token
 is configured the schema says so (no security requirement, no ``401``), as the server behaves.
+Every error answer has the body ``ErrorOut`` (``ConflictOut`` for a ``409``): see
+:mod:`heurmetrics.server.errors`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
@@ -53,3 +58,29 @@ def document_statuses(schema: dict[str, Any], *, token: bool) -> None:
 def _add(responses: dict[str, Any], status: str) -> None:
     if status not in responses:
         responses[status] = {"description": STATUSES[status], **_ERROR}
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for an endpoint that parses its raw body with ``model``."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def install_openapi(app: FastAPI, *models: type[BaseModel], token: bool) -> None:
+    """Add the schemas of raw-body models to the OpenAPI components (FastAPI only adds models
+    that appear as parameters), and every status each operation can answer."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(doc.pop("$defs", {}))
+                components[model.__name__] = doc
+            document_statuses(schema, token=token)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

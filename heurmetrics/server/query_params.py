@@ -3,12 +3,14 @@
 FastAPI ignores query parameters it does not know and keeps the last of repeated ones, so a typo
 (``?enviroment=live``) or ``?at=a&at=b`` is answered as if it were not there. The schema says
 otherwise (no additional parameters, one value each), so the server refuses both with a ``422``
-naming the parameter, as for any other invalid input. Mounted as an app-wide dependency.
+naming the parameter, as for any other invalid request (a request-validation error: the one
+refusal handler answers, counts and logs it). Mounted as an app-wide dependency.
 """
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 
@@ -22,6 +24,10 @@ def known_query_only(request: Request) -> None:
         declared |= {param.alias for param in dependency.query_params}
     for name in request.query_params:
         if name not in declared:
-            raise HTTPException(422, [{"field": f"query.{name[:64]}", "message": "unknown query parameter"}])
+            raise _invalid(name[:64], "unknown query parameter")
         if len(request.query_params.getlist(name)) > 1:
-            raise HTTPException(422, [{"field": f"query.{name}", "message": "give this parameter once"}])
+            raise _invalid(name, "give this parameter once")
+
+
+def _invalid(name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "query_parameter", "loc": (f"query.{name}",), "msg": message}])

@@ -1,13 +1,11 @@
-"""HTTP routes for runners outside Python: finished walk-forward runs and outcome resolutions.
+"""``POST /v1/walk-forward``: a finished walk-forward run from a runner outside Python.
 
-    POST /v1/walk-forward   a finished walk-forward run (stitched equity + folds)  → 201 / 200
-    POST /v1/resolutions    outcome resolutions of executions                       → 202
-
-Mounted by :func:`heurmetrics.server.app.create_app` with
-``app.include_router(walkforward_router(ingest, authorize))``. Errors have the API's usual shape,
-``{"detail": [{"field": ..., "message": ...}]}``; an invalid item rejects the whole request and
-nothing is written. Executions of a walk-forward run go through ``POST /v1/executions`` with
-``mode: "backtest"`` and ``backtest_run_id`` set to the run id the runner chose up front.
+The stitched equity curve and every fold (bounds, params, trials, metrics given or computed from
+the fold's equity) → 201 created, 200 when the run id exists. Errors have the API's usual shape
+(:mod:`heurmetrics.server.errors`); an invalid fold or value refuses the whole run naming the field,
+nothing is written, and the run counts as a rejected backtest. Executions of a walk-forward run go
+through ``POST /v1/executions`` with ``mode: "backtest"`` and ``backtest_run_id`` set to the run
+id the runner chose up front. Outcome resolutions: :mod:`heurmetrics.server.routes.resolutions`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
@@ -30,8 +28,6 @@ from heurmetrics.backtest.walkforward import json_tree
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
-from heurmetrics.live.resolution import make_resolution
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.server.fields import (
     Count,
@@ -56,9 +52,8 @@ from heurmetrics.server.models import (
     unknown_rule_version,
 )
 
-#: Largest number of folds / resolutions one request may carry.
+#: Largest number of folds one request may carry.
 MAX_FOLDS_PER_RUN = 1_000
-MAX_RESOLUTIONS_PER_REQUEST = 10_000
 #: Bounds of a posted trial return matrix (PBO over C(16, 8) splits stays well under a second).
 MAX_TRIAL_COLUMNS = 1_000
 MAX_TRIAL_ROWS = 100_000
@@ -172,44 +167,12 @@ class WalkForwardOut(BaseModel):
     metrics: dict[str, Any]
 
 
-class ResolutionIn(_Strict):
-    """One resolution: ``realized_return``, ``correct`` or both must be given (not null)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["realized_return"], "properties": {"realized_return": {"type": "number"}}},
-                {"required": ["correct"], "properties": {"correct": {"type": "boolean"}}},
-            ]
-        }
-    )
-    event_id: Uuid
-    horizon: Horizon = Field("1h", description=f"One of {', '.join(d.RESOLUTION_HORIZONS)}.")
-    realized_return: Annotated[float, Field(ge=-1e6, le=1e6)] | None = Field(
-        None, description="Direction-signed return (positive = right)."
-    )
-    correct: bool | None = Field(None, description="Default: realized_return > 0.")
-    resolved_at: Timestamp | None = None
-
-
-class ResolutionBatchIn(_Strict):
-    resolutions: list[ResolutionIn] = Field(description=f"At most {MAX_RESOLUTIONS_PER_REQUEST}.")
-
-
-class ResolutionBatchOut(BaseModel):
-    accepted: int = Field(description="Resolutions newly stored.")
-    duplicates: int = Field(description="(event, horizon) pairs already resolved: skipped, never overwritten.")
-
-
-def _invalid(field: str, message: str) -> HTTPException:
-    return HTTPException(422, [{"field": field, "message": message}])
+def _invalid(field: str, message: str) -> InvalidEvent:
+    return InvalidEvent(field, message)
 
 
 def _series(field: str, body: EquityIn) -> pd.Series:
-    try:
-        return equity_series(field, body)
-    except InvalidEvent as exc:
-        raise _invalid(exc.field, exc.message) from None
+    return equity_series(field, body)
 
 
 def _aware(field: str, ts: datetime) -> datetime:
@@ -218,8 +181,8 @@ def _aware(field: str, ts: datetime) -> datetime:
     return ts
 
 
-def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
-    """The routes above, bound to the app's ingest path and bearer-token dependency."""
+def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
+    """The walk-forward route, bound to the app's ingest path and bearer-token dependency."""
     router = APIRouter(dependencies=[Depends(authorize)], responses={422: {"model": ErrorOut}, **UNAUTHORIZED})
 
     @router.post(
@@ -239,7 +202,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             raise unknown_rule_version("rule_version", exc) from None
         try:
             run, created, summary = _store(ingest, rv, body)
-        except HTTPException:
+        except InvalidEvent:
             ingest.count_rejected("backtest")
             raise
         response.status_code = 201 if created else 200
@@ -254,38 +217,6 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             overfitting=json_tree(summary["overfitting"]),
             metrics=run.metrics,
         )
-
-    @router.post(
-        "/v1/resolutions", response_model=ResolutionBatchOut, status_code=202, responses={413: {"model": ErrorOut}}
-    )
-    def post_resolutions(body: ResolutionBatchIn) -> ResolutionBatchOut:
-        """Append outcome resolutions; 202 after commit. An (event_id, horizon) already resolved
-        is a duplicate: skipped, never overwritten. Any invalid item rejects the batch."""
-        if len(body.resolutions) > MAX_RESOLUTIONS_PER_REQUEST:
-            raise HTTPException(
-                413,
-                f"batch of {len(body.resolutions)} resolutions exceeds the limit of "
-                f"{MAX_RESOLUTIONS_PER_REQUEST} per request; split it",
-            )
-        items = []
-        for i, item in enumerate(body.resolutions):
-            try:
-                resolved_at = (
-                    None if item.resolved_at is None else _aware(f"resolutions[{i}].resolved_at", item.resolved_at)
-                )
-                items.append(
-                    make_resolution(
-                        item.event_id,
-                        horizon=item.horizon,
-                        realized_return=item.realized_return,
-                        correct=item.correct,
-                        resolved_at=resolved_at,
-                    )
-                )
-            except InvalidEvent as exc:
-                raise _invalid(f"resolutions[{i}].{exc.field}", exc.message) from None
-        result = PerformanceStore(ingest.store).insert_resolutions(items)
-        return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     return router
 
@@ -408,22 +339,19 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dic
         **body.config,
         "walk_forward": {"source": "api", "folds": len(rows), **summary, "expectation": expectation},
     }
-    try:
-        run, created = ingest.record_backtest(
-            rv,
-            equity,
-            dataset=body.dataset,
-            periods_per_year=periods,
-            risk_free_rate=float(body.risk_free_rate),
-            dataset_hash=body.dataset_hash,
-            started_at=body.started_at,
-            finished_at=body.finished_at,
-            run_id=body.run_id,
-            config=json_tree(config),
-            kind="walk_forward",
-            folds=rows,
-            fold_equity=fold_equity,
-        )
-    except InvalidEvent as exc:
-        raise _invalid(exc.field, exc.message) from None
+    run, created = ingest.record_backtest(
+        rv,
+        equity,
+        dataset=body.dataset,
+        periods_per_year=periods,
+        risk_free_rate=float(body.risk_free_rate),
+        dataset_hash=body.dataset_hash,
+        started_at=body.started_at,
+        finished_at=body.finished_at,
+        run_id=body.run_id,
+        config=json_tree(config),
+        kind="walk_forward",
+        folds=rows,
+        fold_equity=fold_equity,
+    )
     return run, created, summary
