@@ -55,6 +55,7 @@ from prometheus_client import CollectorRegistry
 
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
+from heurmetrics.sdk.ids import new_id
 from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger("heurmetrics.sdk")
@@ -465,7 +466,7 @@ class DeliveryLoop(Generic[T]):
             if self._full_since is not None:
                 self._full_since = None
                 self._space_cond.notify_all()
-        return batch, uuid.uuid4()
+        return batch, new_id()  # time-ordered (UUIDv7), like the event ids
 
     def _settle(self, resolved: int = 0, spooled_in: int = 0, spooled_out: int = 0) -> None:
         with self._done_cond:
