@@ -38,11 +38,12 @@ class LazyCommand:
         """Import the module and build the click command (raises what the import raises)."""
         module_name, attribute = self.target.split(":")
         obj = getattr(importlib.import_module(module_name), attribute)
-        if not isinstance(obj, typer.Typer):  # a plain command function
+        if isinstance(obj, typer.Typer):  # a group, as add_typer would mount it (even with one command)
+            command = typer.main.get_group(obj)
+        else:  # a plain command function
             single = typer.Typer()
             single.command(self.name)(obj)
-            obj = single
-        command = typer.main.get_command(obj)
+            command = typer.main.get_command(single)
         # Mounted, not a program of its own: no --install-completion / --show-completion here.
         command.params = [p for p in command.params if p.name not in _COMPLETION_OPTIONS]
         command.name = self.name
