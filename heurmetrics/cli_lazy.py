@@ -38,6 +38,7 @@ class LazyCommand:
         """Import the module and build the click command (raises what the import raises)."""
         module_name, attribute = self.target.split(":")
         obj = getattr(importlib.import_module(module_name), attribute)
+        command: Any
         if isinstance(obj, typer.Typer):  # a group, as add_typer would mount it (even with one command)
             command = typer.main.get_group(obj)
         else:  # a plain command function
