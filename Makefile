@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` and `make test`. Each creates .venv when missing and installs
-# the project with its dev extras first, so both work on a fresh clone.
+# the project with every extra and the dev tools first, so both work on a fresh clone.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,11 +25,16 @@ test: install
 lint: install
 	$(BIN)/ruff check heurmetrics tests benchmarks migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Regenerate the committed Grafana dashboards and Prometheus rules from heurmetrics.monitoring.
 generate: install
 	$(BIN)/heurmetrics dashboards build
 	$(BIN)/heurmetrics alerts build
+
+# Fails when the committed dashboards/ or alerts/ differ from what the code generates.
+check-generated: generate
+	git diff --exit-code -- dashboards alerts
 
 bench: install
 	$(PY) benchmarks/bench_hot_path.py

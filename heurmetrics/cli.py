@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import OperationalError
 
-from heurmetrics.audit.cli import audit_app
-from heurmetrics.backtest.cli import backtest_app
+from heurmetrics.cli_lazy import LazyCommand, LazyGroup
 from heurmetrics.cli_options import (
     EXIT_ERROR,
     DatabaseUrl,
@@ -24,13 +23,44 @@ from heurmetrics.cli_options import (
 )
 from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.live.cli import live_app
-from heurmetrics.monitoring.cli import alerts_app, dashboards_app
-from heurmetrics.report.cli import report
+from heurmetrics.extras import MissingExtra, require
 from heurmetrics.store.cli import partitions_cmd, retention_cmd
+
+#: Sub-commands whose module is imported only when they run (or show their help): the SDK
+#: commands stay fast, and those of an extra that is not installed fail with one line naming it.
+LAZY_COMMANDS = (
+    LazyCommand(
+        "dashboards", "heurmetrics.monitoring.cli:dashboards_app", "Grafana dashboards and provisioning files."
+    ),
+    LazyCommand("alerts", "heurmetrics.monitoring.cli:alerts_app", "Prometheus alerting and recording rules."),
+    LazyCommand(
+        "audit",
+        "heurmetrics.audit.cli:audit_app",
+        "Audit trail of rule versions: lifecycle, point-in-time answers, diffs, executions, export, "
+        "hash-chain verification. Read-only.",
+    ),
+    LazyCommand(
+        "backtest",
+        "heurmetrics.backtest.cli:backtest_app",
+        "Backtests: walk-forward runs of rules defined in Python modules.",
+    ),
+    LazyCommand(
+        "live",
+        "heurmetrics.live.cli:live_app",
+        "rule.version.performance: resolve signals, snapshot live performance and drift.",
+    ),
+    # The pre-0.2 name of the same commands, kept so existing runbooks and cron jobs keep working.
+    LazyCommand("performance", "heurmetrics.live.cli:live_app", "", hidden=True),
+    LazyCommand(
+        "report",
+        "heurmetrics.report.cli:report",
+        "Tearsheet of a stored backtest run: equity with fold boundaries, drawdown, folds, metrics.",
+    ),
+)
 
 app = typer.Typer(
     name="heurmetrics",
+    cls=LazyGroup.with_commands(LAZY_COMMANDS),
     help="Heuristic-metrics exporter: every rule execution and backtest, counted and stored.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -39,14 +69,7 @@ db_app = typer.Typer(help="Database schema, partitions and retention.", no_args_
 app.add_typer(db_app, name="db")
 db_app.command("partitions")(partitions_cmd)
 db_app.command("retention")(retention_cmd)
-app.add_typer(dashboards_app, name="dashboards")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(audit_app, name="audit")
-app.add_typer(backtest_app, name="backtest")
-app.add_typer(live_app, name="live")
-# The pre-0.2 name of the same commands, kept so existing runbooks and cron jobs keep working.
-app.add_typer(live_app, name="performance", hidden=True)
-app.command("report")(report)
+
 
 @app.callback()
 def _before_every_command() -> None:
@@ -116,6 +139,10 @@ def serve(
     log_format: Annotated[str, typer.Option(help="text, or json for JSON lines.")] = "text",
 ) -> None:
     """Run the exporter: HTTP ingest under /v1 and the Prometheus page at /metrics."""
+    try:
+        require("server")
+    except MissingExtra as exc:
+        raise _fail(str(exc), EXIT_ERROR) from None
     import uvicorn
 
     from heurmetrics.server.app import create_app

@@ -79,6 +79,12 @@ def database_url_problem(url: str, *, must_exist: bool = False) -> str | None:
         return f"the database URL is not a valid URL: {_EXPECTED}"
     if parsed.drivername not in SUPPORTED_DRIVERS:
         return f"unsupported database {parsed.drivername!r} in {redact_url(url)}: {_EXPECTED}"
+    if parsed.get_backend_name() == "postgresql":
+        from heurmetrics.extras import MissingExtra, missing_module
+
+        missing = missing_module("postgres")
+        if missing is not None:
+            return str(MissingExtra("postgres", missing))
     if must_exist and parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():

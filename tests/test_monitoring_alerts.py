@@ -382,17 +382,17 @@ def exporter_cases(cfg: MonitoringConfig) -> list[Case | Quiet]:
         ),
         Case(
             c.EVENTS_DROPPED,
-            [series(d.DROPPED_EVENTS.sample_name, exporter_labels(reason="store_unavailable"), "_x11 3x20")],
+            [series(d.DROPPED_EVENTS.sample_name, exporter_labels(reason="queue_full"), "_x11 3x20")],
             11,
             a.events_dropped.for_,
             [
                 fired(
                     cfg,
                     c.EVENTS_DROPPED,
-                    {**labels, d.REASON: "store_unavailable", "severity": "critical"},
+                    {**labels, d.REASON: "queue_full", "severity": "critical"},
                     "The heurmetrics exporter dropped acknowledged events.",
                     f"3 acknowledged event(s) were dropped by {INSTANCE} in the last {a.events_dropped.window} "
-                    "(reason store_unavailable): they are lost from the store, the no-sampling guarantee is "
+                    "(reason queue_full): they are lost from the store, the no-sampling guarantee is "
                     "broken.",
                 )
             ],

@@ -260,3 +260,94 @@ def test_generate_all_writes_both_trees(tmp_path: Path) -> None:
     assert "alerts/heurmetrics.alerts.yml" in relative
     assert "dashboards/heuristic-executions.json" in relative
     assert "dashboards/provisioning/dashboards/heurmetrics.yml" in relative
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # A bad key deep inside: the error names its whole path, list index included.
+        (
+            {"alerts": {c.ERROR_BUDGET_BURN: {"ticket": {"windows": [{"short": "5m", "long": "1h", "factr": 2}]}}}},
+            r"^overrides: .*alerts\.HeuristicExecutionErrorBudgetBurn\.ticket\.windows\[0\]: unknown key 'factr'; "
+            r"known keys: short, long, factor",
+        ),
+        (
+            {"dashboards": {"prometheus": {"uid": "p", "nme": "x"}}},
+            r"^overrides: dashboards\.prometheus: unknown key 'nme'; known keys: name, uid$",
+        ),
+        (
+            {"alerts": {c.ERROR_BUDGET_BURN: {"page": {"windows": [{"short": "5m", "long": "1h", "factor": "x"}]}}}},
+            r"page\.windows\[0\]\.factor: expected a number, got 'x'",
+        ),
+        (
+            {"alerts": {c.LATENCY_HIGH: {"labels": {"team": 7}}}},
+            r"HeuristicExecutionLatencyHigh\.labels\.team: expected",
+        ),
+        (
+            {"alerts": {c.ERROR_BUDGET_BURN: {"page": "fast"}}},
+            r"HeuristicExecutionErrorBudgetBurn\.page: expected a mapping",
+        ),
+        ({"alerts": None}, r"^overrides: alerts: expected a mapping, got None$"),
+        # Two mistakes: both are named.
+        (
+            {"alerts": {c.LATENCY_HIGH: {"quantile": "high", "for": "soon"}}},
+            r"(?=.*HeuristicExecutionLatencyHigh\.quantile: expected a number)"
+            r"(?=.*HeuristicExecutionLatencyHigh\.for: 'soon' is not a Prometheus duration)",
+        ),
+    ],
+)
+def test_nested_mistakes_name_their_path(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(MonitoringConfig(), overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0s", 0.0),
+        ("0h0m", 0.0),
+        ("90s", 90.0),
+        ("1h30m", 5400.0),
+        ("3d", 259200.0),
+        ("100ms", 0.1),
+        ("1y", 31536000.0),
+    ],
+)
+def test_durations_are_read_by_the_promql_parser(text: str, seconds: float) -> None:
+    assert c.duration_seconds(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "5", "1.5h", "-5m", "5 m", "5minutes", "m5", "0", None, 5])
+def test_malformed_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="is not a Prometheus duration"):
+        c.duration_seconds(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("", ""),
+        ('job="a"', 'job="a"'),
+        (' job = "a" , env!~"prod|stage", ', 'job = "a" , env!~"prod|stage"'),
+        ('rule=~"daily_.*"', 'rule=~"daily_.*"'),
+    ],
+)
+def test_matchers_are_read_by_the_promql_parser(text: str, clean: str) -> None:
+    assert c.check_matchers(text) == clean
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "job=heurmetrics",  # unquoted value
+        'job="a"} or up{x="y"',  # a second selector smuggled in
+        'job="a"} offset 5m',
+        'job="a"}[5m',
+        '1job="a"',
+        'job~"a"',
+        'job="a" env="b"',
+    ],
+)
+def test_malformed_matchers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a list of PromQL label matchers"):
+        c.check_matchers(text)

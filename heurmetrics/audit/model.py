@@ -18,9 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 #: Lifecycle event types, in the order a version normally goes through them.
 PROPOSED, APPROVED, ACTIVATED, RETIRED, ROLLED_BACK = "proposed", "approved", "activated", "retired", "rolled_back"
-EVENT_TYPES = (PROPOSED, APPROVED, ACTIVATED, RETIRED, ROLLED_BACK)
-#: Statuses of a version (``rule_version_info{status=…}``).
-STATUSES = ("proposed", "approved", "active", "retired")
+# The statuses a version can have are heurmetrics.metrics.definitions.RULE_VERSION_STATUSES.
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,6 @@ class PipelineMetrics:
         build_metric(d.BUILD_INFO, registry).info({"version": __version__, "python_version": platform.python_version()})
         self._observe = self.executions.observe
         # Series that must read 0, not be missing, from the first scrape on.
-        self.dropped.labels(reason="store_unavailable")
         for reason in d.DROP_REASONS:
             self.dropped.labels(reason=reason)
         for kind in d.INGEST_KINDS:

@@ -16,9 +16,11 @@ forking the generated files: a YAML file given to ``heurmetrics alerts build --c
       BacktestStale:
         enabled: false
 
-Keys are the YAML names shown by :func:`describe`; alert sections are keyed by alert name. An
-unknown alert, an unknown key, a value of the wrong type, a malformed duration or selector all
-raise :class:`ConfigError` naming the offending path, so a typo never silently keeps a default.
+Keys are the YAML names shown by :func:`describe`; alert sections are keyed by alert name. The
+file is parsed by the pydantic models below (extra keys forbidden, scalars strict): an unknown
+alert, an unknown key, a value of the wrong type, a malformed duration or selector (checked with
+``promql-parser``) all raise :class:`ConfigError` naming the offending path, so a typo never
+silently keeps a default.
 
 Rule-version lifecycle (note A): "active" versions are selected by
 :attr:`LifecycleConfig.active_version_matchers`, matchers on ``rule_version_info``. Its default
@@ -29,13 +31,25 @@ alerts, and "not registered at all" for the *executions of versions that are not
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
+import promql_parser
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from heurmetrics.metrics import definitions as d
 from heurmetrics.monitoring.promql import JOB, MODE_BACKTEST, eq, member, ne
@@ -71,69 +85,77 @@ class ConfigError(ValueError):
     """A monitoring configuration (defaults or user overrides) is invalid; the message names where."""
 
 
-# --- value checks -----------------------------------------------------------------------------
-_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
-_DURATION_RE = re.compile(r"^(?:\d+(?:ms|y|w|d|h|m|s))+$")
-_DURATION_PART_RE = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
-_MATCHERS_RE = re.compile(rf"^(?:{_MATCHER}(?:,{_MATCHER})*,?)?\s*$")
-
-
+# --- value checks (promql-parser, the parser of the Prometheus query language) --------------------
 def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration (``90s``, ``1h30m``, ``3d``); :class:`ValueError` if malformed."""
-    if not isinstance(text, str) or not _DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 3d)")
-    return float(sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART_RE.findall(text)))
+    """Seconds in a Prometheus duration (``90s``, ``1h30m``, ``3d``, ``0s``); :class:`ValueError` if malformed."""
+    problem = ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 3d)")
+    # A number first and a unit last: the parser would read a bare "5" as seconds, rule files would not.
+    if not isinstance(text, str) or not text[:1].isdigit() or not text[-1:].isalpha():
+        raise problem
+    try:
+        return float(promql_parser.parse_duration(text).total_seconds())
+    except ValueError as exc:
+        # The parser refuses a zero duration, which `for: 0s` needs: "0s" is well formed exactly
+        # when "10s" is (only the leading number changes).
+        if "greater than 0" not in str(exc):
+            raise problem from None
+    try:
+        promql_parser.parse_duration("1" + text)
+    except ValueError:
+        raise problem from None
+    return 0.0
 
 
 def check_matchers(text: str) -> str:
     """Return ``text`` if it is a comma-separated list of PromQL label matchers (or empty)."""
-    if not isinstance(text, str) or not _MATCHERS_RE.match(text):
-        raise ValueError(f"{text!r} is not a list of PromQL label matchers (e.g. 'job=\"heurmetrics\"')")
+    problem = ValueError(f"{text!r} is not a list of PromQL label matchers (e.g. 'job=\"heurmetrics\"')")
+    if not isinstance(text, str):
+        raise problem
+    try:
+        parsed = promql_parser.parse(f"up{{{text}}}")
+    except ValueError:
+        raise problem from None
+    # Anything after the closing brace (an operator, an offset, a second selector) is not matchers.
+    if not isinstance(parsed, promql_parser.VectorSelector) or parsed.offset is not None or parsed.at is not None:
+        raise problem
     return text.strip().rstrip(",").strip()
 
 
-def _duration(default: str, yaml_name: str | None = None) -> Any:
-    meta: dict[str, object] = {"duration": True}
-    if yaml_name:
-        meta["yaml"] = yaml_name
-    return field(default=default, metadata=meta)
+def _duration(text: str) -> str:
+    duration_seconds(text)
+    return text
 
 
-def _matchers(default: str = "") -> Any:
-    return field(default=default, metadata={"matchers": True})
+def _severity(value: object) -> object:
+    if value not in SEVERITIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(SEVERITIES)}")
+    return value
 
 
-class _Checked:
-    """Mixin: validate duration / matcher / severity fields after construction (and ``replace``)."""
+Duration = Annotated[StrictStr, AfterValidator(_duration)]
+Matchers = Annotated[StrictStr, AfterValidator(check_matchers)]
+SeverityName = Annotated[Severity, BeforeValidator(_severity)]
 
-    def __post_init__(self) -> None:
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.metadata.get("duration"):
-                duration_seconds(value)
-            if f.metadata.get("matchers"):
-                object.__setattr__(self, f.name, check_matchers(value))
-            if f.name == "severity" and value not in SEVERITIES:
-                raise ValueError(f"severity {value!r} is not one of {', '.join(SEVERITIES)}")
-        self._check()
 
-    def _check(self) -> None:
-        """Cross-field checks of a subclass."""
+class _Section(BaseModel):
+    """A part of the configuration: immutable, unknown keys refused, YAML names as aliases."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: What the keys of this section are called in error messages.
+    noun: ClassVar[str] = "key"
 
 
 # --- selectors ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Selectors(_Checked):
+class Selectors(_Section):
     """PromQL matchers inserted into every generated query."""
 
     #: Selects the exporter's scrape target: ``up{…}`` and the self-monitoring series.
-    exporter: str = _matchers(eq(JOB, "heurmetrics"))
+    exporter: Matchers = eq(JOB, "heurmetrics")
     #: Extra matchers on every heuristic / backtest series (e.g. ``env="prod"``); empty = none.
-    series: str = _matchers("")
+    series: Matchers = ""
     #: The executions that count as production traffic (SLO, absence, "in use"): backtest-mode
     #: executions come in bursts and are judged by the backtest alerts instead.
-    live_executions: str = _matchers(ne(d.MODE, MODE_BACKTEST))
+    live_executions: Matchers = ne(d.MODE, MODE_BACKTEST)
 
 
 #: The lifecycle status of an active version (label ``status`` of ``rule_version_info``).
@@ -153,88 +175,95 @@ def default_active_version_matchers() -> str:
     return eq(d.STATUS, member(statuses, ACTIVE_STATUS))
 
 
-@dataclass(frozen=True)
-class LifecycleConfig(_Checked):
+class LifecycleConfig(_Section):
     """Which rule versions are "active" (note A)."""
 
     #: Matchers on ``rule_version_info`` selecting active versions. Empty (no status label): the
     #: alerts treat every executing version as active, and the "not active" panels show executions
     #: of versions without any ``rule_version_info`` series (unregistered). With the status label:
     #: ``status="active"`` (see :func:`default_active_version_matchers`); add ``env`` matchers here.
-    active_version_matchers: str = field(default_factory=default_active_version_matchers, metadata={"matchers": True})
+    active_version_matchers: Matchers = Field(default_factory=default_active_version_matchers)
     #: A version counts as *in use* when it executed (live selector) within this window.
-    in_use_lookback: str = _duration("1d")
+    in_use_lookback: Duration = "1d"
 
 
 # --- alerts -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AlertConfig(_Checked):
+class AlertConfig(_Section):
     """What every alert has: a switch, extra labels and extra matchers on its main series."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     #: Extra labels on the alert (routing, team...). ``severity`` is set by its own key.
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     #: Extra PromQL matchers on the alert's main series, e.g. ``rule!~"daily_.*"``.
-    selector: str = _matchers("")
+    selector: Matchers = ""
 
-    def _check(self) -> None:
+    @model_validator(mode="after")
+    def _check_labels(self) -> AlertConfig:
         if "severity" in self.labels or "alertname" in self.labels:
             raise ValueError("labels must not set 'severity' or 'alertname' (use the severity key)")
+        return self
 
 
-@dataclass(frozen=True)
 class SimpleAlertConfig(AlertConfig):
     """An alert with one severity and one ``for:``."""
 
-    severity: Severity = "warning"
-    for_: str = _duration("5m", "for")
+    severity: SeverityName = "warning"
+    for_: Duration = Field("5m", alias="for")
 
 
-@dataclass(frozen=True)
-class BurnWindow(_Checked):
+class BurnWindow(_Section):
     """One multi-window condition: both windows must burn faster than ``factor`` times the budget."""
 
-    short: str = field(metadata={"duration": True})
-    long: str = field(metadata={"duration": True})
-    factor: float = field()
+    short: Duration
+    long: Duration
+    factor: StrictFloat
 
-    def _check(self) -> None:
+    @model_validator(mode="after")
+    def _check_window(self) -> BurnWindow:
         if duration_seconds(self.short) >= duration_seconds(self.long):
             raise ValueError(f"short window {self.short} must be shorter than long window {self.long}")
         if self.factor <= 0:
             raise ValueError(f"burn-rate factor must be positive, got {self.factor}")
+        return self
 
 
-@dataclass(frozen=True)
-class BurnTier(_Checked):
+class BurnTier(_Section):
     """A set of window pairs that share a severity (page or ticket)."""
 
-    severity: Severity = field()
-    for_: str = field(metadata={"duration": True, "yaml": "for"})
-    windows: tuple[BurnWindow, ...] = field()
+    severity: SeverityName
+    for_: Duration = Field(alias="for")
+    windows: tuple[BurnWindow, ...]
 
-    def _check(self) -> None:
+    @model_validator(mode="after")
+    def _check_tier(self) -> BurnTier:
         if not self.windows:
             raise ValueError("a burn-rate tier needs at least one window pair")
+        return self
 
 
-@dataclass(frozen=True)
+def _tier(severity: str, for_: str, *windows: tuple[str, str, float]) -> BurnTier:
+    return BurnTier.model_validate(
+        {"severity": severity, "for": for_, "windows": [{"short": s, "long": lg, "factor": f} for s, lg, f in windows]}
+    )
+
+
 class ErrorBudgetBurnConfig(AlertConfig):
     """Multi-window multi-burn-rate alert on the execution error ratio (status != ok) per rule."""
 
     #: Share of executions that must succeed (SLO objective); the error budget is 1 - objective.
-    objective: float = d.EXECUTION_SUCCESS_OBJECTIVE
+    objective: StrictFloat = d.EXECUTION_SUCCESS_OBJECTIVE
     #: Minimum-traffic guard: at least this many executions in the long window of a pair.
-    min_executions: float = 10.0
-    page: BurnTier = BurnTier("critical", "2m", (BurnWindow("5m", "1h", 14.4), BurnWindow("30m", "6h", 6.0)))
-    ticket: BurnTier = BurnTier("warning", "15m", (BurnWindow("2h", "1d", 3.0), BurnWindow("6h", "3d", 1.0)))
+    min_executions: StrictFloat = 10.0
+    page: BurnTier = _tier("critical", "2m", ("5m", "1h", 14.4), ("30m", "6h", 6.0))
+    ticket: BurnTier = _tier("warning", "15m", ("2h", "1d", 3.0), ("6h", "3d", 1.0))
 
-    def _check(self) -> None:
-        super()._check()
+    @model_validator(mode="after")
+    def _check_burn(self) -> ErrorBudgetBurnConfig:
         if not 0.0 < self.objective < 1.0:
             raise ValueError(f"objective must be strictly between 0 and 1, got {self.objective}")
         if self.min_executions < 0:
             raise ValueError("min_executions must not be negative")
+        return self
 
     def tiers(self) -> tuple[tuple[str, BurnTier], ...]:
         """``(tier name, tier)`` pairs, page first."""
@@ -246,56 +275,53 @@ class ErrorBudgetBurnConfig(AlertConfig):
         return tuple(sorted(all_windows, key=duration_seconds))
 
 
-@dataclass(frozen=True)
 class LatencyHighConfig(SimpleAlertConfig):
     """Execution latency quantile above the budget of ``definitions``."""
 
-    quantile: float = 0.95
-    threshold_seconds: float = d.EXECUTION_LATENCY_BUDGET_SECONDS
-    window: str = _duration("5m")
-    for_: str = _duration("15m", "for")
+    quantile: StrictFloat = 0.95
+    threshold_seconds: StrictFloat = d.EXECUTION_LATENCY_BUDGET_SECONDS
+    window: Duration = "5m"
+    for_: Duration = Field("15m", alias="for")
 
-    def _check(self) -> None:
-        super()._check()
+    @model_validator(mode="after")
+    def _check_quantile(self) -> LatencyHighConfig:
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must be strictly between 0 and 1, got {self.quantile}")
+        return self
 
 
-@dataclass(frozen=True)
 class ExecutionsAbsentConfig(SimpleAlertConfig):
     """A version that executed regularly in ``lookback`` has not executed for ``quiet``."""
 
-    lookback: str = _duration("6h")
+    lookback: Duration = "6h"
     #: Executions in ``lookback`` that make a version "regular" (12 in 6 h = every 30 min on
     #: average): rules on slow timeframes (1h, 1d bars) never trip a 1 h ``quiet`` window.
-    min_executions: float = 12.0
-    quiet: str = _duration("1h")
-    for_: str = _duration("10m", "for")
+    min_executions: StrictFloat = 12.0
+    quiet: Duration = "1h"
+    for_: Duration = Field("10m", alias="for")
 
-    def _check(self) -> None:
-        super()._check()
+    @model_validator(mode="after")
+    def _check_quiet(self) -> ExecutionsAbsentConfig:
         if duration_seconds(self.quiet) >= duration_seconds(self.lookback):
             raise ValueError(f"quiet ({self.quiet}) must be shorter than lookback ({self.lookback})")
+        return self
 
 
-@dataclass(frozen=True)
 class BacktestFailedConfig(SimpleAlertConfig):
     """More than ``threshold`` backtest runs of a version failed within ``window``."""
 
-    window: str = _duration("1h")
-    threshold: float = 0.0
-    for_: str = _duration("0s", "for")
+    window: Duration = "1h"
+    threshold: StrictFloat = 0.0
+    for_: Duration = Field("0s", alias="for")
 
 
-@dataclass(frozen=True)
 class BacktestStaleConfig(SimpleAlertConfig):
     """The latest completed backtest of an in-use version is older than ``max_age``."""
 
-    max_age: str = _duration("7d")
-    for_: str = _duration("30m", "for")
+    max_age: Duration = "7d"
+    for_: Duration = Field("30m", alias="for")
 
 
-@dataclass(frozen=True)
 class PerformanceDriftConfig(SimpleAlertConfig):
     """A version's live hit ratio disagrees with its walk-forward expectation.
 
@@ -306,41 +332,40 @@ class PerformanceDriftConfig(SimpleAlertConfig):
     ``window`` snapshot is below ``alpha`` for ``for``.
     """
 
-    window: str = "1d"
-    alpha: float = d.DRIFT_ALPHA
-    for_: str = _duration("1h", "for")
+    window: StrictStr = "1d"
+    alpha: StrictFloat = d.DRIFT_ALPHA
+    for_: Duration = Field("1h", alias="for")
 
-    def _check(self) -> None:
-        super()._check()
+    @model_validator(mode="after")
+    def _check_drift(self) -> PerformanceDriftConfig:
         if self.window not in d.EXPORTED_PERFORMANCE_WINDOWS:
             exported = ", ".join(d.EXPORTED_PERFORMANCE_WINDOWS)
             raise ValueError(f"window {self.window!r} is not exported to Prometheus (exported: {exported})")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be strictly between 0 and 1, got {self.alpha}")
+        return self
 
 
-@dataclass(frozen=True)
 class BacktestOverfittingConfig(SimpleAlertConfig):
     """The latest walk-forward run of a version is probably overfit: its probability of backtest
     overfitting (``backtest_overfitting_pbo_ratio``, CSCV) is above ``threshold``."""
 
-    threshold: float = 0.5
-    for_: str = _duration("15m", "for")
+    threshold: StrictFloat = 0.5
+    for_: Duration = Field("15m", alias="for")
 
-    def _check(self) -> None:
-        super()._check()
+    @model_validator(mode="after")
+    def _check_threshold(self) -> BacktestOverfittingConfig:
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        return self
 
 
-@dataclass(frozen=True)
 class ExporterDownConfig(SimpleAlertConfig):
     """Prometheus cannot scrape any exporter replica of a job (``sum by (job) (up) == 0``)."""
 
-    severity: Severity = "critical"
+    severity: SeverityName = "critical"
 
 
-@dataclass(frozen=True)
 class ExporterReplicaDownConfig(SimpleAlertConfig):
     """One exporter replica cannot be scraped while others of its job still can.
 
@@ -349,110 +374,93 @@ class ExporterReplicaDownConfig(SimpleAlertConfig):
     lost to Prometheus (docs/scaling.md). With a single replica, :class:`ExporterDownConfig` fires.
     """
 
-    severity: Severity = "warning"
+    severity: SeverityName = "warning"
 
 
-@dataclass(frozen=True)
 class StoreWriteErrorsConfig(SimpleAlertConfig):
     """More than ``threshold`` store writes failed within ``window`` (sustained for ``for``)."""
 
-    window: str = _duration("5m")
-    threshold: float = 0.0
-    for_: str = _duration("10m", "for")
+    window: Duration = "5m"
+    threshold: StrictFloat = 0.0
+    for_: Duration = Field("10m", alias="for")
 
 
-@dataclass(frozen=True)
 class EventsDroppedConfig(SimpleAlertConfig):
     """Acknowledged events were dropped: the no-sampling promise is broken. Pages at once."""
 
-    window: str = _duration("5m")
-    threshold: float = 0.0
-    severity: Severity = "critical"
-    for_: str = _duration("0s", "for")
+    window: Duration = "5m"
+    threshold: StrictFloat = 0.0
+    severity: SeverityName = "critical"
+    for_: Duration = Field("0s", alias="for")
 
 
-@dataclass(frozen=True)
 class WriterBacklogConfig(SimpleAlertConfig):
     """More than ``threshold_events`` events wait in the writer queue for ``for``."""
 
-    threshold_events: float = 10000.0
-    for_: str = _duration("10m", "for")
+    threshold_events: StrictFloat = 10000.0
+    for_: Duration = Field("10m", alias="for")
 
 
-@dataclass(frozen=True)
-class AlertsConfig(_Checked):
+class AlertsConfig(_Section):
     """One section per alert, keyed in YAML by the alert name."""
 
     noun: ClassVar[str] = "alert"
 
-    error_budget_burn: ErrorBudgetBurnConfig = field(
-        default_factory=ErrorBudgetBurnConfig, metadata={"yaml": ERROR_BUDGET_BURN}
+    error_budget_burn: ErrorBudgetBurnConfig = Field(default_factory=ErrorBudgetBurnConfig, alias=ERROR_BUDGET_BURN)
+    latency_high: LatencyHighConfig = Field(default_factory=LatencyHighConfig, alias=LATENCY_HIGH)
+    executions_absent: ExecutionsAbsentConfig = Field(default_factory=ExecutionsAbsentConfig, alias=EXECUTIONS_ABSENT)
+    backtest_failed: BacktestFailedConfig = Field(default_factory=BacktestFailedConfig, alias=BACKTEST_FAILED)
+    backtest_stale: BacktestStaleConfig = Field(default_factory=BacktestStaleConfig, alias=BACKTEST_STALE)
+    performance_drift: PerformanceDriftConfig = Field(default_factory=PerformanceDriftConfig, alias=PERFORMANCE_DRIFT)
+    backtest_overfitting: BacktestOverfittingConfig = Field(
+        default_factory=BacktestOverfittingConfig, alias=BACKTEST_OVERFITTING
     )
-    latency_high: LatencyHighConfig = field(default_factory=LatencyHighConfig, metadata={"yaml": LATENCY_HIGH})
-    executions_absent: ExecutionsAbsentConfig = field(
-        default_factory=ExecutionsAbsentConfig, metadata={"yaml": EXECUTIONS_ABSENT}
+    exporter_down: ExporterDownConfig = Field(default_factory=ExporterDownConfig, alias=EXPORTER_DOWN)
+    exporter_replica_down: ExporterReplicaDownConfig = Field(
+        default_factory=ExporterReplicaDownConfig, alias=EXPORTER_REPLICA_DOWN
     )
-    backtest_failed: BacktestFailedConfig = field(
-        default_factory=BacktestFailedConfig, metadata={"yaml": BACKTEST_FAILED}
-    )
-    backtest_stale: BacktestStaleConfig = field(default_factory=BacktestStaleConfig, metadata={"yaml": BACKTEST_STALE})
-    performance_drift: PerformanceDriftConfig = field(
-        default_factory=PerformanceDriftConfig, metadata={"yaml": PERFORMANCE_DRIFT}
-    )
-    backtest_overfitting: BacktestOverfittingConfig = field(
-        default_factory=BacktestOverfittingConfig, metadata={"yaml": BACKTEST_OVERFITTING}
-    )
-    exporter_down: ExporterDownConfig = field(default_factory=ExporterDownConfig, metadata={"yaml": EXPORTER_DOWN})
-    exporter_replica_down: ExporterReplicaDownConfig = field(
-        default_factory=ExporterReplicaDownConfig, metadata={"yaml": EXPORTER_REPLICA_DOWN}
-    )
-    store_write_errors: StoreWriteErrorsConfig = field(
-        default_factory=StoreWriteErrorsConfig, metadata={"yaml": STORE_WRITE_ERRORS}
-    )
-    events_dropped: EventsDroppedConfig = field(default_factory=EventsDroppedConfig, metadata={"yaml": EVENTS_DROPPED})
-    writer_backlog: WriterBacklogConfig = field(default_factory=WriterBacklogConfig, metadata={"yaml": WRITER_BACKLOG})
+    store_write_errors: StoreWriteErrorsConfig = Field(default_factory=StoreWriteErrorsConfig, alias=STORE_WRITE_ERRORS)
+    events_dropped: EventsDroppedConfig = Field(default_factory=EventsDroppedConfig, alias=EVENTS_DROPPED)
+    writer_backlog: WriterBacklogConfig = Field(default_factory=WriterBacklogConfig, alias=WRITER_BACKLOG)
 
     def by_name(self) -> dict[str, AlertConfig]:
         """Every alert section keyed by alert name, in declaration order."""
-        return {_yaml_name(f): getattr(self, f.name) for f in fields(self)}
+        return {str(f.alias): getattr(self, name) for name, f in type(self).model_fields.items()}
 
 
 # --- dashboards -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasourceConfig(_Checked):
+class DatasourceConfig(_Section):
     """A Grafana datasource: the provisioned name and uid, also the dashboards' default choice."""
 
-    name: str = field()
-    uid: str = field()
+    name: StrictStr
+    uid: StrictStr
 
 
-@dataclass(frozen=True)
-class DashboardsConfig(_Checked):
+class DashboardsConfig(_Section):
     """Grafana-side settings of the generated dashboards and provisioning files."""
 
-    prometheus: DatasourceConfig = DatasourceConfig("heurmetrics Prometheus", "heurmetrics-prometheus")
-    postgres: DatasourceConfig = DatasourceConfig("heurmetrics PostgreSQL", "heurmetrics-postgres")
+    prometheus: DatasourceConfig = DatasourceConfig(name="heurmetrics Prometheus", uid="heurmetrics-prometheus")
+    postgres: DatasourceConfig = DatasourceConfig(name="heurmetrics PostgreSQL", uid="heurmetrics-postgres")
     #: Prometheus scrape interval (Grafana derives ``$__rate_interval`` from it).
-    scrape_interval: str = _duration("15s")
-    refresh: str = _duration("1m")
+    scrape_interval: Duration = "15s"
+    refresh: Duration = "1m"
     #: Grafana folder of the provisioned dashboards and the path the file provider reads.
-    folder: str = "heurmetrics"
-    provider_path: str = "/var/lib/grafana/dashboards/heurmetrics"
+    folder: StrictStr = "heurmetrics"
+    provider_path: StrictStr = "/var/lib/grafana/dashboards/heurmetrics"
 
 
 # --- the one object -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MonitoringConfig(_Checked):
+class MonitoringConfig(_Section):
     """Everything the rule and dashboard generators read. Immutable; derive with :func:`apply_overrides`."""
 
     #: ``runbook_url`` = this + ``#`` + lower-cased alert name (an anchor of docs/runbooks.md).
-    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+    runbook_base_url: StrictStr = DEFAULT_RUNBOOK_BASE_URL
     #: Grafana root URL; when set, alerts get a ``dashboard_url`` annotation.
-    grafana_base_url: str = ""
-    selectors: Selectors = field(default_factory=Selectors)
-    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    dashboards: DashboardsConfig = field(default_factory=DashboardsConfig)
+    grafana_base_url: StrictStr = ""
+    selectors: Selectors = Field(default_factory=Selectors)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    dashboards: DashboardsConfig = Field(default_factory=DashboardsConfig)
 
     def runbook_url(self, alert: str) -> str:
         """The runbook anchor of ``alert``."""
@@ -466,92 +474,65 @@ class MonitoringConfig(_Checked):
 
 
 # --- overrides ----------------------------------------------------------------------------------
-T = TypeVar("T")
-
-
-def _yaml_name(f: Field[Any]) -> str:
-    return str(f.metadata.get("yaml") or f.name)
-
-
-def _coerce_scalar(hint: Any, value: object, path: str) -> object:
-    origin = get_origin(hint)
-    if origin is Literal:
-        if value not in get_args(hint):
-            allowed = ", ".join(str(a) for a in get_args(hint))
-            raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    if origin is Mapping or origin is dict:
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise ConfigError(f"{path}: expected a mapping of strings to strings, got {value!r}")
-        return dict(value)
-    raise ConfigError(f"{path}: cannot override a value of type {hint!r}")  # pragma: no cover
-
-
-def _build(cls: type[T], value: object, path: str) -> T:
-    """A new dataclass instance from a YAML mapping that must give every field without default."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-    by_yaml = {_yaml_name(f): f for f in fields(cls)}  # type: ignore[arg-type]
-    hints = get_type_hints(cls)
-    kwargs: dict[str, object] = {}
-    for key, item in value.items():
-        if key not in by_yaml:
-            raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(by_yaml)}")
-        kwargs[by_yaml[key].name] = _coerce_scalar(hints[by_yaml[key].name], item, f"{path}.{key}")
-    missing = [
-        k for k, f in by_yaml.items() if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _merge(obj: T, overrides: object, path: str) -> T:
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {overrides!r}")
-    noun = getattr(obj, "noun", "key")
-    by_yaml = {_yaml_name(f): f for f in fields(obj)}  # type: ignore[arg-type]
-    hints = get_type_hints(type(obj))
-    changes: dict[str, object] = {}
+def _merged(base: Mapping[str, Any], overrides: Mapping[Any, Any]) -> dict[Any, Any]:
+    """``overrides`` over ``base``: mappings merge key by key, anything else replaces."""
+    out: dict[Any, Any] = dict(base)
     for key, value in overrides.items():
-        if key not in by_yaml:
-            raise ConfigError(f"{path or '(top level)'}: unknown {noun} {key!r}; known {noun}s: {', '.join(by_yaml)}")
-        f = by_yaml[key]
-        where = f"{path}.{key}" if path else str(key)
-        current = getattr(obj, f.name)
-        hint = hints[f.name]
-        if is_dataclass(current):
-            changes[f.name] = _merge(current, value, where)
-        elif get_origin(hint) is tuple:
-            (item_type, _ellipsis) = get_args(hint)
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}: expected a list, got {value!r}")
-            changes[f.name] = tuple(_build(item_type, item, f"{where}[{i}]") for i, item in enumerate(value))
-        else:
-            changes[f.name] = _coerce_scalar(hint, value, where)
-    try:
-        return replace(obj, **changes)  # type: ignore[type-var]
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
+        current = out.get(key)
+        out[key] = _merged(current, value) if isinstance(current, Mapping) and isinstance(value, Mapping) else value
+    return out
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[_Section] | None:
+    """The model of the section at ``loc`` (YAML keys and list indexes), or None."""
+    model: Any = MonitoringConfig
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        fields = {str(f.alias or name): f for name, f in model.model_fields.items()}
+        if key not in fields:
+            return None
+        annotation = fields[key].annotation
+        model = get_args(annotation)[0] if get_origin(annotation) is tuple else annotation
+        if not (isinstance(model, type) and issubclass(model, _Section)):
+            return None
+    return model if isinstance(model, type) and issubclass(model, _Section) else None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for key in loc:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+_EXPECTED = {
+    "bool_type": "expected true or false",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+}
+
+
+def _describe_error(error: ErrorDetails) -> str:
+    """One pydantic error as ``path: what is wrong`` with YAML key names."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "extra_forbidden":
+        parent = _section_at(loc[:-1])
+        noun = parent.noun if parent else "key"
+        known = ", ".join(str(f.alias or n) for n, f in parent.model_fields.items()) if parent else ""
+        return f"{_path(loc[:-1]) or '(top level)'}: unknown {noun} {loc[-1]!r}; known {noun}s: {known}"
+    if kind == "missing":
+        return f"{_path(loc[:-1]) or '(top level)'}: missing key(s) {loc[-1]}"
+    where = _path(loc) or "config"
+    if kind == "value_error":
+        return f"{where}: {error.get('ctx', {}).get('error', error['msg'])}"
+    if kind in _EXPECTED:
+        return f"{where}: {_EXPECTED[kind]}, got {error['input']!r}"
+    return f"{where}: {error['msg']}"
 
 
 def apply_overrides(
@@ -561,9 +542,10 @@ def apply_overrides(
     if not overrides:
         return config
     try:
-        return _merge(config, overrides, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        return MonitoringConfig.model_validate(_merged(config.model_dump(by_alias=True), overrides))
+    except ValidationError as exc:
+        problems = dict.fromkeys(_describe_error(e) for e in exc.errors())  # ordered, without repeats
+        raise ConfigError(f"{source}: {'; '.join(problems)}") from None
 
 
 def load_config(path: str | Path | None = None) -> MonitoringConfig:
@@ -587,16 +569,4 @@ def load_config(path: str | Path | None = None) -> MonitoringConfig:
 
 def describe(config: MonitoringConfig | None = None) -> dict[str, Any]:
     """The configuration as the YAML-shaped mapping users override (documentation, ``--help``)."""
-
-    def plain(value: object) -> object:
-        if is_dataclass(value) and not isinstance(value, type):
-            return {_yaml_name(f): plain(getattr(value, f.name)) for f in fields(value)}
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, Mapping):
-            return dict(value)
-        return value
-
-    result = plain(config or MonitoringConfig())
-    assert isinstance(result, dict)
-    return result
+    return (config or MonitoringConfig()).model_dump(mode="json", by_alias=True)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 import uuid
@@ -52,9 +51,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
+from tenacity import RetryCallState
 
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
+from heurmetrics.sdk.ids import new_id
+from heurmetrics.sdk.retry import RetryLater as RetryLater  # raised by sinks; kept importable from here
+from heurmetrics.sdk.retry import RetryPolicy
 from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger("heurmetrics.sdk")
@@ -132,14 +135,6 @@ class Rejected(Exception):
     """Raised by a sink: the target refuses this batch for good; retrying cannot help."""
 
 
-class RetryLater(Exception):
-    """Raised by a sink for a transient failure with a hint (e.g. ``Retry-After``) in seconds."""
-
-    def __init__(self, message: str, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.delay = delay
-
-
 class Sink(Protocol[T]):
     """Where a :class:`DeliveryLoop` delivers, and how its batches are written to the spool."""
 
@@ -189,21 +184,19 @@ class DeliveryMetrics:
         return metrics
 
 
-class Backoff:
-    """Exponential backoff with jitter: ``first``, doubling up to ``cap``, each times a random factor in [0.5, 1.5)."""
+class Probe:
+    """When to try a target that is down again (between cycles, not in a loop): the retry policy's backoff."""
 
-    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
 
     def reset(self) -> None:
-        self._next = self.first
+        self.failures = 0
 
     def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay * random.uniform(0.5, 1.5)
+        self.failures += 1
+        return self.policy.backoff(self.failures)
 
 
 class DeliveryLoop(Generic[T]):
@@ -249,7 +242,7 @@ class DeliveryLoop(Generic[T]):
         self._policy = full_policy
         self._block_timeout = max(0.0, block_timeout)
         self._spool_after = spool_after
-        self._max_retry_after = max_retry_after
+        self._retry = RetryPolicy(first=0.05, cap=max_backoff, max_hint=max_retry_after)
         self.spool = spool
         self.queue: collections.deque[T] = collections.deque()
         self._lock = threading.Lock()
@@ -267,7 +260,7 @@ class DeliveryLoop(Generic[T]):
         self._failures = 0  # failed delivery attempts (direct or replay), for flush()
         self._down = False  # outage mode: new batches go to the spool
         self._spool_blocked = False  # the last spool append failed (full or I/O error)
-        self._probe = Backoff(0.05, max_backoff)
+        self._probe = Probe(self._retry)
         self._next_probe = 0.0
         self._stopping = False
         self._last_drop_log = 0.0
@@ -380,7 +373,10 @@ class DeliveryLoop(Generic[T]):
         if not result.complete:
             log.warning(
                 "closed with %d events pending (lost), %d spooled, %d dropped: %s",
-                result.pending, result.spooled, result.dropped, result.last_error,
+                result.pending,
+                result.spooled,
+                result.dropped,
+                result.last_error,
             )
         return result
 
@@ -465,7 +461,7 @@ class DeliveryLoop(Generic[T]):
             if self._full_since is not None:
                 self._full_since = None
                 self._space_cond.notify_all()
-        return batch, uuid.uuid4()
+        return batch, new_id()  # time-ordered (UUIDv7), like the event ids
 
     def _settle(self, resolved: int = 0, spooled_in: int = 0, spooled_out: int = 0) -> None:
         with self._done_cond:
@@ -522,40 +518,53 @@ class DeliveryLoop(Generic[T]):
         return True
 
     def _deliver(self, batch: list[T], delivery_id: uuid.UUID) -> bool:
-        backoff = Backoff(0.05, self._max_backoff)
-        first_failure: float | None = None
-        while True:
-            try:
-                refused = self._sink.deliver(batch, delivery_id)
-            except Rejected as exc:
-                return self._refused_for_good(batch, exc)
-            except Exception as exc:
-                now = time.monotonic()
-                first_failure = now if first_failure is None else first_failure
+        """Deliver with the retry policy until it succeeds, is refused for good, or is given up:
+        then (with a spool) it goes to the spool, or (closing, no spool) it stays pending."""
+        first_failure: list[float] = []
+
+        def give_up(state: RetryCallState) -> bool:
+            now = time.monotonic()
+            if not first_failure:
+                first_failure.append(now)
+            if self.spool is not None:
+                return now - first_failure[0] >= self._spool_after or bool(self._flush_waiters) or self._stopping
+            return self._stopping
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.warning("delivering %d events failed, retrying in %.2fs: %s", len(batch), state.upcoming_sleep, exc)
+
+        def failed(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if exc is not None:
                 self._note_failure(exc)
-                if self.spool is not None and (
-                    now - first_failure >= self._spool_after or self._flush_waiters or self._stopping
-                ):
-                    log.warning("delivering %d events keeps failing (%s): spooling from now on", len(batch), exc)
-                    self._down = True
-                    self._probe.reset()
-                    self._next_probe = now + self._probe.next()
-                    return self._to_spool(batch, delivery_id)
-                if self._stopping:  # no spool: the batch stays pending and is reported by close()
-                    self._held.insert(0, (batch, delivery_id))
-                    return False
-                delay = backoff.next()
-                if isinstance(exc, RetryLater) and exc.delay is not None:
-                    delay = min(max(exc.delay, 0.0), self._max_retry_after)
-                log.warning("delivering %d events failed, retrying in %.2fs: %s", len(batch), delay, exc)
-                self._pause(delay)
-                continue
-            if refused:
-                self._drop(refused, REASON_REJECTED, "refused by the target")
-            self._down = False
-            self.last_error = None
-            self._settle(resolved=len(batch))
-            return True
+
+        retrying = self._retry.retrying(
+            stop=give_up,
+            retry_on=lambda exc: not isinstance(exc, Rejected),
+            sleep=self._pause,
+            before_sleep=before_sleep,
+            after=failed,
+        )
+        try:
+            refused = retrying(self._sink.deliver, batch, delivery_id)
+        except Rejected as exc:
+            return self._refused_for_good(batch, exc)
+        except Exception as exc:  # given up: see give_up()
+            if self.spool is None:  # closing: the batch stays pending and is reported by close()
+                self._held.insert(0, (batch, delivery_id))
+                return False
+            log.warning("delivering %d events keeps failing (%s): spooling from now on", len(batch), exc)
+            self._down = True
+            self._probe.reset()
+            self._next_probe = time.monotonic() + self._probe.next()
+            return self._to_spool(batch, delivery_id)
+        if refused:
+            self._drop(refused, REASON_REJECTED, "refused by the target")
+        self._down = False
+        self.last_error = None
+        self._settle(resolved=len(batch))
+        return True
 
     def _pause(self, delay: float) -> None:
         """Sleep before a retry; cut short by close(), or by flush() when a spool can take the batch."""
@@ -597,4 +606,3 @@ class DeliveryLoop(Generic[T]):
         self._spool_blocked = False
         self._settle(resolved=len(batch), spooled_in=len(batch))
         return True
-

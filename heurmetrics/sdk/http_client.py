@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import httpx
 from prometheus_client import CollectorRegistry
+from tenacity import RetryCallState
 
 from heurmetrics.canonical import content_hash
 from heurmetrics.errors import HeurmetricsError, InvalidEvent, StoreUnavailable, VersionConflict
@@ -46,7 +47,6 @@ from heurmetrics.sdk.delivery import (
     DEFAULT_BLOCK_TIMEOUT,
     DEFAULT_MAX_QUEUE,
     DEFAULT_SPOOL_AFTER,
-    Backoff,
     DeliveryLoop,
     DeliveryMetrics,
     FlushResult,
@@ -57,6 +57,7 @@ from heurmetrics.sdk.delivery import (
 )
 from heurmetrics.sdk.endpoints import EndpointPool, Poster, endpoint_urls
 from heurmetrics.sdk.ids import EventIds
+from heurmetrics.sdk.retry import RetryPolicy, before_deadline
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES, Spool
 from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
 from heurmetrics.validation import check_execution, check_label_value, check_timestamp
@@ -227,7 +228,8 @@ class ExporterClient:
         self.base_url = ",".join(self.base_urls)  # one URL: unchanged (the spool identity uses it)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = EndpointPool(self.base_urls, headers=headers, timeout=timeout, transport=transport)
-        self._max_backoff = max_backoff
+        # Registration retries: the SDK's one policy, starting slower than a batch's (one request).
+        self._retry = RetryPolicy(first=0.1, cap=max_backoff, max_hint=math.inf)  # the deadline bounds hints
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DeliveryMetrics.create(self.registry)
         try:
@@ -287,36 +289,43 @@ class ExporterClient:
         if description is not None:
             body["description"] = description
         deadline = time.monotonic() + timeout
-        backoff = Backoff(0.1, self._max_backoff)
-        while True:
-            delay: float | None = None
-            try:
-                response = self._http.post("/v1/rule-versions", json=body, deadline=deadline)
-            except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                status = response.status_code
-                if status in (200, 201):
-                    data = response.json()
-                    return RemoteRuleVersion(data["rule"], data["version"], data["content_hash"], status == 201)
-                if status == 409:
-                    existing = _existing_hash(response)
-                    raise VersionConflict(rule, version, existing, content_hash(params or {}, source))
-                if status == 422:
-                    detail = _detail(response)
-                    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-                        raise InvalidEvent(str(detail[0].get("field")), str(detail[0].get("message")))
-                    raise InvalidEvent("body", str(detail))
-                if status not in (429, 503) and status < 500:
-                    raise ExporterError(status, _detail(response))
-                error = f"HTTP {status}: {_detail(response)}"
-                delay = retry_after_seconds(response)
+
+        def before_sleep(state: RetryCallState) -> None:
             self.metrics.retries.inc()
-            delay = backoff.next() if delay is None else delay
-            if time.monotonic() + delay > deadline:
-                raise StoreUnavailable(f"cannot register {rule}@{version} at {self.base_url}: {error}")
-            log.warning("registering %s@%s failed (%s), retrying in %.2fs", rule, version, error, delay)
-            time.sleep(delay)
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("registering %s@%s failed (%s), retrying in %.2fs", rule, version, error, state.upcoming_sleep)
+
+        retrying = self._retry.retrying(
+            stop=before_deadline(deadline), retry_on=lambda exc: isinstance(exc, RetryLater), before_sleep=before_sleep
+        )
+        try:
+            return retrying(self._register_once, body, deadline)
+        except RetryLater as exc:  # still failing, and no retry would end before the deadline
+            self.metrics.retries.inc()
+            raise StoreUnavailable(f"cannot register {rule}@{version} at {self.base_url}: {exc}") from None
+
+    def _register_once(self, body: dict[str, Any], deadline: float) -> RemoteRuleVersion:
+        """One registration attempt: the answer, a refusal, or :class:`RetryLater` when it may pass."""
+        rule, version = body["rule"], body["version"]
+        try:
+            response = self._http.post("/v1/rule-versions", json=body, deadline=deadline)
+        except httpx.TransportError as exc:
+            raise RetryLater(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status in (200, 201):
+            data = response.json()
+            return RemoteRuleVersion(data["rule"], data["version"], data["content_hash"], status == 201)
+        if status == 409:
+            existing = _existing_hash(response)
+            raise VersionConflict(rule, version, existing, content_hash(body["params"], body["source"]))
+        if status == 422:
+            detail = _detail(response)
+            if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                raise InvalidEvent(str(detail[0].get("field")), str(detail[0].get("message")))
+            raise InvalidEvent("body", str(detail))
+        if status not in (429, 503) and status < 500:
+            raise ExporterError(status, _detail(response))
+        raise RetryLater(f"HTTP {status}: {_detail(response)}", retry_after_seconds(response))
 
     # --- executions ---------------------------------------------------------------------------
     def record_execution(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -302,10 +303,12 @@ class StoreSink:
 
 def _refuses_data(exc: BaseException) -> bool:
     """The database rejects the rows themselves (constraint, type, encoding): retrying cannot help."""
-    import psycopg
     from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
-    if isinstance(exc, IntegrityError | DataError | psycopg.IntegrityError | psycopg.DataError | UnicodeError):
+    if isinstance(exc, IntegrityError | DataError | UnicodeError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # the [postgres] extra: only loaded when a PostgreSQL store is used
+    if psycopg is not None and isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
         return True
     return isinstance(exc, StatementError) and isinstance(exc.orig, UnicodeError)
 

@@ -32,6 +32,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 
+from heurmetrics.extras import require
+
 log = logging.getLogger(__name__)
 
 
@@ -105,6 +107,7 @@ def create_store_engine(url: str, *, timeouts: DatabaseTimeouts | None = None, *
             f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///file.db or "
             "postgresql+psycopg://user@host:port/db"
         )
+    require("postgres")  # one line naming heurmetrics[postgres] instead of a ModuleNotFoundError
     bounds = timeouts or DatabaseTimeouts.from_settings()
     # The exporter serves requests from a thread pool: keep enough connections open that
     # concurrent batches do not open and close connections all the time.

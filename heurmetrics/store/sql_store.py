@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -379,6 +378,8 @@ class SqlStore:
     def _insert_executions_pg(
         self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
     ) -> list[int]:
+        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
+
         rows = [_execution_tuple(e, t) for e, t in zip(events, started, strict=True)]
         # New events are the common case: COPY straight into the table (raw COPY speed). A
         # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
