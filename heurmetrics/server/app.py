@@ -20,12 +20,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heurmetrics import __version__
-from heurmetrics.config import Settings, redact_url
+from heurmetrics.config import Settings
 from heurmetrics.errors import (
     CardinalityBudgetExceeded,
     InvalidEvent,
@@ -61,6 +59,7 @@ from heurmetrics.server.openapi import document_statuses
 from heurmetrics.server.query_params import known_query_only
 from heurmetrics.server.walkforward_routes import walkforward_router
 from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.urls import redact_url
 
 log = logging.getLogger("heurmetrics.server")
 RETRY_AFTER_SECONDS = 5
@@ -275,9 +274,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         headers = getattr(exc, "headers", None)
         return reject(request, exc.status_code, _REASON_BY_STATUS.get(exc.status_code, "invalid"), exc.detail, headers)
 
-    @app.exception_handler(StoreUnavailable)
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeout)  # every pooled connection busy for db_pool_timeout seconds
+    @app.exception_handler(StoreUnavailable)  # the store translates driver and pool-timeout errors into it
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("store unavailable: %s", exc)
         # Never "nothing was written": a commit whose answer was lost may have stored the batch.

@@ -85,7 +85,6 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
     """The audit reads and lifecycle writes over ``ingest``'s store, all behind ``authorize``."""
     router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)], responses=UNAUTHORIZED)
     store = ingest.store
-    engine = store.engine
 
     @contextmanager
     def answering() -> Iterator[None]:
@@ -110,31 +109,31 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
     @router.get("/rules")
     def rules() -> Any:
         """Every rule: number of versions, latest version, active version per environment now."""
-        return jsonable(queries.list_rules(engine))
+        return jsonable(queries.list_rules(store))
 
     @router.get("/rules/{rule}/versions", responses=_UNKNOWN)
     def versions(rule: RulePath) -> Any:
         """The versions of a rule in semantic-version order, with status, author and approvers."""
         with answering():
-            return jsonable(queries.list_versions(engine, rule))
+            return jsonable(queries.list_versions(store, rule))
 
     @router.get("/rules/{rule}/history", responses=_UNKNOWN)
     def rule_history(rule: RulePath) -> Any:
         """The lifecycle events of every version of a rule, in chain order."""
         with answering():
-            return jsonable(queries.history(engine, rule))
+            return jsonable(queries.history(store, rule))
 
     @router.get("/rule-versions/{rule}/{version}", responses=_UNKNOWN)
     def show(rule: RulePath, version: VersionPath) -> Any:
         """One version: params, source, hashes, author, approvers, lifecycle, backtests, executions."""
         with answering():
-            return jsonable(queries.show_version(engine, rule, version))
+            return jsonable(queries.show_version(store, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/history", responses=_UNKNOWN)
     def version_history(rule: RulePath, version: VersionPath) -> Any:
         """The lifecycle events of one version."""
         with answering():
-            return jsonable(queries.history(engine, rule, version))
+            return jsonable(queries.history(store, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/executions", responses=_UNKNOWN)
     def executions(
@@ -148,7 +147,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         with answering():
             t0 = None if start is None else _utc(start)
             t1 = None if end is None else _utc(end)
-            return jsonable(queries.executions(engine, rule, version, start=t0, end=t1, rows=rows))
+            return jsonable(queries.executions(store, rule, version, start=t0, end=t1, rows=rows))
 
     @router.get("/diff", responses=_UNKNOWN)
     def diff(
@@ -157,7 +156,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
     ) -> Any:
         """Params diff by key path and unified source diff between two versions."""
         with answering():
-            return jsonable(queries.diff_versions(engine, split_ref(old), split_ref(new)))
+            return jsonable(queries.diff_versions(store, split_ref(old), split_ref(new)))
 
     @router.get("/active")
     def active(
@@ -167,12 +166,12 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
         """Which version of each rule was active at ``at`` (per environment)."""
         with answering():
             when = datetime.now(UTC) if isinstance(at, str) else _utc(at)
-            return jsonable({"at": when, "env": env, "active": queries.active_at(engine, when, env)})
+            return jsonable({"at": when, "env": env, "active": queries.active_at(store, when, env)})
 
     @router.get("/audit/head")
     def head() -> Any:
         """The chain head to anchor outside the database."""
-        h = chain.chain_head(engine)
+        h = chain.chain_head(store)
         return jsonable(
             {
                 "position": h.position,
@@ -186,7 +185,7 @@ def build_audit_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
     @router.get("/audit/verify")
     def verify(expect_head: Sha256Hex | None = Query(None, description="A previously anchored head hash.")) -> Any:
         """Recompute the chain; ``ok`` false names the first broken record (the request itself succeeds)."""
-        report = chain.verify(engine, expect_head=expect_head)
+        report = chain.verify(store, expect_head=expect_head)
         return jsonable(
             {
                 "ok": report.ok,

@@ -31,7 +31,6 @@ from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.resolution import make_resolution
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.server.fields import (
     Count,
@@ -284,7 +283,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
                 )
             except InvalidEvent as exc:
                 raise _invalid(f"resolutions[{i}].{exc.field}", exc.message) from None
-        result = PerformanceStore(ingest.store).insert_resolutions(items)
+        result = ingest.store.live.insert_resolutions(items)
         return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     return router
