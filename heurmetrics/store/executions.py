@@ -312,7 +312,7 @@ class SqlExecutions:
             "JOIN rules r ON r.id = v.rule_id JOIN execution_statuses s ON s.code = e.status"
         )
         with translated("reading executions"), self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(query)).all()]  # type: ignore[misc]
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(text(query)).all()]
 
     def count_executions(self) -> int:
         with translated("counting executions"), self.engine.connect() as conn:

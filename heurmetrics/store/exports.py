@@ -7,6 +7,7 @@ The executions table gets one computed column more (``flagged_live``), added by 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,4 @@ def _tables(start: datetime | None, end: datetime | None) -> list[tuple[str, lis
 
 def export_tables(engine: Engine, start: datetime | None, end: datetime | None) -> list[ExportTable]:
     """The audit tables in export order; executions restricted to ``[start, end)`` by ``started_at``."""
-    return [
-        (name, columns, lambda query=query: _chunks(engine, query)) for name, columns, query in _tables(start, end)
-    ]
+    return [(name, columns, functools.partial(_chunks, engine, query)) for name, columns, query in _tables(start, end)]

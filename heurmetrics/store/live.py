@@ -41,17 +41,24 @@ def _table(row: type[Any]) -> Table:
 class ResolutionLike(Protocol):
     """What the store reads of a resolution (:class:`heurmetrics.live.resolution.Resolution`)."""
 
-    event_id: uuid.UUID
-    horizon: str
-    realized_return: float | None
-    correct: bool | None
-    resolved_at: datetime
-    method: str
-    price_at_signal: float | None
-    price_at_horizon: float | None
-
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def horizon(self) -> str: ...
     @property
     def horizon_seconds(self) -> int: ...
+    @property
+    def realized_return(self) -> float | None: ...
+    @property
+    def correct(self) -> bool | None: ...
+    @property
+    def resolved_at(self) -> datetime: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def price_at_signal(self) -> float | None: ...
+    @property
+    def price_at_horizon(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
