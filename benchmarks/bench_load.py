@@ -261,7 +261,7 @@ PROFILE_STEPS = (
     ("handler post_executions (all of it)", "post_executions (heurmetrics/server/routes/executions.py"),
     ("  Ingest.make_execution (per-item validation, event build)", "make_execution (heurmetrics/ingest.py"),
     ("  Ingest.write_executions (store + counting)", "write_executions (heurmetrics/ingest.py"),
-    ("    SqlStore._insert_executions_pg (COPY, INSERT..SELECT, RETURNING)", "_insert_executions_pg"),
+    ("    SqlExecutions._insert_executions_pg (COPY, INSERT..SELECT, RETURNING)", "_insert_executions_pg"),
     ("    psycopg waiting for the server", "Connection.wait (psycopg"),
     ("    PipelineMetrics.observe_execution", "observe_execution"),
     ("response serialisation", "serialize_response"),

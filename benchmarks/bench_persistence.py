@@ -86,7 +86,8 @@ from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.sql_store import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlStore, _execution_tuple
+from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, _execution_tuple
+from heurmetrics.store.sql_store import SqlStore
 
 BATCH = 5000
 # The same column order and binary COPY types as the store: the baseline differs only in the path.

@@ -59,7 +59,8 @@ from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations, partitions, retention, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.sql_store import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlStore
+from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions
+from heurmetrics.store.sql_store import SqlStore
 
 OLD_COLUMNS = ("event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
                "confidence", "mode", "error_type", "backtest_run_id", "ingested_at")
@@ -291,9 +292,15 @@ def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str,
 
 
 # --- ingest cost of the rollups --------------------------------------------------------------
-class _NoRollups(SqlStore):
+class _NoRollupExecutions(SqlExecutions):
     def _add_rollups(self, *_args: object) -> None:
         return None
+
+
+class _NoRollups(SqlStore):
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.executions = _NoRollupExecutions(engine)
 
 
 class _JobRollups(_NoRollups):

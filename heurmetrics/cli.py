@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import OperationalError
 
 from heurmetrics.cli_lazy import LazyCommand, LazyGroup
 from heurmetrics.cli_options import (
@@ -21,10 +20,10 @@ from heurmetrics.cli_options import (
     prepare_consoles,
     settings_from,
 )
-from heurmetrics.config import redact_url
-from heurmetrics.errors import HeurmetricsError
+from heurmetrics.db_cli import partitions_cmd, retention_cmd
+from heurmetrics.errors import HeurmetricsError, StoreUnavailable
 from heurmetrics.extras import MissingExtra, require
-from heurmetrics.store.cli import partitions_cmd, retention_cmd
+from heurmetrics.store.urls import redact_url
 
 #: Sub-commands whose module is imported only when they run (or show their help): the SDK
 #: commands stay fast, and those of an extra that is not installed fail with one line naming it.
@@ -84,18 +83,17 @@ _fail = fail
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Apply all migrations up to head (forward-only). Safe to run repeatedly."""
-    from heurmetrics.store import migrations
-    from heurmetrics.store.engine import create_store_engine
+    from heurmetrics.store.sql_store import SqlStore
 
     url = checked_database_url(database_url, must_exist=False)  # the one command that creates a database
     try:
-        engine = create_store_engine(url)
+        store = SqlStore.connect(url)
         try:
-            before, after = migrations.upgrade(engine)
+            before, after = store.upgrade()
         finally:
-            engine.dispose()
-    except OperationalError as exc:
-        raise _fail(f"cannot reach database {redact_url(url)}: {exc.orig}", EXIT_ERROR) from None
+            store.close()
+    except StoreUnavailable as exc:
+        raise _fail(str(exc), EXIT_ERROR) from None
     except Exception as exc:
         raise _fail(f"upgrading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
     if before == after:
@@ -107,18 +105,17 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 @db_app.command("current")
 def db_current(database_url: DatabaseUrl = None) -> None:
     """Print the schema revision of the database and the head this version needs."""
-    from heurmetrics.store import migrations
-    from heurmetrics.store.engine import create_store_engine
+    from heurmetrics.store.sql_store import SqlStore
 
     url = checked_database_url(database_url)
     try:
-        engine = create_store_engine(url)
+        store = SqlStore.connect(url)
         try:
-            current, head = migrations.current_revision(engine), migrations.head_revision()
+            current, head = store.revision()
         finally:
-            engine.dispose()
-    except OperationalError as exc:
-        raise _fail(f"cannot reach database {redact_url(url)}: {exc.orig}", EXIT_ERROR) from None
+            store.close()
+    except StoreUnavailable as exc:
+        raise _fail(str(exc), EXIT_ERROR) from None
     except Exception as exc:
         raise _fail(f"reading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
     state = "at head" if current == head else "NOT at head: run `heurmetrics db upgrade`"

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from heurmetrics.config import Settings, database_url_problem, redact_url
+from heurmetrics.config import Settings
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store.urls import database_url_problem, redact_url
 
 if TYPE_CHECKING:
     from heurmetrics.store.sql_store import SqlStore

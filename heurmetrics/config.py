@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///heurmetrics.db"
 
@@ -50,43 +47,3 @@ class Settings(BaseSettings):
     )
     db_pool_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for a free pooled connection.")
     db_keepalives_idle: int = Field(10, ge=1, le=3600, description="Seconds of idle before TCP keepalive probes.")
-
-
-def redact_url(url: str) -> str:
-    """A database URL safe for logs and error messages: the password is masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL may still carry a secret: show nothing of it
-        return "<unparsable database URL>"
-
-
-#: The URLs heurmetrics can open (SQLAlchemy driver names).
-SUPPORTED_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"})
-_EXPECTED = "use sqlite:///FILE.db or postgresql+psycopg://USER@HOST:PORT/DB"
-
-
-def database_url_problem(url: str, *, must_exist: bool = False) -> str | None:
-    """What is wrong with ``url`` before anything connects, or None.
-
-    Catches what would otherwise surface as a traceback deep in SQLAlchemy: text that is not a
-    URL, a port that is not a number, an unsupported database; and with ``must_exist``, a SQLite
-    file that does not exist (a command that only reads must not create one).
-    """
-    try:
-        parsed = make_url(url)
-        _ = parsed.port
-    except Exception:  # ArgumentError, ValueError (bad port): never echo the text, it may hold a secret
-        return f"the database URL is not a valid URL: {_EXPECTED}"
-    if parsed.drivername not in SUPPORTED_DRIVERS:
-        return f"unsupported database {parsed.drivername!r} in {redact_url(url)}: {_EXPECTED}"
-    if parsed.get_backend_name() == "postgresql":
-        from heurmetrics.extras import MissingExtra, missing_module
-
-        missing = missing_module("postgres")
-        if missing is not None:
-            return str(MissingExtra("postgres", missing))
-    if must_exist and parsed.get_backend_name() == "sqlite":
-        path = parsed.database or ""
-        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
-            return f"no such database file: {path} (create it with `heurmetrics db upgrade` or `heurmetrics demo`)"
-    return None

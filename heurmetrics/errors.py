@@ -104,8 +104,20 @@ class SchemaNotAtHead(HeurmetricsError):
         self.head = head
 
 
-class StoreUnavailable(HeurmetricsError):
-    """The database could not be reached or refused the write; the caller may retry."""
+class StoreError(HeurmetricsError):
+    """The database failed an operation (the message names the database and the driver's reason)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused the write; the caller may retry.
+
+    Raised by :mod:`heurmetrics.store` in place of the driver's connection, pool-timeout and
+    disconnection errors (the message names what failed and the driver's reason).
+    """
+
+
+class StoreRejectedData(StoreError):
+    """The database refused the rows themselves (constraint, type, encoding): retrying cannot help."""
 
 
 class CardinalityBudgetExceeded(HeurmetricsError):

@@ -68,7 +68,7 @@ def test_history_tables_reject_update_delete_and_truncate(store: SqlStore) -> No
         else:  # SQLite's TRUNCATE is an unqualified DELETE (the optimisation is off with triggers)
             _rejects(store, f"DELETE FROM {table}", table, "DELETE")
     assert store.table_counts() == before
-    assert chain.verify(store.engine).ok
+    assert chain.verify(store).ok
 
 
 def _superuser(url: str) -> psycopg.Connection[Any]:
@@ -106,10 +106,10 @@ def test_verify_names_the_first_altered_record(migrated_url: str, table: str, st
                                                ref: str) -> None:
     build_history(migrated_url)
     store = SqlStore.open(migrated_url)
-    anchor = chain.chain_head(store.engine)
-    assert chain.verify(store.engine, expect_head=anchor.row_hash).ok
+    anchor = chain.chain_head(store)
+    assert chain.verify(store, expect_head=anchor.row_hash).ok
     _tamper(migrated_url, table, statement)
-    report = chain.verify(store.engine)
+    report = chain.verify(store)
     store.close()
     assert not report.ok
     first = report.first
@@ -120,13 +120,13 @@ def test_verify_names_the_first_altered_record(migrated_url: str, table: str, st
 def test_rewritten_hash_breaks_the_next_link_and_deletion_leaves_a_gap(migrated_url: str) -> None:
     build_history(migrated_url)
     store = SqlStore.open(migrated_url)
-    anchor = chain.chain_head(store.engine)
+    anchor = chain.chain_head(store)
     with store.engine.connect() as conn:
         position = conn.execute(text("SELECT chain_position FROM rule_version_events WHERE event = 'retired'")).scalar()
     # A forger who recomputes the altered record's own hash still breaks the next record's prev_hash.
     _tamper(migrated_url, "rule_version_events",
             f"UPDATE rule_version_events SET row_hash = '{'f' * 64}' WHERE chain_position = {position - 1}")
-    report = chain.verify(store.engine)
+    report = chain.verify(store)
     assert [(p.position, p.kind) for p in report.problems] == [(position - 1, "row_hash"), (position, "prev_hash")]
     # Deleting the newest record is invisible to the chain alone, but not to an anchored head.
     sqlite = migrated_url.startswith("sqlite")
@@ -144,7 +144,7 @@ def test_rewritten_hash_breaks_the_next_link_and_deletion_leaves_a_gap(migrated_
             conn.execute(delete)
             conn.execute(f"DELETE FROM rule_version_events WHERE chain_position = {position - 2}")
             conn.execute("ALTER TABLE rule_version_events ENABLE TRIGGER ALL")
-    report = chain.verify(store.engine, expect_head=anchor.row_hash)
+    report = chain.verify(store, expect_head=anchor.row_hash)
     store.close()
     kinds = [(p.position, p.kind) for p in report.problems]
     assert (position - 2, "gap") in kinds and report.anchor_found is False
@@ -176,12 +176,12 @@ def test_concurrent_appends_from_several_processes_never_fork_the_chain(migrated
         p.join(timeout=120)
     assert [p.exitcode for p in processes] == [0] * workers
     store = SqlStore.open(migrated_url)
-    report = chain.verify(store.engine)
+    report = chain.verify(store)
     expected = workers * n * 3 + 2  # version + proposed + approved each, plus the shared version and its event
     assert report.ok and report.records == expected == report.head.position, report.problems
-    versions = queries.list_versions(store.engine, "rule_0")
+    versions = queries.list_versions(store, "rule_0")
     assert [v.version for v in versions] == sorted((f"1.{i}.0" for i in range(n)), key=version_sort_key)
-    assert len(queries.history(store.engine, "shared")) == 1
+    assert len(queries.history(store, "shared")) == 1
     with store.engine.connect() as conn:
         times = [r[0] for r in conn.execute(text(
             "SELECT occurred_at FROM rule_version_events ORDER BY chain_position"))]
@@ -208,9 +208,9 @@ def test_upgrade_backfills_versions_registered_before_the_audit_trail(database_u
     migrations.upgrade(engine)
     engine.dispose()
     store = SqlStore.open(database_url)
-    report = chain.verify(store.engine)
+    report = chain.verify(store)
     assert report.ok and report.records == 4, report.problems
-    events = queries.history(store.engine, "old_rule")
+    events = queries.history(store, "old_rule")
     assert [(e.version, e.event, e.actor, e.occurred_at) for e in events] == [
         ("1.0.0", "proposed", "legacy", t0 + timedelta(days=1)),
         ("2.0.0", "proposed", "legacy", t0 + timedelta(days=2)),
@@ -218,5 +218,5 @@ def test_upgrade_backfills_versions_registered_before_the_audit_trail(database_u
     assert events[0].details == {"content_hash": events[0].details["content_hash"], "backfilled": True}
     # New appends continue the backfilled chain.
     store.register_rule_version("old_rule", "3.0.0", params={}, source="new", created_by="alice")
-    assert chain.verify(store.engine).ok and chain.chain_head(store.engine).position == 6
+    assert chain.verify(store).ok and chain.chain_head(store).position == 6
     store.close()

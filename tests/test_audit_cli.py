@@ -210,7 +210,7 @@ def test_verify_on_a_tampered_database_names_the_record(migrated_url: str) -> No
     report = json.loads(runner.invoke(audit_app, ["verify", "--json", "--database-url", history.url]).stdout)
     assert report["ok"] is False and report["first_problem"]["ref"] == "sma_cross@1.0.0"
     store = SqlStore.open(migrated_url)
-    assert not chain.verify(store.engine).ok
+    assert not chain.verify(store).ok
     store.close()
 
 

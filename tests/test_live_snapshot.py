@@ -22,7 +22,6 @@ from heurmetrics import Recorder, RuleVersion
 from heurmetrics.live.cli import live_app
 from heurmetrics.live.snapshot import PeriodicSnapshots, take_snapshot
 from heurmetrics.live.stats import wilson_interval
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.store.schema import RuleVersionPerformanceRow
 from tests.walkforward_helpers import exporter
@@ -120,7 +119,7 @@ def test_snapshot_fields_expectation_and_drift(rec: Recorder) -> None:
     assert by[("sma_cross", "1.0.0", "1h")].drift_p_value is None  # no expectation: untestable
     assert by[("sma_cross", "1.0.0", "1h")].drifted is None
 
-    rows = PerformanceStore(rec.store).latest_snapshots("1h")
+    rows = rec.store.live.latest_snapshots("1h", windows=d.PERFORMANCE_WINDOWS)
     assert len(rows) == 6 and {r["time_window"] for r in rows} == set(d.PERFORMANCE_WINDOWS)
     stored = next(r for r in rows if r["version"] == "1.0.0" and r["rule"] == "range_bias" and r["time_window"] == "1h")
     assert stored["drifted"] is True and stored["hits"] == 6 and stored["modes"] == "live,paper"
@@ -231,4 +230,4 @@ def test_periodic_snapshots_thread(migrated_url: str) -> None:
         finally:
             ticker.stop()
         assert ticker.last_success is not None and ticker.last_error is None
-        assert len(PerformanceStore(rec.store).latest_snapshots()) == 3
+        assert len(rec.store.live.latest_snapshots(windows=d.PERFORMANCE_WINDOWS)) == 3

@@ -250,12 +250,12 @@ def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store
         assert rollups.rolled_up_ranges(conn, None, None) == [(MONTHS[0], MONTHS[1])]
     # The audit trail still counts the dropped month exactly (rollups) and says it is rolled up only.
     v0 = rvs[0]
-    audit = queries.executions(store.engine, v0.rule, v0.version, start=MONTHS[0], end=NOW)
+    audit = queries.executions(store, v0.rule, v0.version, start=MONTHS[0], end=NOW)
     assert audit.total == sum(1 for e in events if e.rule_version.id == v0.id)
     assert [(r.start, r.end) for r in audit.rolled_up_only] == [(MONTHS[0], MONTHS[1])]
-    listed = queries.executions(store.engine, v0.rule, v0.version, start=MONTHS[0], end=NOW, rows=1000).rows
+    listed = queries.executions(store, v0.rule, v0.version, start=MONTHS[0], end=NOW, rows=1000).rows
     assert len(listed) == sum(1 for e in events[20:] if e.rule_version.id == v0.id)  # raw rows that remain
-    report = chain.verify(store.engine)
+    report = chain.verify(store)
     assert report.ok and report.retention_events == 1
     assert report.head.table == chain.RETENTION_TABLE and report.head.row_hash == event.row_hash
     # Nothing else is due any more; a second run is a no-op.
@@ -280,7 +280,7 @@ def test_retention_refuses_when_rollups_do_not_cover_the_partition(pg_store: Sql
     with pytest.raises(retention.RetentionError, match=rf"rollups do not cover.*'{rv.id}': \(6, 5\)"):
         retention.apply(store.engine, policy, actor="ops", now=NOW)
     assert sum(_raw_counts(store).values()) == 16  # nothing dropped
-    assert chain.verify(store.engine).retention_events == 0
+    assert chain.verify(store).retention_events == 0
 
 
 def test_retention_is_refused_on_sqlite_with_a_clear_message(sqlite_url: str) -> None:

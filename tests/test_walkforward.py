@@ -35,7 +35,6 @@ from heurmetrics.metrics import definitions as d
 from heurmetrics.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
 from heurmetrics.store import migrations
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.overfitting import latest_overfitting
 from heurmetrics.store.schema import (
     BacktestFoldRow,
     BacktestOverfittingRow,
@@ -350,7 +349,7 @@ def test_grid_search_run_stores_its_overfitting_statistics(rec: Recorder, rv: Ru
         row = session.get(BacktestOverfittingRow, result.run_id)
     assert row is not None and row.n_trials == 4 and row.pbo == stats["pbo"]
     assert row.deflated_sharpe_ratio == pytest.approx(stats["deflated_sharpe_ratio"])
-    latest = latest_overfitting(rec.store.engine)
+    latest = rec.store.backtests.latest_overfitting()
     assert [(r["rule"], r["version"], r["run_id"]) for r in latest] == [("momentum", "1.0.0", result.run_id)]
     with pytest.raises(ValueError, match="pbo_blocks must be an even int"):
         rec.walk_forward(rv, data, run=momentum_run, splitter=SPLITTER, dataset="d", periods_per_year=A, pbo_blocks=5)

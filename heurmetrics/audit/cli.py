@@ -29,8 +29,9 @@ from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref
 from heurmetrics.cli_options import DatabaseUrl, json_errors, new_console, open_store
 from heurmetrics.cli_options import fail as _fail
 from heurmetrics.cli_options import settings_from as _settings
-from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.urls import redact_url
 
 audit_app = typer.Typer(
     name="audit",
@@ -62,11 +63,11 @@ def _num(value: float | None, pattern: str = "{:.4g}") -> str:
 
 
 @contextmanager
-def _engine(database_url: str | None) -> Iterator[Any]:
+def _opened(database_url: str | None) -> Iterator[SqlStore]:
     """Open the store (refusing a database not at head) and turn known errors into exit code 2."""
     store = open_store(database_url)
     try:
-        yield store.engine
+        yield store
     except (HeurmetricsError, ValueError) as exc:
         raise _fail(str(exc), EXIT_ERROR) from None
     finally:
@@ -130,8 +131,8 @@ def _events_table(title: str, events: list[LifecycleEvent], *, with_version: boo
 def rules_cmd(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
     """List every rule: number of versions, latest version, and what is active now per environment."""
     json_errors(as_json)
-    with _engine(database_url) as engine:
-        rules = queries.list_rules(engine)
+    with _opened(database_url) as store:
+        rules = queries.list_rules(store)
     if as_json:
         return _print_json(rules)
     table = _table("Rules", "rule", "versions", "latest", "active now", "first registered (UTC)")
@@ -149,8 +150,8 @@ def versions_cmd(
 ) -> None:
     """The versions of RULE in semantic-version order, with status, author, approver and lineage."""
     json_errors(as_json)
-    with _engine(database_url) as engine:
-        versions = queries.list_versions(engine, rule)
+    with _opened(database_url) as store:
+        versions = queries.list_versions(store, rule)
     if as_json:
         return _print_json(versions)
     table = _table(
@@ -180,8 +181,8 @@ def show_cmd(
     evidence (run ids with headline metrics) and execution counts."""
     json_errors(as_json)
     rule, version = _ref(ref)
-    with _engine(database_url) as engine:
-        detail = queries.show_version(engine, rule, version)
+    with _opened(database_url) as store:
+        detail = queries.show_version(store, rule, version)
     if as_json:
         return _print_json(detail)
     s = detail.summary
@@ -240,8 +241,8 @@ def diff_cmd(
     """What changed between two versions: params by key path and a unified diff of the source."""
     json_errors(as_json)
     a, b = _ref(old), _ref(new)
-    with _engine(database_url) as engine:
-        diff = queries.diff_versions(engine, a, b)
+    with _opened(database_url) as store:
+        diff = queries.diff_versions(store, a, b)
     if as_json:
         return _print_json(diff)
     console = _console()
@@ -278,8 +279,8 @@ def active_cmd(
     json_errors(as_json)
     when = _time(at, "--at")
     assert when is not None
-    with _engine(database_url) as engine:
-        active = queries.active_at(engine, when, env)
+    with _opened(database_url) as store:
+        active = queries.active_at(store, when, env)
     if as_json:
         return _print_json({"at": when, "env": env, "active": active})
     title = f"Active at {_t(when)}" + (f" in {env}" if env else "")
@@ -298,8 +299,8 @@ def history_cmd(
     """The lifecycle timeline: who proposed, approved, activated, retired or rolled back what, when, why."""
     json_errors(as_json)
     name, _, version = rule.partition("@")
-    with _engine(database_url) as engine:
-        events = queries.history(engine, name, version or None)
+    with _opened(database_url) as store:
+        events = queries.history(store, name, version or None)
     if as_json:
         return _print_json(events)
     _console().print(_events_table(f"History of {rule}", events))
@@ -321,8 +322,8 @@ def executions_cmd(
     json_errors(as_json)
     rule, version = _ref(ref)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
-    with _engine(database_url) as engine:
-        report = queries.executions(engine, rule, version, start=t0, end=t1, rows=rows)
+    with _opened(database_url) as store:
+        report = queries.executions(store, rule, version, start=t0, end=t1, rows=rows)
     if as_json:
         return _print_json(report)
     console = _console()
@@ -387,10 +388,10 @@ def export_cmd(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a directory (created if missing)", EXIT_ERROR)
     t0, t1 = _time(start, "--from"), _time(end, "--to")
-    with _engine(database_url) as engine:
+    with _opened(database_url) as store:
         try:
             result = export(
-                engine, out, fmt, start=t0, end=t1, source_url=redact_url(_settings(database_url).database_url)
+                store, out, fmt, start=t0, end=t1, source_url=redact_url(_settings(database_url).database_url)
             )
         except OSError as exc:
             raise _fail(f"writing {out}: {exc.strerror or exc}", EXIT_ERROR) from None
@@ -426,8 +427,8 @@ def verify_cmd(
     json_errors(as_json)
     if expect_head is not None and not _SHA256.fullmatch(expect_head):
         raise _fail(f"--expect-head {expect_head[:80]!r} is not a head hash (64 hex digits)", EXIT_ERROR)
-    with _engine(database_url) as engine:
-        report = chain.verify(engine, expect_head=expect_head)
+    with _opened(database_url) as store:
+        report = chain.verify(store, expect_head=expect_head)
     if as_json:
         _print_json(
             {
@@ -469,8 +470,8 @@ def verify_cmd(
 def head_cmd(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
     """Print the chain head (position, hash, time) to anchor outside the database."""
     json_errors(as_json)
-    with _engine(database_url) as engine:
-        head = chain.chain_head(engine)
+    with _opened(database_url) as store:
+        head = chain.chain_head(store)
     if as_json:
         return _print_json(
             {

@@ -5,7 +5,8 @@
                                           └───┘ activate(other version, env) ends it implicitly
 
 Every transition is an event appended to ``rule_version_events`` inside the chain lock
-(:func:`heurmetrics.audit.chain.chain_transaction`): the state it checks is the state it extends,
+(:meth:`heurmetrics.store.versions.SqlVersions.lifecycle`; this module holds the policy, the store
+the SQL): the state it checks is the state it extends,
 even with concurrent writers. Policy (:class:`Policy`), enforced here and nowhere else:
 
 - the approver must not be the author (``created_by``; compared case-insensitively);
@@ -24,20 +25,12 @@ written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
-
-from heurmetrics.audit import chain
 from heurmetrics.audit.errors import LifecycleError, PolicyViolation
 from heurmetrics.audit.model import (
     ACTIVATED,
     APPROVED,
-    PROPOSED,
     RETIRED,
     ROLLED_BACK,
     LifecycleEvent,
@@ -45,17 +38,18 @@ from heurmetrics.audit.model import (
     fold,
 )
 from heurmetrics.canonical import canonical_json
-from heurmetrics.canonical import content_hash as compute_content_hash
 from heurmetrics.domain import RuleVersion
-from heurmetrics.errors import InvalidEvent, UnknownRuleVersion, VersionConflict
-from heurmetrics.store.schema import BacktestRunRow, RuleRow, RuleVersionEventRow, RuleVersionRow
+from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
+from heurmetrics.store.versions import MAX_CODE_REF_LENGTH, LifecycleTx, VersionRef
 from heurmetrics.validation import check_label_value, check_non_blank
 
 if TYPE_CHECKING:
     from heurmetrics.store.sql_store import SqlStore
 
+__all__ = ["MAX_CODE_REF_LENGTH", "Policy", "activate", "approve", "propose", "register_version", "retire",
+           "rollback", "seed_demo_lifecycle"]
+
 MAX_ACTOR_LENGTH = 128
-MAX_CODE_REF_LENGTH = 256
 MAX_REASON_LENGTH = 10_000
 
 
@@ -87,71 +81,6 @@ def _same_person(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _version_row(conn: Connection, rule: str, version: str) -> Any:
-    return conn.execute(
-        select(RuleVersionRow.id, RuleVersionRow.content_hash, RuleVersionRow.created_by, RuleRow.id.label("rule_id"))
-        .join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
-        .where(RuleRow.name == rule, RuleVersionRow.version == version)
-    ).first()
-
-
-def load_events(
-    conn: Connection, *, rule: str | None = None, rule_version_id: int | None = None
-) -> list[LifecycleEvent]:
-    """Lifecycle events in chain order, optionally of one rule or one version."""
-    e = RuleVersionEventRow
-    query = (
-        select(e.__table__, RuleRow.name, RuleVersionRow.version)
-        .join(RuleVersionRow, RuleVersionRow.id == e.rule_version_id)
-        .join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
-        .order_by(e.chain_position)
-    )
-    if rule is not None:
-        query = query.where(RuleRow.name == rule)
-    if rule_version_id is not None:
-        query = query.where(e.rule_version_id == rule_version_id)
-    return [
-        LifecycleEvent(
-            id=r.id, position=r.chain_position, rule=r.name, version=r.version, rule_version_id=r.rule_version_id,
-            event=r.event, env=r.env, actor=r.actor, reason=r.reason, occurred_at=r.occurred_at, details=r.details,
-            prev_hash=r.prev_hash, row_hash=r.row_hash,
-        )
-        for r in conn.execute(query).all()
-    ]
-
-
-def _append_event(
-    conn: Connection,
-    *,
-    rule: str,
-    version: str,
-    rule_version_id: int,
-    event: str,
-    actor: str,
-    reason: str,
-    env: str | None = None,
-    details: dict[str, Any] | None = None,
-    now: datetime | None = None,
-) -> LifecycleEvent:
-    """Hash one event onto the chain head and insert it (caller holds the chain lock)."""
-    head = chain.read_head(conn)
-    at = chain.append_time(head, now)
-    position = head.position + 1
-    event_id = chain.next_id(conn, chain.EVENT_TABLE)
-    details = details or {}
-    record = chain.event_record(
-        position=position, id=event_id, rule_version_id=rule_version_id, rule=rule, version=version, event=event,
-        env=env, actor=actor, reason=reason, occurred_at=at, details=details,
-    )
-    row_hash = chain.link_hash(head.row_hash, record)
-    conn.execute(insert(RuleVersionEventRow).values(
-        id=event_id, rule_version_id=rule_version_id, event=event, env=env, actor=actor, reason=reason,
-        occurred_at=at, details=details, chain_position=position, prev_hash=head.row_hash, row_hash=row_hash,
-    ))
-    return LifecycleEvent(event_id, position, rule, version, rule_version_id, event, env, actor, reason, at, details,
-                          head.row_hash, row_hash)
-
-
 # --- registration (= proposal) -----------------------------------------------------------------
 def register_version(
     store: SqlStore,
@@ -167,95 +96,12 @@ def register_version(
 ) -> tuple[RuleVersion, bool]:
     """Register ``rule@version`` with its chain record and a ``proposed`` event; returns (version, created).
 
-    Identical content (same content hash) under an existing version is a no-op returning the stored
-    version (its author, summary, parent and code reference are kept). Different content raises
-    :class:`VersionConflict` and writes nothing. ``parent`` names the version this one derives from
-    (``"1.0.0"`` for the same rule, or ``"other_rule@1.0.0"``); it must exist. Params whose JSON the
-    database would store differently (e.g. ``1e+20`` becomes an integer in PostgreSQL ``jsonb``)
-    are refused with :class:`InvalidEvent`: the stored content must hash to ``content_hash``.
-    Serialised by the chain lock, so concurrent registrations from many processes are safe.
+    The store does it (:meth:`heurmetrics.store.versions.SqlVersions.register`): identical content
+    is a no-op, different content raises :class:`VersionConflict`, ``parent`` must exist.
     """
-    digest = compute_content_hash(params, source)
-    existing = store.find_rule_version(rule, version)
-    if existing is not None:  # the common case (every runner start): no lock needed
-        if existing.content_hash != digest:
-            raise VersionConflict(rule, version, existing.content_hash, digest)
-        return existing, False
-    if code_ref is not None and len(code_ref) > MAX_CODE_REF_LENGTH:
-        raise InvalidEvent("code_ref", f"is longer than {MAX_CODE_REF_LENGTH} characters")
-    with chain.chain_transaction(store.engine) as conn:
-        row = _version_row(conn, rule, version)
-        if row is not None:  # registered by someone else between our read and the lock
-            if row.content_hash != digest:
-                raise VersionConflict(rule, version, row.content_hash, digest)
-            created = False
-        else:
-            _insert_version(
-                conn, rule, version, params=params, source=source, digest=digest, created_by=created_by,
-                description=description, parent=parent, code_ref=code_ref,
-            )
-            created = True
-    rv = store.find_rule_version(rule, version)
-    assert rv is not None
-    return rv, created
-
-
-def _ensure_rule(conn: Connection, rule: str, now: datetime) -> int:
-    statement = pg_insert(RuleRow) if conn.dialect.name == "postgresql" else sqlite_insert(RuleRow)
-    conn.execute(statement.values(name=rule, created_at=now).on_conflict_do_nothing(index_elements=["name"]))
-    return int(conn.execute(select(RuleRow.id).where(RuleRow.name == rule)).scalar_one())
-
-
-def _resolve_parent(conn: Connection, rule: str, version: str, parent: str) -> int:
-    parent_rule, _, parent_version = parent.rpartition("@")
-    parent_rule = parent_rule or rule
-    if (parent_rule, parent_version) == (rule, version):
-        raise InvalidEvent("parent", f"{rule}@{version} cannot be its own parent")
-    row = _version_row(conn, parent_rule, parent_version)
-    if row is None:
-        raise UnknownRuleVersion(parent_rule, parent_version)  # the parent: 404 like any unknown version
-    return int(row.id)
-
-
-def _insert_version(
-    conn: Connection,
-    rule: str,
-    version: str,
-    *,
-    params: dict[str, Any],
-    source: str,
-    digest: str,
-    created_by: str,
-    description: str | None,
-    parent: str | None,
-    code_ref: str | None,
-) -> None:
-    head = chain.read_head(conn)
-    now = chain.append_time(head)
-    rule_id = _ensure_rule(conn, rule, now)
-    parent_id = None if parent is None else _resolve_parent(conn, rule, version, parent)
-    version_id = chain.next_id(conn, chain.VERSION_TABLE)
-    position = head.position + 1
-    record = chain.version_record(
-        position=position, id=version_id, rule_id=rule_id, rule=rule, version=version, content_hash=digest,
-        parent_id=parent_id, code_ref=code_ref, created_at=now, created_by=created_by, description=description,
-    )
-    row_hash = chain.link_hash(head.row_hash, record)
-    conn.execute(insert(RuleVersionRow).values(
-        id=version_id, rule_id=rule_id, version=version, content_hash=digest, params=params, source=source,
-        created_at=now, created_by=created_by, description=description, parent_id=parent_id, code_ref=code_ref,
-        chain_position=position, prev_hash=head.row_hash, row_hash=row_hash,
-    ))
-    stored = conn.execute(select(RuleVersionRow.params).where(RuleVersionRow.id == version_id)).scalar_one()
-    if compute_content_hash(stored, source) != digest:
-        raise InvalidEvent(
-            "params",
-            f"the database stores {canonical_json(stored)[:200]} for {canonical_json(params)[:200]}: the content "
-            "hash would not match what is stored. Write such numbers as integers or strings.",
-        )
-    _append_event(
-        conn, rule=rule, version=version, rule_version_id=version_id, event=PROPOSED, actor=created_by,
-        reason=description or "registered", details={"content_hash": digest}, now=now,
+    return store.versions.register(
+        rule, version, params=params, source=source, created_by=created_by, description=description,
+        parent=parent, code_ref=code_ref,
     )
 
 
@@ -294,11 +140,11 @@ def propose(
 
 
 # --- transitions -------------------------------------------------------------------------------
-def _locked_state(conn: Connection, rule: str, version: str) -> tuple[Any, RuleState]:
-    row = _version_row(conn, rule, version)
+def _locked_state(tx: LifecycleTx, rule: str, version: str) -> tuple[VersionRef, RuleState]:
+    row = tx.version(rule, version)
     if row is None:
         raise UnknownRuleVersion(rule, version)
-    state = fold(load_events(conn, rule=rule)).get(rule, RuleState())
+    state = fold(tx.events(rule=rule)).get(rule, RuleState())
     return row, state
 
 
@@ -319,8 +165,8 @@ def approve(store: SqlStore, rule: str, version: str, *, actor: str, reason: str
     """
     actor, reason = _check_actor(actor), _check_reason(reason)
     ref = f"{rule}@{version}"
-    with chain.chain_transaction(store.engine) as conn:
-        row, state = _locked_state(conn, rule, version)
+    with store.versions.lifecycle() as tx:
+        row, state = _locked_state(tx, rule, version)
         if _same_person(actor, row.created_by):
             raise PolicyViolation(
                 f"{actor} cannot approve {ref}: they are its author (created_by {row.created_by!r}); "
@@ -332,17 +178,8 @@ def approve(store: SqlStore, rule: str, version: str, *, actor: str, reason: str
             raise LifecycleError(
                 f"{ref} is already approved (by {previous[0].actor} at {previous[0].occurred_at.isoformat()})"
             )
-        return _append_event(conn, rule=rule, version=version, rule_version_id=row.id, event=APPROVED, actor=actor,
+        return tx.append_event(rule=rule, version=version, rule_version_id=row.id, event=APPROVED, actor=actor,
                              reason=reason)
-
-
-def _latest_completed_backtest(conn: Connection, version_id: int) -> Any:
-    return conn.execute(
-        select(BacktestRunRow.run_id, BacktestRunRow.finished_at)
-        .where(BacktestRunRow.rule_version_id == version_id, BacktestRunRow.status == "completed")
-        .order_by(BacktestRunRow.finished_at.desc())
-        .limit(1)
-    ).first()
 
 
 def activate(
@@ -365,8 +202,8 @@ def activate(
     actor, reason = _check_actor(actor), _check_reason(reason)
     check_label_value("env", env)
     ref = f"{rule}@{version}"
-    with chain.chain_transaction(store.engine) as conn:
-        row, state = _locked_state(conn, rule, version)
+    with store.versions.lifecycle() as tx:
+        row, state = _locked_state(tx, rule, version)
         _refuse_retired(state, row.id, ref, "activate")
         current = state.active.get(env)
         if current is not None and current.rule_version_id == row.id:
@@ -383,15 +220,15 @@ def activate(
             "policy": policy.as_dict(),
         }
         if policy.require_backtest:
-            run = _latest_completed_backtest(conn, row.id)
-            if run is None:
+            run_id = tx.latest_completed_backtest(row.id)
+            if run_id is None:
                 raise PolicyViolation(
                     f"cannot activate {ref} in {env}: no completed backtest run of this exact version "
                     f"(content hash {row.content_hash[:12]}…) is on record; record one first "
                     "(Recorder.record_backtest or POST /v1/backtests)"
                 )
-            details["backtest_run_id"] = str(run.run_id)
-        return _append_event(conn, rule=rule, version=version, rule_version_id=row.id, event=ACTIVATED, env=env,
+            details["backtest_run_id"] = str(run_id)
+        return tx.append_event(rule=rule, version=version, rule_version_id=row.id, event=ACTIVATED, env=env,
                              actor=actor, reason=reason, details=details)
 
 
@@ -399,10 +236,10 @@ def retire(store: SqlStore, rule: str, version: str, *, actor: str, reason: str)
     """Retire ``rule@version`` for good: it ends in every environment and can never be activated again."""
     actor, reason = _check_actor(actor), _check_reason(reason)
     ref = f"{rule}@{version}"
-    with chain.chain_transaction(store.engine) as conn:
-        row, state = _locked_state(conn, rule, version)
+    with store.versions.lifecycle() as tx:
+        row, state = _locked_state(tx, rule, version)
         _refuse_retired(state, row.id, ref, "retire")
-        return _append_event(conn, rule=rule, version=version, rule_version_id=row.id, event=RETIRED, actor=actor,
+        return tx.append_event(rule=rule, version=version, rule_version_id=row.id, event=RETIRED, actor=actor,
                              reason=reason, details={"ended_in": state.active_envs(row.id)})
 
 
@@ -419,8 +256,8 @@ def rollback(
     actor, reason = _check_actor(actor), _check_reason(reason)
     check_label_value("env", env)
     ref = f"{rule}@{version}"
-    with chain.chain_transaction(store.engine) as conn:
-        row, state = _locked_state(conn, rule, version)
+    with store.versions.lifecycle() as tx:
+        row, state = _locked_state(tx, rule, version)
         current = state.active.get(env)
         if current is None or current.rule_version_id != row.id:
             active = "nothing" if current is None else current.ref
@@ -428,16 +265,16 @@ def rollback(
         restore = current.details.get("replaces")
         restored_id = None
         if restore is not None:
-            restored = _version_row(conn, rule, restore)
-            restored_id = None if restored is None or restored.id in state.retired else int(restored.id)
-        events = [_append_event(
-            conn, rule=rule, version=version, rule_version_id=row.id, event=ROLLED_BACK, env=env, actor=actor,
+            restored = tx.version(rule, restore)
+            restored_id = None if restored is None or restored.id in state.retired else restored.id
+        events = [tx.append_event(
+            rule=rule, version=version, rule_version_id=row.id, event=ROLLED_BACK, env=env, actor=actor,
             reason=reason, details={"restored": restore if restored_id is not None else None},
         )]
         if restored_id is not None:
             assert restore is not None
-            events.append(_append_event(
-                conn, rule=rule, version=restore, rule_version_id=restored_id, event=ACTIVATED, env=env, actor=actor,
+            events.append(tx.append_event(
+                rule=rule, version=restore, rule_version_id=restored_id, event=ACTIVATED, env=env, actor=actor,
                 reason=f"rollback of {ref}: {reason}",
                 details={"rollback_of": version, "replaces": version, "restored_by_rollback": True},
                 now=events[0].occurred_at,  # the same instant: no gap in which nothing was active

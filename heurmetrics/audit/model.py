@@ -16,57 +16,15 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-#: Lifecycle event types, in the order a version normally goes through them.
-PROPOSED, APPROVED, ACTIVATED, RETIRED, ROLLED_BACK = "proposed", "approved", "activated", "retired", "rolled_back"
-# The statuses a version can have are heurmetrics.metrics.definitions.RULE_VERSION_STATUSES.
-
-
-@dataclass(frozen=True, slots=True)
-class LifecycleEvent:
-    """One row of ``rule_version_events``."""
-
-    id: int
-    position: int
-    rule: str
-    version: str
-    rule_version_id: int
-    event: str
-    env: str | None
-    actor: str
-    reason: str
-    occurred_at: datetime
-    details: dict[str, Any]
-    prev_hash: str
-    row_hash: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.rule}@{self.version}"
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
-    """Everything stored about one rule version (the audit view of ``rule_versions``)."""
-
-    id: int
-    rule: str
-    version: str
-    content_hash: str
-    params: dict[str, Any]
-    source: str
-    created_at: datetime
-    created_by: str
-    description: str | None
-    parent_id: int | None
-    parent: str | None
-    code_ref: str | None
-    position: int
-    prev_hash: str
-    row_hash: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.rule}@{self.version}"
+from heurmetrics.domain import (  # noqa: F401  (re-exported: the audit vocabulary)
+    ACTIVATED,
+    APPROVED,
+    PROPOSED,
+    RETIRED,
+    ROLLED_BACK,
+    LifecycleEvent,
+    VersionRecord,
+)
 
 
 @dataclass(slots=True)

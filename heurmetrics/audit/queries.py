@@ -1,6 +1,7 @@
 """Audit reads: versions, lifecycle, point-in-time answers, diffs and what each version produced.
 
-Every function takes an engine of a database at head and returns plain dataclasses (turn them into
+Every function takes the store (:class:`heurmetrics.store.sql_store.SqlStore`, read through its
+``audit`` reader) and returns plain dataclasses (turn them into
 JSON with :func:`heurmetrics.audit.model.jsonable`). The lifecycle state is always derived from
 ``rule_version_events`` by :func:`heurmetrics.audit.model.fold`, never stored separately.
 
@@ -18,14 +19,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import Engine, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import aliased
+from typing import TYPE_CHECKING, Any
 
 from heurmetrics.audit.errors import AuditError
-from heurmetrics.audit.lifecycle import load_events
 from heurmetrics.audit.model import (
     Interval,
     LifecycleEvent,
@@ -34,9 +30,14 @@ from heurmetrics.audit.model import (
     fold,
     version_sort_key,
 )
+from heurmetrics.domain import BacktestEvidence
 from heurmetrics.errors import UnknownRule, UnknownRuleVersion
-from heurmetrics.store import rollups
-from heurmetrics.store.schema import BacktestRunRow, ExecutionRow, RuleRow, RuleVersionRow
+
+if TYPE_CHECKING:
+    from heurmetrics.store.audit_reads import AuditReader
+    from heurmetrics.store.sql_store import SqlStore
+
+__all__ = ["BacktestEvidence"]  # re-exported: it moved to heurmetrics.domain (the store builds it)
 
 #: The environment whose activations authorise executions in mode ``live``.
 LIVE_ENV = "live"
@@ -75,22 +76,6 @@ class VersionSummary:
     active_envs: list[str]
     approved_by: list[str]
     position: int
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestEvidence:
-    run_id: uuid.UUID
-    status: str
-    kind: str
-    dataset: str
-    dataset_hash: str | None
-    period_start: datetime | None
-    period_end: datetime | None
-    finished_at: datetime
-    sharpe: float | None
-    max_drawdown: float | None
-    total_return: float | None
-    cagr: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,37 +171,13 @@ class ExecutionReport:
 
 
 # --- loading -----------------------------------------------------------------------------------
-def load_versions(conn: Connection, rule: str | None = None) -> list[VersionRecord]:
+def load_versions(reader: AuditReader, rule: str | None = None) -> list[VersionRecord]:
     """Every version (of ``rule``), in registration order."""
-    parent = aliased(RuleVersionRow)
-    parent_rule = aliased(RuleRow)
-    v = RuleVersionRow
-    query = (
-        select(v.__table__, RuleRow.name, parent.version.label("parent_version"), parent_rule.name.label("parent_rule"))
-        .join(RuleRow, RuleRow.id == v.rule_id)
-        .outerjoin(parent, parent.id == v.parent_id)
-        .outerjoin(parent_rule, parent_rule.id == parent.rule_id)
-        .order_by(v.id)
-    )
-    if rule is not None:
-        query = query.where(RuleRow.name == rule)
-    out = []
-    for r in conn.execute(query).all():
-        row = r
-        parent_ref = None
-        if r.parent_version is not None:
-            parent_ref = r.parent_version if r.parent_rule == r.name else f"{r.parent_rule}@{r.parent_version}"
-        out.append(VersionRecord(
-            id=row.id, rule=r.name, version=row.version, content_hash=row.content_hash, params=row.params,
-            source=row.source, created_at=row.created_at, created_by=row.created_by, description=row.description,
-            parent_id=row.parent_id, parent=parent_ref, code_ref=row.code_ref, position=row.chain_position,
-            prev_hash=row.prev_hash, row_hash=row.row_hash,
-        ))
-    return out
+    return reader.versions(rule)
 
 
-def _find(conn: Connection, rule: str, version: str) -> VersionRecord:
-    for v in load_versions(conn, rule):
+def _find(r: AuditReader, rule: str, version: str) -> VersionRecord:
+    for v in r.versions(rule):
         if v.version == version:
             return v
     raise UnknownRuleVersion(rule, version)
@@ -236,12 +197,12 @@ def _sorted(versions: list[VersionRecord]) -> list[VersionRecord]:
 
 
 # --- rules and versions ------------------------------------------------------------------------
-def list_rules(engine: Engine) -> list[RuleSummary]:
+def list_rules(store: SqlStore) -> list[RuleSummary]:
     """Every rule with its number of versions, its latest version and what is active now, per env."""
-    with engine.connect() as conn:
-        rules = conn.execute(select(RuleRow.name, RuleRow.created_at).order_by(RuleRow.name)).all()
-        versions = load_versions(conn)
-        states = fold(load_events(conn))
+    with store.audit.reader() as r:
+        rules = r.rules()
+        versions = r.versions()
+        states = fold(r.events())
     out = []
     for name, created_at in rules:
         mine = _sorted([v for v in versions if v.rule == name])
@@ -253,21 +214,21 @@ def list_rules(engine: Engine) -> list[RuleSummary]:
     return out
 
 
-def list_versions(engine: Engine, rule: str) -> list[VersionSummary]:
+def list_versions(store: SqlStore, rule: str) -> list[VersionSummary]:
     """The versions of ``rule``, semantically ordered (non-semantic version strings last)."""
-    with engine.connect() as conn:
-        versions = load_versions(conn, rule)
+    with store.audit.reader() as r:
+        versions = r.versions(rule)
         if not versions:
             raise UnknownRule(rule)
-        state = fold(load_events(conn, rule=rule)).get(rule, RuleState())
+        state = fold(r.events(rule=rule)).get(rule, RuleState())
     return [_summary(v, state) for v in _sorted(versions)]
 
 
-def version_statuses(engine: Engine) -> dict[int, tuple[str, list[str]]]:
+def version_statuses(store: SqlStore) -> dict[int, tuple[str, list[str]]]:
     """rule_version id → (status, envs it is active in); for the metrics collector."""
-    with engine.connect() as conn:
-        versions = conn.execute(select(RuleVersionRow.id, RuleRow.name).join(RuleRow)).all()
-        states = fold(load_events(conn))
+    with store.audit.reader() as r:
+        versions = [(vid, rule) for vid, rule, _version in r.version_keys()]
+        states = fold(r.events())
     out = {}
     for vid, rule in versions:
         state = states.get(rule, RuleState())
@@ -275,31 +236,20 @@ def version_statuses(engine: Engine) -> dict[int, tuple[str, list[str]]]:
     return out
 
 
-def show_version(engine: Engine, rule: str, version: str) -> VersionDetail:
+def show_version(store: SqlStore, rule: str, version: str) -> VersionDetail:
     """Everything about one version: content, author, approvals, lifecycle, backtests, executions."""
-    with engine.connect() as conn:
-        v = _find(conn, rule, version)
-        rule_events = load_events(conn, rule=rule)
+    with store.audit.reader() as r:
+        v = _find(r, rule, version)
+        rule_events = r.events(rule=rule)
         state = fold(rule_events).get(rule, RuleState())
-        runs = conn.execute(
-            select(BacktestRunRow.__table__)
-            .where(BacktestRunRow.rule_version_id == v.id)
-            .order_by(BacktestRunRow.finished_at)
-        ).all()
-        counts = _execution_counts(conn, v.id, None, None)
-        flagged, _live = _flagged_live(conn, v.id, state.intervals.get((v.id, LIVE_ENV), []), None, None)
-        children = [c.version for c in load_versions(conn, rule) if c.parent_id == v.id]
+        backtests = r.backtests(v.id)
+        counts = _execution_counts(r, v.id, None, None)
+        flagged, _live = _flagged_live(r, v.id, state.intervals.get((v.id, LIVE_ENV), []), None, None)
+        children = [c.version for c in r.versions(rule) if c.parent_id == v.id]
     return VersionDetail(
         summary=_summary(v, state), params=v.params, source=v.source, prev_hash=v.prev_hash, row_hash=v.row_hash,
         events=[e for e in rule_events if e.rule_version_id == v.id],
-        backtests=[
-            BacktestEvidence(
-                run_id=r.run_id, status=r.status, kind=r.kind, dataset=r.dataset, dataset_hash=r.dataset_hash,
-                period_start=r.period_start, period_end=r.period_end, finished_at=r.finished_at, sharpe=r.sharpe,
-                max_drawdown=r.max_drawdown, total_return=r.total_return, cagr=r.cagr,
-            )
-            for r in runs
-        ],
+        backtests=backtests,
         executions=counts, executions_total=sum(c.count for c in counts), flagged_live_executions=flagged,
         children=children,
     )
@@ -323,12 +273,12 @@ def _param_changes(old: Any, new: Any, path: str = "") -> list[ParamChange]:
     return [ParamChange(path or "(params)", "changed", old, new)]
 
 
-def diff_versions(engine: Engine, old: tuple[str, str], new: tuple[str, str]) -> VersionDiff:
+def diff_versions(store: SqlStore, old: tuple[str, str], new: tuple[str, str]) -> VersionDiff:
     """What changed from ``old`` to ``new`` (each ``(rule, version)``): params by key path, source as a
     unified diff. Versions of different rules may be compared too."""
-    with engine.connect() as conn:
-        a = _find(conn, *old)
-        b = _find(conn, *new)
+    with store.audit.reader() as r:
+        a = _find(r, *old)
+        b = _find(r, *new)
     source_diff = "".join(difflib.unified_diff(
         a.source.splitlines(keepends=True), b.source.splitlines(keepends=True), fromfile=a.ref, tofile=b.ref,
     ))
@@ -341,7 +291,7 @@ def diff_versions(engine: Engine, old: tuple[str, str], new: tuple[str, str]) ->
 
 
 # --- point in time -----------------------------------------------------------------------------
-def active_at(engine: Engine, at: datetime, env: str | None = None) -> list[ActiveVersion]:
+def active_at(store: SqlStore, at: datetime, env: str | None = None) -> list[ActiveVersion]:
     """Which version of each rule was active at ``at`` (per environment, or only in ``env``).
 
     Derived by replaying every lifecycle event with ``occurred_at <= at``: a version activated at
@@ -349,8 +299,8 @@ def active_at(engine: Engine, at: datetime, env: str | None = None) -> list[Acti
     """
     if at.tzinfo is None:
         raise AuditError(f"point in time {at.isoformat()} has no time zone: give one (e.g. 2026-01-01T12:00:00Z)")
-    with engine.connect() as conn:
-        states = fold(load_events(conn), until=at)
+    with store.audit.reader() as r:
+        states = fold(r.events(), until=at)
     out = []
     for rule, state in sorted(states.items()):
         for e, ev in sorted(state.active.items()):
@@ -359,31 +309,22 @@ def active_at(engine: Engine, at: datetime, env: str | None = None) -> list[Acti
     return out
 
 
-def history(engine: Engine, rule: str, version: str | None = None) -> list[LifecycleEvent]:
+def history(store: SqlStore, rule: str, version: str | None = None) -> list[LifecycleEvent]:
     """The lifecycle timeline of ``rule`` (or of one version), in chain order."""
-    with engine.connect() as conn:
-        if not load_versions(conn, rule):
+    with store.audit.reader() as r:
+        if not r.versions(rule):
             raise UnknownRule(rule)
-        vid = None if version is None else _find(conn, rule, version).id
-        return load_events(conn, rule=rule, rule_version_id=vid)
+        vid = None if version is None else _find(r, rule, version).id
+        return r.events(rule=rule, rule_version_id=vid)
 
 
 # --- executions --------------------------------------------------------------------------------
-def _window(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
-    conditions = []
-    if start is not None:
-        conditions.append(column >= start)
-    if end is not None:
-        conditions.append(column < end)
-    return conditions
-
-
 def _execution_counts(
-    conn: Connection, version_id: int, start: datetime | None, end: datetime | None
+    r: AuditReader, version_id: int, start: datetime | None, end: datetime | None
 ) -> list[ExecutionCount]:
     """Counts by mode, status and outcome: rollups for whole minutes, raw rows for the edges."""
     agg: Counter[tuple[str, str, str | None]] = Counter()
-    for (_vid, m, s, o), n in rollups.count_executions(conn, version_id, start, end).items():
+    for (_vid, m, s, o), n in r.count_executions(version_id, start, end).items():
         agg[(m, s, o)] += n
     return [ExecutionCount(m, s, o, n) for (m, s, o), n in sorted(agg.items(), key=lambda kv: _count_order(kv[0]))]
 
@@ -399,49 +340,47 @@ def _clip(i: Interval, start: datetime | None, end: datetime | None) -> tuple[da
     return None if hi is not None and lo >= hi else (lo, hi)
 
 
-def _live_inside(conn: Connection, version_id: int, intervals: list[Interval], start: datetime | None,
+def _live_inside(r: AuditReader, version_id: int, intervals: list[Interval], start: datetime | None,
                  end: datetime | None) -> int:
     """Live executions of a version inside its activation intervals (which never overlap)."""
     inside = 0
     for i in intervals:
         clipped = _clip(i, start, end)
         if clipped is not None:
-            inside += sum(rollups.count_executions(conn, version_id, *clipped, mode="live").values())
+            inside += sum(r.count_executions(version_id, *clipped, mode="live").values())
     return inside
 
 
 def _flagged_live(
-    conn: Connection, version_id: int, intervals: list[Interval], start: datetime | None, end: datetime | None
+    r: AuditReader, version_id: int, intervals: list[Interval], start: datetime | None, end: datetime | None
 ) -> tuple[int, int]:
     """(flagged, total) live executions of a version in ``[start, end)``."""
-    total = sum(rollups.count_executions(conn, version_id, start, end, mode="live").values())
-    return total - _live_inside(conn, version_id, intervals, start, end), total
+    total = sum(r.count_executions(version_id, start, end, mode="live").values())
+    return total - _live_inside(r, version_id, intervals, start, end), total
 
 
-def flagged_live_counts(engine: Engine) -> dict[tuple[str, str], int]:
+def flagged_live_counts(store: SqlStore) -> dict[tuple[str, str], int]:
     """(rule, version) → number of its flagged live executions, for every version with live executions.
 
     Read from ``execution_rollups`` (raw rows only for the minutes an activation starts or ends in),
     so it stays cheap at any volume and exact after retention.
     """
-    with engine.connect() as conn:
-        versions = {int(vid): (rule, version) for vid, rule, version in conn.execute(
-            select(RuleVersionRow.id, RuleRow.name, RuleVersionRow.version).join(RuleRow)
-        )}
-        states = fold(load_events(conn))
+    with store.audit.reader() as r:
+        versions = {vid: (rule, version) for vid, rule, version in r.version_keys()}
+        states = fold(r.events())
         totals: Counter[int] = Counter()
-        for (vid, _m, _s, _o), n in rollups.count_executions(conn, None, None, None, mode="live").items():
+        for (vid, _m, _s, _o), n in r.count_executions(None, None, None, mode="live").items():
             totals[vid] += n
         out = {}
         for vid, total in totals.items():
             rule = versions[vid][0]
             intervals = states.get(rule, RuleState()).intervals.get((vid, LIVE_ENV), [])
-            out[versions[vid]] = total - _live_inside(conn, vid, intervals, None, None)
+            out[versions[vid]] = total - _live_inside(r, vid, intervals, None, None)
     return out
 
 
 def executions(
-    engine: Engine,
+    store: SqlStore,
     rule: str,
     version: str,
     *,
@@ -457,23 +396,19 @@ def executions(
             raise AuditError(f"--{name} {value.isoformat()} has no time zone: give one (e.g. 2026-01-01T00:00:00Z)")
     if rows > MAX_ROWS:
         raise AuditError(f"at most {MAX_ROWS} rows per request (asked for {rows}); use `audit export` for more")
-    with engine.connect() as conn:
-        v = _find(conn, rule, version)
-        state = fold(load_events(conn, rule=rule)).get(rule, RuleState())
+    with store.audit.reader() as r:
+        v = _find(r, rule, version)
+        state = fold(r.events(rule=rule)).get(rule, RuleState())
         intervals = state.intervals.get((v.id, LIVE_ENV), [])
-        counts = _execution_counts(conn, v.id, start, end)
-        flagged, live = _flagged_live(conn, v.id, intervals, start, end)
-        rolled_up_only = [RolledUpRange(a, b) for a, b in rollups.rolled_up_ranges(conn, start, end)]
+        counts = _execution_counts(r, v.id, start, end)
+        flagged, live = _flagged_live(r, v.id, intervals, start, end)
+        rolled_up_only = [RolledUpRange(a, b) for a, b in r.rolled_up_ranges(start, end)]
         items: list[ExecutionItem] = []
         if rows > 0:
-            e = ExecutionRow
-            for r in conn.execute(
-                select(e.__table__).where(e.rule_version_id == v.id, *_window(e.started_at, start, end))
-                .order_by(e.started_at, e.event_id).limit(rows)
-            ).all():
-                live_flag = r.mode == "live" and not any(i.covers(r.started_at) for i in intervals)
+            for x in r.executions(v.id, start, end, rows):
+                live_flag = x.mode == "live" and not any(i.covers(x.started_at) for i in intervals)
                 items.append(ExecutionItem(
-                    r.event_id, r.started_at, r.mode, r.status, r.outcome, r.signal, r.confidence, r.duration_seconds,
+                    x.event_id, x.started_at, x.mode, x.status, x.outcome, x.signal, x.confidence, x.duration_seconds,
                     live_flag,
                 ))
     periods = [

@@ -27,8 +27,8 @@ from rich.table import Table
 
 from heurmetrics.cli_options import DatabaseUrl, checked_database_url, console, err_console, open_store
 from heurmetrics.cli_options import fail as _fail
-from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.store.urls import redact_url
 
 backtest_app = typer.Typer(
     help="Backtests: walk-forward runs of rules defined in Python modules.", no_args_is_help=True

@@ -33,7 +33,6 @@ from heurmetrics.backtest.walkforward import FoldContext, WalkForwardResult, def
 from heurmetrics.demo.rules import DEMO_RULES, DataGap
 from heurmetrics.live.resolution import METHOD_PRICES, Resolution, resolve_against_prices, signal_direction
 from heurmetrics.live.snapshot import PerformanceSnapshot, take_snapshot
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.sdk.recorder import Recorder
 
 #: How much of the backtest segment (its end) the walk-forward covers, and its windows.
@@ -132,7 +131,7 @@ def run_drift_demo(
 
 def _resolve_live(rec: Recorder, frame: pd.DataFrame, live_events: Mapping[str, Mapping[int, uuid.UUID]]) -> int:
     """Resolve each live execution at ``HORIZON`` against the bar it evaluated (not its wall-clock time)."""
-    pstore = PerformanceStore(rec.store)
+    pstore = rec.store.live
     items: list[Resolution] = []
     now = datetime.now(UTC)
     for events in live_events.values():

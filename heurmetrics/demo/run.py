@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from heurmetrics.config import redact_url
 from heurmetrics.demo.data import dataset_hash, synthetic_ohlc
 from heurmetrics.demo.rules import DEMO_RULES, DataGap, DemoRule
 from heurmetrics.domain import BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 from heurmetrics.sdk.recorder import Recorder
+from heurmetrics.store.urls import redact_url
 
 DEMO_DATABASE = "heurmetrics-demo.db"
 PERIODS_PER_YEAR = 365 * 24  # hourly crypto bars trade around the clock
@@ -109,7 +109,7 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
                 config={"fee_per_turn": FEE_PER_TURN, "bars": f"{rule.lookback}..{split}", "seed": seed},
             )
         seed_demo_lifecycle(rec.store)
-        statuses = version_statuses(rec.store.engine)
+        statuses = version_statuses(rec.store)
         for rule, rv in versions:
             status, envs = statuses[rv.id]
             if status == "retired":
@@ -220,13 +220,7 @@ def _equity(close: pd.Series, positions: np.ndarray, start: int, end: int) -> pd
 
 
 def _summary(rec: Recorder, runs: dict[str, BacktestRun]) -> Table:
-    query = (
-        "SELECT r.name AS rule, v.version AS version, s.name AS status, e.duration_seconds AS duration "
-        "FROM heuristic_executions e JOIN rule_versions v ON v.id = e.rule_version_id "
-        "JOIN rules r ON r.id = v.rule_id JOIN execution_statuses s ON s.code = e.status"
-    )
-    with rec.store.engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
+    frame = pd.DataFrame(rec.store.executions.outcomes(), columns=["rule", "version", "status", "duration"])
     table = Table(title="Rule versions (executions from the store, backtest of the first 80 % of bars)")
     for column in (
         "rule version",

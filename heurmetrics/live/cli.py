@@ -12,7 +12,6 @@ from rich.table import Table
 
 from heurmetrics.cli_options import DatabaseUrl, console, open_store
 from heurmetrics.cli_options import fail as _fail
-from heurmetrics.config import redact_url
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 
@@ -35,7 +34,7 @@ def snapshot(
     from heurmetrics.live.snapshot import take_snapshot
 
     store = open_store(database_url)
-    url = str(store.engine.url)
+    url = store.url  # password masked
     try:
         snapshots = take_snapshot(store, horizon=horizon, alpha=alpha, windows=tuple(window or d.PERFORMANCE_WINDOWS))
     except (HeurmetricsError, ValueError) as exc:
@@ -43,17 +42,15 @@ def snapshot(
     finally:
         store.close()
     console.print(snapshot_table([asdict(s) for s in snapshots], f"Performance snapshot (horizon {horizon})"))
-    console.print(f"Appended {len(snapshots)} rows to rule_version_performance in {redact_url(url)}.")
+    console.print(f"Appended {len(snapshots)} rows to rule_version_performance in {url}.")
 
 
 @live_app.command("show")
 def show(horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON, database_url: DatabaseUrl = None) -> None:
     """Print the latest snapshot of every rule version and window."""
-    from heurmetrics.live.store import PerformanceStore
-
     store = open_store(database_url)
     try:
-        rows = PerformanceStore(store).latest_snapshots(horizon)
+        rows = store.live.latest_snapshots(horizon, windows=d.PERFORMANCE_WINDOWS)
     finally:
         store.close()
     if not rows:
@@ -73,7 +70,7 @@ def resolve(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Resolve stored, unresolved directional signals against a price series (append-only)."""
-    from heurmetrics.live.store import resolve_pending
+    from heurmetrics.live.resolution import resolve_pending
 
     store = open_store(database_url)  # before any work: a bad database is the first thing to say
     try:

@@ -30,15 +30,20 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from heurmetrics.domain import NON_DIRECTIONAL_OUTCOMES
 from heurmetrics.errors import InvalidEvent
 from heurmetrics.metrics import definitions as d
+from heurmetrics.store.live import LIVE_MODES, ResolutionResult
 from heurmetrics.validation import check_finite
+
+if TYPE_CHECKING:
+    from heurmetrics.store.sql_store import SqlStore
 
 #: Horizon label → seconds, for the bounded set in :data:`heurmetrics.metrics.definitions.RESOLUTION_HORIZONS`.
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
@@ -53,8 +58,6 @@ def duration_seconds(label: str) -> int:
 
 
 HORIZON_SECONDS: dict[str, int] = {h: duration_seconds(h) for h in d.RESOLUTION_HORIZONS}
-#: Outcomes that carry no direction.
-NON_DIRECTIONAL_OUTCOMES = frozenset({"neutral", "no_signal"})
 METHOD_REPORTED = "reported"
 METHOD_PRICES = "prices"
 
@@ -258,3 +261,60 @@ def _clean_close(close: pd.Series) -> pd.Series:
     values = values[np.isfinite(values.to_numpy())]
     values.index = _utc_index(pd.DatetimeIndex(values.index))
     return values
+
+
+def resolve_pending(
+    store: SqlStore,
+    close: pd.Series,
+    *,
+    horizons: Sequence[str] = ("1h",),
+    modes: Sequence[str] = LIVE_MODES,
+    rule_version_ids: Sequence[int] | None = None,
+) -> ResolutionResult:
+    """Resolve every stored, unresolved directional signal that ``close`` covers, per horizon.
+
+    A signal at time ``t`` is covered when ``close`` has a price at or before ``t`` and reaches
+    ``t + horizon`` (see :func:`~heurmetrics.live.resolution.resolve_against_prices`);
+    uncovered ones stay pending for a later call. ``close`` should be the instrument the rules
+    trade (one series per call: filter with ``rule_version_ids`` when rules trade different ones).
+    """
+    prices = close.dropna()
+    if prices.empty:
+        return ResolutionResult(0, 0)
+    index = pd.DatetimeIndex(prices.index)
+    first = (index[0].tz_localize("UTC") if index.tz is None else index[0].tz_convert("UTC")).to_pydatetime()
+    last = (index[-1].tz_localize("UTC") if index.tz is None else index[-1].tz_convert("UTC")).to_pydatetime()
+    pstore = store.live
+    accepted = duplicates = 0
+    now = datetime.now(UTC)
+    for horizon in horizons:
+        seconds = horizon_seconds(horizon)
+        pending = pstore.pending_signals(
+            horizon,
+            since=first,
+            until=last - timedelta(seconds=seconds),
+            modes=modes,
+            rule_version_ids=rule_version_ids,
+        )
+        if not pending:
+            continue
+        directions = np.array([signal_direction(p.outcome, p.signal) for p in pending], dtype=np.float64)
+        resolved = resolve_against_prices([p.started_at for p in pending], directions, close, horizon)
+        items = [
+            Resolution(
+                event_id=p.event_id,
+                horizon=horizon,
+                realized_return=float(resolved.realized_return[i]),
+                correct=bool(resolved.correct[i]),
+                resolved_at=now,
+                method=METHOD_PRICES,
+                price_at_signal=float(resolved.price_at_signal[i]),
+                price_at_horizon=float(resolved.price_at_horizon[i]),
+            )
+            for i, p in enumerate(pending)
+            if resolved.resolvable[i] and math.isfinite(resolved.realized_return[i])
+        ]
+        result = pstore.insert_resolutions(items)
+        accepted += result.accepted
+        duplicates += result.duplicates
+    return ResolutionResult(accepted, duplicates)

@@ -39,9 +39,9 @@ from typing import Any
 from heurmetrics.domain import RuleVersion
 from heurmetrics.live.resolution import duration_seconds, horizon_seconds
 from heurmetrics.live.stats import wilson_interval
-from heurmetrics.live.store import LIVE_MODES, PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.stats import MIN_BACKTEST_SIGNALS, MIN_LIVE_SIGNALS, benjamini_hochberg, hit_ratio_drift_test
+from heurmetrics.store.live import LIVE_MODES, SqlLiveStore
 from heurmetrics.store.sql_store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def expectation_of(config: dict[str, Any], run_id: uuid.UUID, horizon: str) -> E
 
 
 def compute_snapshot(
-    pstore: PerformanceStore,
+    pstore: SqlLiveStore,
     rv: RuleVersion,
     window: str,
     *,
@@ -231,9 +231,10 @@ def take_snapshot(
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    pstore = PerformanceStore(store)
+    pstore = store.live
     versions = list(rule_versions) if rule_versions is not None else store.list_rule_versions()
-    previous = {(row["rule_version_id"], row["time_window"]): row for row in pstore.latest_snapshots(horizon)}
+    stored = pstore.latest_snapshots(horizon, windows=d.PERFORMANCE_WINDOWS)
+    previous = {(row["rule_version_id"], row["time_window"]): row for row in stored}
     longest = max(windows, key=lambda w: WINDOW_LENGTHS[w])
     snapshots: list[PerformanceSnapshot] = []
     for rv in versions:

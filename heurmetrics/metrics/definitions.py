@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from heurmetrics.buckets import EXECUTION_DURATION_BUCKETS
+
 MetricKind = Literal["counter", "gauge", "histogram", "info"]
 
 # --- label names -------------------------------------------------------------------------------
@@ -51,28 +53,8 @@ LABEL_VALUE_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,63}$"
 LABEL_VALUE_MAX_LENGTH: Final = 64
 
 # --- buckets -----------------------------------------------------------------------------------
-#: Rule latency: 100 us to 10 s. Rules run in milliseconds (the app budget was 300 ms for a chart
-#: analysis), so the default web buckets (5 ms..10 s) would put every fast rule in one bucket.
-#: 0.3 is a boundary on purpose: the latency budget must be a bucket edge for an exact SLO ratio.
-EXECUTION_DURATION_BUCKETS: Final = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+#: Rule latency (``EXECUTION_DURATION_BUCKETS``) lives in :mod:`heurmetrics.buckets`, imported
+#: above: the store derives its rollup columns from it without importing this layer.
 #: No bucket boundaries: the confidence histogram exports sum and count (``+Inf`` only); its
 #: distribution is a SQL panel. 11 buckets x 3 modes were 42 series lines per rule version.
 CONFIDENCE_BUCKETS: Final[tuple[float, ...]] = ()

@@ -60,16 +60,14 @@ class PerformanceCollector(Collector):
             self._fetched_at = float("-inf")
 
     def _refresh(self) -> tuple[list[RuleVersion], dict[tuple[int, str], dict[str, Any]]]:
-        from heurmetrics.live.store import PerformanceStore
-        from heurmetrics.store.overfitting import latest_overfitting
 
         with self._lock:
             if time.monotonic() - self._fetched_at >= self._ttl:
                 try:
                     self._versions = self._store.list_rule_versions()
-                    rows = PerformanceStore(self._store).latest_snapshots(self._horizon)
+                    rows = self._store.live.latest_snapshots(self._horizon, windows=d.PERFORMANCE_WINDOWS)
                     self._rows = {(row["rule_version_id"], row["time_window"]): row for row in rows}
-                    overfit = latest_overfitting(self._store.engine)
+                    overfit = self._store.backtests.latest_overfitting()
                     self._overfitting = {row["rule_version_id"]: row for row in overfit}
                     self._fetched_at = time.monotonic()
                     self.generation += 1

@@ -51,7 +51,7 @@ class StoreCollector(Collector):
             if time.monotonic() - self._fetched_at >= self._ttl:
                 try:
                     self._versions = self._store.list_rule_versions()
-                    self._statuses = version_statuses(self._store.engine)
+                    self._statuses = version_statuses(self._store)
                     self._backtests = self._store.latest_backtests()
                     self._fetched_at = time.monotonic()
                     self.generation += 1

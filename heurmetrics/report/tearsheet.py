@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
 from heurmetrics.report.analytics import (
     Drawdown,
@@ -32,7 +31,6 @@ from heurmetrics.report.analytics import (
     rolling_window,
     worst_drawdowns,
 )
-from heurmetrics.store.schema import BacktestFoldRow, BacktestRunRow, EquityPointRow, RuleRow, RuleVersionRow
 from heurmetrics.store.sql_store import SqlStore
 
 if TYPE_CHECKING:
@@ -90,31 +88,16 @@ class RunReport:
 def load_run(store: SqlStore, run_id: uuid.UUID | str) -> RunReport:
     """Read a run, its folds and its (stitched) curve; :class:`RunNotFound` when absent."""
     rid = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
-    b = BacktestRunRow
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            select(b, RuleRow.name.label("rule"), RuleVersionRow.version.label("version"))
-            .join(RuleVersionRow, RuleVersionRow.id == b.rule_version_id)
-            .join(RuleRow, RuleRow.id == RuleVersionRow.rule_id)
-            .where(b.run_id == rid)
-        ).first()
-        if row is None:
-            raise RunNotFound(f"no backtest run {rid} in the store")
-        folds = [
-            dict(f._mapping)
-            for f in conn.execute(
-                select(BacktestFoldRow).where(BacktestFoldRow.run_id == rid).order_by(BacktestFoldRow.fold_index)
-            )
-        ]
-        e = EquityPointRow
-        points = conn.execute(
-            select(e.ts, e.equity, e.drawdown).where(e.run_id == rid, e.fold_index.is_(None)).order_by(e.ts)
-        ).all()
+    stored = store.backtests.load_run(rid)
+    if stored is None:
+        raise RunNotFound(f"no backtest run {rid} in the store")
+    folds = stored.folds
+    points = stored.curve
     curve = pd.DataFrame(
-        {"equity": [p.equity for p in points], "drawdown": [p.drawdown for p in points]},
-        index=pd.DatetimeIndex([p.ts for p in points], name="ts"),
+        {"equity": [p[1] for p in points], "drawdown": [p[2] for p in points]},
+        index=pd.DatetimeIndex([p[0] for p in points], name="ts"),
     )
-    m = row._mapping
+    m = stored.run
     return RunReport(
         run_id=rid,
         rule=m["rule"],

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from heurmetrics.audit import lifecycle
 from heurmetrics.audit.model import LifecycleEvent, split_ref
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from heurmetrics.backtest.splits import WalkForwardSplitter
     from heurmetrics.backtest.walkforward import WalkForwardResult
     from heurmetrics.live.resolution import Resolution
-    from heurmetrics.live.store import ResolutionResult
+    from heurmetrics.store.live import ResolutionResult
 
 
 class Recorder:
@@ -147,7 +146,7 @@ class Recorder:
                 created_by=created_by or self.created_by,
                 description=description,
             )
-        except (StoreUnavailable, OperationalError, InterfaceError) as exc:
+        except StoreUnavailable as exc:  # the store translates driver errors into it
             cached = None if self._versions is None else self._versions.lookup(rule, version, params or {}, source)
             if cached is None:
                 raise StoreUnavailable(f"cannot register {rule}@{version}: database unreachable ({exc})") from exc
@@ -458,21 +457,19 @@ class Recorder:
         was resolved before: resolutions are append-only and never overwritten.
         """
         from heurmetrics.live.resolution import make_resolution
-        from heurmetrics.live.store import PerformanceStore
 
         item = make_resolution(
             event_id, horizon=horizon, realized_return=realized_return, correct=correct, resolved_at=resolved_at
         )
-        return PerformanceStore(self.store).insert_resolutions([item]).accepted == 1
+        return self.store.live.insert_resolutions([item]).accepted == 1
 
     def resolve_many(self, resolutions: Iterable[Resolution | Mapping[str, Any]]) -> ResolutionResult:
         """Batch form of :meth:`resolve` (one transaction): ``Resolution`` objects or dicts with
         ``event_id``, ``horizon``, ``realized_return`` / ``correct``, ``resolved_at``."""
         from heurmetrics.live.resolution import Resolution, make_resolution
-        from heurmetrics.live.store import PerformanceStore
 
         items = [r if isinstance(r, Resolution) else make_resolution(**r) for r in resolutions]
-        return PerformanceStore(self.store).insert_resolutions(items)
+        return self.store.live.insert_resolutions(items)
 
     def resolve_from_prices(
         self, close: pd.Series, *, horizons: Sequence[str] = ("1h",), modes: Sequence[str] = ("live", "paper")
@@ -482,7 +479,7 @@ class Recorder:
         Flushes first so executions recorded so far are included; see
         :func:`heurmetrics.live.resolution.resolve_pending`.
         """
-        from heurmetrics.live.store import resolve_pending
+        from heurmetrics.live.resolution import resolve_pending
 
         self.flush()
         return resolve_pending(self.store, close, horizons=horizons, modes=modes)

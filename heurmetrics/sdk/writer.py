@@ -24,18 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from heurmetrics.canonical import content_hash
 from heurmetrics.domain import ExecutionEvent, RuleVersion
-from heurmetrics.errors import StoreUnavailable, UnknownRuleVersion
+from heurmetrics.errors import StoreRejectedData, StoreUnavailable, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
 from heurmetrics.sdk.delivery import (
     DEFAULT_BLOCK_TIMEOUT,
@@ -48,9 +44,8 @@ from heurmetrics.sdk.delivery import (
     derived_delivery_id,
 )
 from heurmetrics.sdk.spool import Spool
-from heurmetrics.store import migrations
-from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.urls import database_identity as database_identity  # re-exported
 
 log = logging.getLogger("heurmetrics.sdk")
 
@@ -60,21 +55,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PAYLOAD_VERSION = 1
 #: Spool bytes of a typical execution (the construction check: the spool must hold one batch).
 SPOOL_BYTES_PER_EVENT = 128
-
-
-def database_identity(url: str) -> str:
-    """What a spool's events belong to: the database of ``url`` without credentials.
-
-    ``sqlite:///<absolute path>`` or ``postgresql://user@host:port/database``.
-    """
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            database = str(Path(database).resolve())
-        return f"sqlite:///{database}"
-    return f"{backend}://{parsed.username or ''}@{parsed.host or ''}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
 class StoreGate:
@@ -94,18 +74,10 @@ class StoreGate:
     def ensure(self) -> None:
         if self.verified:
             return
-        from sqlalchemy.exc import OperationalError
-
         with self._lock:
             if self.verified:
                 return
-            engine = self.store.engine
-            try:
-                if self._initialize_empty and migrations.is_empty(engine):
-                    migrations.upgrade(engine)
-                migrations.require_head(engine)
-            except OperationalError as exc:
-                raise StoreUnavailable(f"database unreachable: {exc.orig}") from None
+            self.store.check_schema(initialize_empty=self._initialize_empty)  # StoreUnavailable while down
             self.verified = True
             log.info("database reachable and at head")
 
@@ -122,7 +94,7 @@ def open_store(url: str, *, allow_offline: bool) -> StoreGate:
         if not allow_offline:
             raise
         log.warning("database unreachable at start (%s): recording to the spool until it is back", exc)
-        return StoreGate(SqlStore(create_store_engine(url)), verified=False)
+        return StoreGate(SqlStore.connect(url), verified=False)
     store.prepare_partitions()  # this month's and the next ones (PostgreSQL)
     return StoreGate(store, verified=True)
 
@@ -303,14 +275,7 @@ class StoreSink:
 
 def _refuses_data(exc: BaseException) -> bool:
     """The database rejects the rows themselves (constraint, type, encoding): retrying cannot help."""
-    from sqlalchemy.exc import DataError, IntegrityError, StatementError
-
-    if isinstance(exc, IntegrityError | DataError | UnicodeError):
-        return True
-    psycopg = sys.modules.get("psycopg")  # the [postgres] extra: only loaded when a PostgreSQL store is used
-    if psycopg is not None and isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
-        return True
-    return isinstance(exc, StatementError) and isinstance(exc.orig, UnicodeError)
+    return isinstance(exc, StoreRejectedData | UnicodeError)  # the store translates the driver's errors
 
 
 class BackgroundWriter(DeliveryLoop[ExecutionEvent]):

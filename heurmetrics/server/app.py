@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
 from heurmetrics import __version__
-from heurmetrics.config import Settings, redact_url
+from heurmetrics.config import Settings
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.snapshot import PeriodicSnapshots
 from heurmetrics.metrics.exposition import StoreFamilies
@@ -41,6 +41,7 @@ from heurmetrics.server.routes import (
     walkforward,
 )
 from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.urls import redact_url
 
 log = logging.getLogger("heurmetrics.server")
 

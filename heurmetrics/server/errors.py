@@ -37,6 +37,7 @@ from heurmetrics.errors import (
     CardinalityBudgetExceeded,
     InvalidEvent,
     NotFound,
+    StoreRejectedData,
     StoreUnavailable,
     VersionConflict,
 )
@@ -102,6 +103,8 @@ CODE_BY_TYPE: Final[Mapping[type[Exception], ErrorCode]] = {
     LifecycleError: "lifecycle_conflict",
     CardinalityBudgetExceeded: "over_budget",
     StoreUnavailable: "unavailable",
+    # The database refused the rows themselves (a value validation let through): retrying cannot help.
+    StoreRejectedData: "invalid",
 }
 #: Starlette's own refusals (no route, wrong method) by status.
 _CODE_BY_HTTP_STATUS: Final[dict[int, ErrorCode]] = {
@@ -188,7 +191,7 @@ def refusal_of(exc: Exception) -> Refusal:
         by_status = _CODE_BY_HTTP_STATUS.get(exc.status_code, "invalid")
         status = None if ANSWERS[by_status].status == exc.status_code else exc.status_code
         return Refusal(by_status, exc.detail, getattr(exc, "headers", None), status=status)
-    code = code_of(exc) or _store_driver_code(exc)
+    code = code_of(exc)
     if code is None:
         raise TypeError(f"{type(exc).__name__} is not a refusal")  # the handler is installed per type
     if isinstance(exc, InvalidEvent):
@@ -211,7 +214,7 @@ class Refusals:
 
     def install(self, app: FastAPI) -> None:
         """Register :meth:`handle` for every type a refusal can come as."""
-        types = (Refusal, RequestValidationError, StarletteHTTPException, *CODE_BY_TYPE, *_STORE_DRIVER_ERRORS)
+        types = (Refusal, RequestValidationError, StarletteHTTPException, *CODE_BY_TYPE)
         for exc_type in types:
             app.add_exception_handler(exc_type, self.handle)
 
@@ -268,19 +271,3 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def _json_invalid(why: str) -> dict[str, Any]:
     return {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "ctx": {"error": why}}
-
-
-# --- TRANSITIONAL: driver errors that reach the server --------------------------------------------
-# The store boundary (heurmetrics/store/) will raise StoreUnavailable instead of these; when it
-# does, delete this block (and its use in ``refusal_of`` and ``Refusals.install``).
-from sqlalchemy.exc import OperationalError  # noqa: E402
-from sqlalchemy.exc import TimeoutError as PoolTimeout  # noqa: E402  every pooled connection busy
-
-_STORE_DRIVER_ERRORS: Final[tuple[type[Exception], ...]] = (OperationalError, PoolTimeout)
-
-
-def _store_driver_code(exc: BaseException) -> ErrorCode | None:
-    return "unavailable" if isinstance(exc, _STORE_DRIVER_ERRORS) else None
-
-
-# --- END TRANSITIONAL -------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from heurmetrics.config import redact_url
 from heurmetrics.errors import SchemaNotAtHead
+from heurmetrics.store.urls import redact_url
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 

@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import Connection
 
-from heurmetrics.audit import chain
+from heurmetrics import hashchain
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store import partitions
+from heurmetrics.store import chain, partitions
 from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
 from heurmetrics.store.engine import lift_bounds_for_transaction
 from heurmetrics.store.schema import RetentionEventRow
@@ -183,15 +183,15 @@ def drop_partition(
             )
         digest = _digest(conn, p.name)
         head = chain.read_head(conn)
-        position, event_id = head.position + 1, chain.next_id(conn, chain.RETENTION_TABLE)
-        occurred = chain.append_time(head, now)
+        position, event_id = head.position + 1, chain.next_id(conn, hashchain.RETENTION_TABLE)
+        occurred = hashchain.append_time(head, now)
         row_count = sum(raw.values())
-        record = chain.retention_record(
+        record = hashchain.retention_record(
             position=position, id=event_id, table_name=partitions.TABLE, partition_name=p.name,
             range_start=p.start, range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
             policy=policy.as_record(), actor=actor, occurred_at=occurred,
         )
-        row_hash = chain.link_hash(head.row_hash, record)
+        row_hash = hashchain.link_hash(head.row_hash, record)
         conn.execute(
             insert(RetentionEventRow).values(
                 id=event_id, table_name=partitions.TABLE, partition_name=p.name, range_start=p.start,

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
+from heurmetrics.buckets import EXECUTION_DURATION_BUCKETS
 from heurmetrics.domain import ExecutionEvent
-from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS, ExecutionRollupRow, ExecutionRow
 

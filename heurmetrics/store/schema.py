@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from heurmetrics.metrics.definitions import EXECUTION_DURATION_BUCKETS
+from heurmetrics.buckets import EXECUTION_DURATION_BUCKETS
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES, CodeType
 
 # Deterministic constraint names, so migrations can refer to them on every dialect.

@@ -85,7 +85,6 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     """The audit reads and lifecycle writes over ``ingest``'s store, all behind ``authorize``."""
     router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)], responses=UNAUTHORIZED)
     store = ingest.store
-    engine = store.engine
 
     def changed() -> None:
         if ingest.collector is not None:
@@ -95,27 +94,27 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     @router.get("/rules")
     def rules() -> Any:
         """Every rule: number of versions, latest version, active version per environment now."""
-        return jsonable(queries.list_rules(engine))
+        return jsonable(queries.list_rules(store))
 
     @router.get("/rules/{rule}/versions", responses=_UNKNOWN)
     def versions(rule: RulePath) -> Any:
         """The versions of a rule in semantic-version order, with status, author and approvers."""
-        return jsonable(queries.list_versions(engine, rule))
+        return jsonable(queries.list_versions(store, rule))
 
     @router.get("/rules/{rule}/history", responses=_UNKNOWN)
     def rule_history(rule: RulePath) -> Any:
         """The lifecycle events of every version of a rule, in chain order."""
-        return jsonable(queries.history(engine, rule))
+        return jsonable(queries.history(store, rule))
 
     @router.get("/rule-versions/{rule}/{version}", responses=_UNKNOWN)
     def show(rule: RulePath, version: VersionPath) -> Any:
         """One version: params, source, hashes, author, approvers, lifecycle, backtests, executions."""
-        return jsonable(queries.show_version(engine, rule, version))
+        return jsonable(queries.show_version(store, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/history", responses=_UNKNOWN)
     def version_history(rule: RulePath, version: VersionPath) -> Any:
         """The lifecycle events of one version."""
-        return jsonable(queries.history(engine, rule, version))
+        return jsonable(queries.history(store, rule, version))
 
     @router.get("/rule-versions/{rule}/{version}/executions", responses=_UNKNOWN)
     def executions(
@@ -128,7 +127,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         """Counts by mode/status/outcome, flagged live executions, and optionally the rows."""
         t0 = None if start is None else _utc(start)
         t1 = None if end is None else _utc(end)
-        return jsonable(queries.executions(engine, rule, version, start=t0, end=t1, rows=rows))
+        return jsonable(queries.executions(store, rule, version, start=t0, end=t1, rows=rows))
 
     @router.get("/diff", responses=_UNKNOWN)
     def diff(
@@ -136,7 +135,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         new: Annotated[RuleRef, Query(description="rule@version")],
     ) -> Any:
         """Params diff by key path and unified source diff between two versions."""
-        return jsonable(queries.diff_versions(engine, _split_ref("old", old), _split_ref("new", new)))
+        return jsonable(queries.diff_versions(store, _split_ref("old", old), _split_ref("new", new)))
 
     @router.get("/active")
     def active(
@@ -145,12 +144,12 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     ) -> Any:
         """Which version of each rule was active at ``at`` (per environment)."""
         when = datetime.now(UTC) if isinstance(at, str) else _utc(at)
-        return jsonable({"at": when, "env": env, "active": queries.active_at(engine, when, env)})
+        return jsonable({"at": when, "env": env, "active": queries.active_at(store, when, env)})
 
     @router.get("/audit/head")
     def head() -> Any:
         """The chain head to anchor outside the database."""
-        h = chain.chain_head(engine)
+        h = chain.chain_head(store)
         return jsonable(
             {
                 "position": h.position,
@@ -164,7 +163,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     @router.get("/audit/verify")
     def verify(expect_head: Sha256Hex | None = Query(None, description="A previously anchored head hash.")) -> Any:
         """Recompute the chain; ``ok`` false names the first broken record (the request itself succeeds)."""
-        report = chain.verify(engine, expect_head=expect_head)
+        report = chain.verify(store, expect_head=expect_head)
         return jsonable(
             {
                 "ok": report.ok,

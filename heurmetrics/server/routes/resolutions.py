@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from heurmetrics.errors import InvalidEvent
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.resolution import make_resolution
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.server.errors import Refusal
 from heurmetrics.server.fields import Horizon, Timestamp
@@ -98,7 +97,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                 )
             except InvalidEvent as exc:
                 raise exc.at(f"resolutions[{i}]") from None
-        result = PerformanceStore(ingest.store).insert_resolutions(items)
+        result = ingest.store.live.insert_resolutions(items)
         return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     return router

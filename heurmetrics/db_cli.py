@@ -1,7 +1,8 @@
 """``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
 
-Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`. Errors exit 1 with one line naming the
-problem (no traceback); ``--json`` prints machine-readable output.
+Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`; the work is done by
+``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback); ``--json``
+prints machine-readable output.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from heurmetrics.cli_options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
-from heurmetrics.config import redact_url
-from heurmetrics.errors import HeurmetricsError
+from heurmetrics.errors import HeurmetricsError, StoreError
 from heurmetrics.store import partitions, retention
-from heurmetrics.store.engine import create_store_engine
+from heurmetrics.store.sql_store import SqlStore
+from heurmetrics.store.urls import redact_url
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -59,15 +58,15 @@ def partitions_cmd(
     url = checked_database_url(database_url)
     if interval is not None and interval not in partitions.INTERVALS:
         raise fail(f"--interval {interval!r}: expected one of {', '.join(partitions.INTERVALS)}")
-    with _engine(url) as engine:
-        if engine.dialect.name != "postgresql":
+    with _store(url) as store:
+        if store.dialect != "postgresql":
             raise fail(f"{redact_url(url)} is SQLite: one flat heuristic_executions table, no partitions "
                        "(see docs/storage.md)")
         created = (
-            partitions.ensure_ahead(engine, ahead=ahead, interval=interval or partitions.configured_interval())
+            store.maintenance.ensure_partitions(ahead=ahead, interval=interval or partitions.configured_interval())
             if create else []
         )
-        listed = partitions.list_partitions(engine)
+        listed = store.maintenance.list_partitions()
     if as_json:
         console.print_json(json.dumps({"created": created, "partitions": [_partition_json(p) for p in listed]}))
         return
@@ -103,11 +102,11 @@ def retention_cmd(
     """Drop whole partitions of raw executions older than the policy, verified against the rollups
     and recorded in the audit hash chain (PostgreSQL; refused on SQLite)."""
     url = checked_database_url(database_url)
-    with _engine(url) as engine:
+    with _store(url) as store:
         policy = retention.parse_policy(keep)
-        planned = retention.plan(engine, policy)
+        planned = store.maintenance.retention_plan(policy)
         events = [] if dry_run else [
-            retention.drop_partition(engine, c, policy, actor=actor or getpass.getuser()) for c in planned
+            store.maintenance.drop_partition(c, policy, actor=actor or getpass.getuser()) for c in planned
         ]
     if as_json:
         console.print_json(json.dumps({
@@ -136,19 +135,14 @@ def retention_cmd(
 
 
 @contextmanager
-def _engine(url: str) -> Iterator[Engine]:
-    """An engine for one command; its errors become one ``error: …`` line (no traceback)."""
-    engine = create_store_engine(url)
+def _store(url: str) -> Iterator[SqlStore]:
+    """A store for one command; its errors become one ``error: …`` line (no traceback)."""
+    store = SqlStore.connect(url)
     try:
-        yield engine
+        yield store
+    except StoreError as exc:  # unreachable or failing database: the store names it
+        raise fail(str(exc), EXIT_ERROR) from None
     except (HeurmetricsError, ValueError) as exc:  # ValueError: a bad policy or interval, named
         raise fail(str(exc)) from None
-    except SQLAlchemyError as exc:  # unreachable or failing database
-        raise fail(_database_error(url, exc), EXIT_ERROR) from None
     finally:
-        engine.dispose()
-
-
-def _database_error(url: str, exc: SQLAlchemyError) -> str:
-    what = "cannot reach database" if isinstance(exc, OperationalError) else "database error at"
-    return f"{what} {redact_url(url)}: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+        store.close()

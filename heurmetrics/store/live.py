@@ -1,38 +1,25 @@
-"""SQL side of ``rule.version.performance``: resolutions, window statistics, snapshots.
+"""Resolutions, live window statistics and performance snapshots (``rule.version.performance``).
 
-Works on the :class:`~heurmetrics.store.sql_store.SqlStore` engine (SQLite and PostgreSQL); both
-tables are append-only (database triggers reject UPDATE / DELETE), so everything here inserts or
-reads. Resolution inserts are idempotent on (``event_id``, ``horizon``).
+The SQL side of :mod:`heurmetrics.live` on SQLite and PostgreSQL. ``execution_resolutions`` and
+``rule_version_performance`` are append-only (database triggers reject UPDATE / DELETE), so
+everything here inserts or reads. Resolution inserts are idempotent on (``event_id``, ``horizon``).
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
-from sqlalchemy import Table, and_, case, exists, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, Table, and_, case, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
-from heurmetrics.errors import StoreUnavailable
-from heurmetrics.live.resolution import (
-    HORIZON_SECONDS,
-    METHOD_PRICES,
-    NON_DIRECTIONAL_OUTCOMES,
-    Resolution,
-    horizon_seconds,
-    resolve_against_prices,
-    signal_direction,
-)
-from heurmetrics.metrics import definitions as d
+from heurmetrics.domain import NON_DIRECTIONAL_OUTCOMES
+from heurmetrics.store.dialect import insert_ignoring
+from heurmetrics.store.errors import translated
 from heurmetrics.store.schema import (
     BacktestRunRow,
     ExecutionResolutionRow,
@@ -41,7 +28,6 @@ from heurmetrics.store.schema import (
     RuleVersionPerformanceRow,
     RuleVersionRow,
 )
-from heurmetrics.store.sql_store import SqlStore
 
 #: Modes whose executions count as "live" behaviour by default.
 LIVE_MODES: tuple[str, ...] = ("live", "paper")
@@ -50,6 +36,29 @@ LIVE_MODES: tuple[str, ...] = ("live", "paper")
 def _table(row: type[Any]) -> Table:
     table: Table = row.__table__
     return table
+
+
+class ResolutionLike(Protocol):
+    """What the store reads of a resolution (:class:`heurmetrics.live.resolution.Resolution`)."""
+
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def horizon(self) -> str: ...
+    @property
+    def horizon_seconds(self) -> int: ...
+    @property
+    def realized_return(self) -> float | None: ...
+    @property
+    def correct(self) -> bool | None: ...
+    @property
+    def resolved_at(self) -> datetime: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def price_at_signal(self) -> float | None: ...
+    @property
+    def price_at_horizon(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +113,17 @@ def directional_clause() -> Any:
     )
 
 
-class PerformanceStore:
-    """Resolutions, window statistics and performance snapshots on a :class:`SqlStore`."""
+class SqlLiveStore:
+    """Resolutions, window statistics and performance snapshots on one engine (``SqlStore.live``)."""
 
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-        self.engine = store.engine
-        self.dialect = store.dialect
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
 
     # --- resolutions -------------------------------------------------------------------------
-    def insert_resolutions(self, items: Sequence[Resolution]) -> ResolutionResult:
+    def insert_resolutions(self, items: Sequence[ResolutionLike]) -> ResolutionResult:
         """Append resolutions in one transaction; an (event, horizon) already stored is skipped."""
-        unique: dict[tuple[uuid.UUID, str], Resolution] = {}
+        unique: dict[tuple[uuid.UUID, str], ResolutionLike] = {}
         for item in items:
             unique.setdefault((item.event_id, item.horizon), item)
         if not unique:
@@ -137,15 +145,11 @@ class PerformanceStore:
             for r in unique.values()
         ]
         table = _table(ExecutionResolutionRow)
-        insert = pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
-        statement = insert.on_conflict_do_nothing(index_elements=["event_id", "horizon"]).returning(table.c.id)
         accepted = 0
-        try:
-            with self.engine.begin() as conn:
-                for start in range(0, len(rows), 5000):
-                    accepted += len(conn.execute(statement, rows[start : start + 5000]).all())
-        except OperationalError as exc:
-            raise StoreUnavailable(f"writing {len(rows)} resolutions failed: {exc.orig}") from exc
+        with translated(f"writing {len(rows)} resolutions"), self.engine.begin() as conn:
+            statement = insert_ignoring(conn, table, ["event_id", "horizon"]).returning(table.c.id)
+            for start in range(0, len(rows), 5000):
+                accepted += len(conn.execute(statement, rows[start : start + 5000]).all())
         return ResolutionResult(accepted, len(items) - accepted)
 
     def pending_signals(
@@ -159,8 +163,7 @@ class PerformanceStore:
         limit: int | None = None,
     ) -> list[PendingSignal]:
         """Directional ``ok`` executions of ``modes`` started in ``[since, until]`` and not yet
-        resolved at ``horizon``, oldest first."""
-        horizon_seconds(horizon)
+        resolved at ``horizon``, oldest first (the caller validates ``horizon``)."""
         e, r = ExecutionRow, ExecutionResolutionRow
         query = (
             select(e.event_id, e.rule_version_id, e.started_at, e.outcome, e.signal)
@@ -179,7 +182,7 @@ class PerformanceStore:
             query = query.where(e.rule_version_id.in_(tuple(rule_version_ids)))
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with translated("reading live performance"), self.engine.connect() as conn:
             return [PendingSignal(*row) for row in conn.execute(query).all()]
 
     # --- window statistics --------------------------------------------------------------------
@@ -209,7 +212,7 @@ class PerformanceStore:
                 func.percentile_cont(0.5).within_group(e.duration_seconds),
                 func.percentile_cont(0.95).within_group(e.duration_seconds),
             ]
-        with self.engine.connect() as conn:
+        with translated("reading live performance"), self.engine.connect() as conn:
             row = conn.execute(select(*columns).where(*window)).one()
             if postgres:
                 p50, p95 = row[5], row[6]
@@ -260,7 +263,7 @@ class PerformanceStore:
                 r.correct.is_not(None),
             )
         )
-        with self.engine.connect() as conn:
+        with translated("reading live performance"), self.engine.connect() as conn:
             n, hits, mean = conn.execute(query).one()
         return ResolutionStats(int(n), int(hits), None if mean is None else float(mean))
 
@@ -273,7 +276,7 @@ class PerformanceStore:
             .order_by(b.finished_at.desc(), b.run_id)
             .limit(1)
         )
-        with self.engine.connect() as conn:
+        with translated("reading live performance"), self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else (row[0], dict(row[1] or {}))
 
@@ -282,24 +285,21 @@ class PerformanceStore:
         """Append snapshot rows (``rule_version_performance`` columns) in one transaction."""
         if not rows:
             return 0
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(_table(RuleVersionPerformanceRow).insert(), list(rows))
-        except OperationalError as exc:
-            raise StoreUnavailable(f"writing {len(rows)} performance snapshots failed: {exc.orig}") from exc
+        with translated(f"writing {len(rows)} performance snapshots"), self.engine.begin() as conn:
+            conn.execute(_table(RuleVersionPerformanceRow).insert(), list(rows))
         return len(rows)
 
-    def latest_snapshots(self, horizon: str | None = None) -> list[dict[str, Any]]:
-        """The latest snapshot per (version, window) — of ``horizon`` when given — with the rule
-        and version names under ``rule`` / ``version``.
+    def latest_snapshots(self, horizon: str | None = None, *, windows: Sequence[str]) -> list[dict[str, Any]]:
+        """The latest snapshot per (version, window in ``windows``) — of ``horizon`` when given — with
+        the rule and version names under ``rule`` / ``version``, in ``windows`` order per version.
 
         One index lookup per version and window (``ix_rule_version_performance_version_window_at``,
         newest first), so the cost does not grow with the table's history.
         """
         p, q, v = RuleVersionPerformanceRow, aliased(RuleVersionPerformanceRow), RuleVersionRow
         rows: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
-            for window in d.PERFORMANCE_WINDOWS:
+        with translated("reading live performance"), self.engine.connect() as conn:
+            for window in windows:
                 latest = (
                     select(q.id)
                     .where(q.rule_version_id == v.id, q.time_window == window)
@@ -315,7 +315,7 @@ class PerformanceStore:
                     .join(p, p.id == latest.correlate(v).scalar_subquery())
                 )
                 rows.extend(dict(row._mapping) for row in conn.execute(query).all())
-        rows.sort(key=lambda r: (r["rule"], r["version"], d.PERFORMANCE_WINDOWS.index(r["time_window"])))
+        rows.sort(key=lambda r: (r["rule"], r["version"], list(windows).index(r["time_window"])))
         return rows
 
     def executions_by_id(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str | None, float | None]]:
@@ -323,78 +323,9 @@ class PerformanceStore:
         out: dict[uuid.UUID, tuple[str, str | None, float | None]] = {}
         e = ExecutionRow
         ids = list(event_ids)
-        with self.engine.connect() as conn:
+        with translated("reading live performance"), self.engine.connect() as conn:
             for start in range(0, len(ids), 5000):
                 chunk = ids[start : start + 5000]
                 for row in conn.execute(select(e.event_id, e.status, e.outcome, e.signal).where(e.event_id.in_(chunk))):
                     out[row[0]] = (row[1], row[2], row[3])
         return out
-
-
-def resolve_pending(
-    store: SqlStore,
-    close: pd.Series,
-    *,
-    horizons: Sequence[str] = ("1h",),
-    modes: Sequence[str] = LIVE_MODES,
-    rule_version_ids: Sequence[int] | None = None,
-) -> ResolutionResult:
-    """Resolve every stored, unresolved directional signal that ``close`` covers, per horizon.
-
-    A signal at time ``t`` is covered when ``close`` has a price at or before ``t`` and reaches
-    ``t + horizon`` (see :func:`~heurmetrics.live.resolution.resolve_against_prices`);
-    uncovered ones stay pending for a later call. ``close`` should be the instrument the rules
-    trade (one series per call: filter with ``rule_version_ids`` when rules trade different ones).
-    """
-    prices = close.dropna()
-    if prices.empty:
-        return ResolutionResult(0, 0)
-    index = pd.DatetimeIndex(prices.index)
-    first = (index[0].tz_localize("UTC") if index.tz is None else index[0].tz_convert("UTC")).to_pydatetime()
-    last = (index[-1].tz_localize("UTC") if index.tz is None else index[-1].tz_convert("UTC")).to_pydatetime()
-    pstore = PerformanceStore(store)
-    accepted = duplicates = 0
-    now = datetime.now(UTC)
-    for horizon in horizons:
-        seconds = horizon_seconds(horizon)
-        pending = pstore.pending_signals(
-            horizon,
-            since=first,
-            until=last - timedelta(seconds=seconds),
-            modes=modes,
-            rule_version_ids=rule_version_ids,
-        )
-        if not pending:
-            continue
-        directions = np.array([signal_direction(p.outcome, p.signal) for p in pending], dtype=np.float64)
-        resolved = resolve_against_prices([p.started_at for p in pending], directions, close, horizon)
-        items = [
-            Resolution(
-                event_id=p.event_id,
-                horizon=horizon,
-                realized_return=float(resolved.realized_return[i]),
-                correct=bool(resolved.correct[i]),
-                resolved_at=now,
-                method=METHOD_PRICES,
-                price_at_signal=float(resolved.price_at_signal[i]),
-                price_at_horizon=float(resolved.price_at_horizon[i]),
-            )
-            for i, p in enumerate(pending)
-            if resolved.resolvable[i] and math.isfinite(resolved.realized_return[i])
-        ]
-        result = pstore.insert_resolutions(items)
-        accepted += result.accepted
-        duplicates += result.duplicates
-    return ResolutionResult(accepted, duplicates)
-
-
-__all__ = [
-    "HORIZON_SECONDS",
-    "LIVE_MODES",
-    "ExecutionStats",
-    "PendingSignal",
-    "PerformanceStore",
-    "ResolutionResult",
-    "ResolutionStats",
-    "resolve_pending",
-]

@@ -1,0 +1,320 @@
+"""Executions: the batched, idempotent insert path, start-time claims, partitions and deliveries.
+
+Writes are batched, never row by row. On PostgreSQL executions go through psycopg 3 ``COPY``
+(straight into the table; on a collision into a per-connection staging table followed by one
+``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``: idempotent on the event id at near-COPY
+speed); on SQLite one ``executemany`` per batch. The ids returned are exactly the rows that were
+new, which is what keeps Prometheus counts equal to stored rows. The new rows' rollup increments
+and the batch's delivery record are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text
+
+from heurmetrics.domain import ExecutionEvent
+from heurmetrics.store import deliveries, partitions, rollups
+from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
+from heurmetrics.store.errors import translated
+from heurmetrics.store.schema import ExecutionRow
+
+log = logging.getLogger(__name__)
+
+_EXECUTION_COLUMNS = (
+    "started_at",
+    "event_id",
+    "duration_seconds",
+    "signal",
+    "confidence",
+    "rule_version_id",
+    "status",
+    "mode",
+    "outcome",
+    "error_type",
+    "backtest_run_id",
+)
+# Binary COPY needs the Postgres type of every column, in order.
+_EXECUTION_PG_TYPES = (
+    "timestamptz",
+    "uuid",
+    "float8",
+    "float8",
+    "float8",
+    "int4",
+    "int2",
+    "int2",
+    "text",
+    "text",
+    "uuid",
+)
+
+
+_SQLITE_INSERT_EXECUTIONS = (
+    f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
+)
+
+
+def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tuple[Any, ...]:
+    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and mode)."""
+    return (
+        _utc(e.started_at) if started is None else started,
+        e.event_id,
+        e.duration_seconds,
+        e.signal,
+        e.confidence,
+        e.rule_version.id,
+        STATUS_CODES[e.status],
+        MODE_CODES[e.mode],
+        e.outcome,
+        e.error_type,
+        e.backtest_run_id,
+    )
+
+
+def _copy_rows(cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Binary COPY of execution rows into ``table``."""
+    with cursor.copy(f"COPY {table} ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_EXECUTION_PG_TYPES)
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
+def _first_of_each(
+    events: Sequence[ExecutionEvent], started: Sequence[datetime], inserted: set[tuple[datetime, uuid.UUID]]
+) -> list[int]:
+    """Indexes of the events that were inserted (the first of any repeated identity)."""
+    new, seen = [], set()
+    for i, (e, t) in enumerate(zip(events, started, strict=True)):
+        key = (t, e.event_id)
+        if key in inserted and key not in seen:
+            seen.add(key)
+            new.append(i)
+    return new
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A UTC datetime the way SQLAlchemy's SQLite DateTime stores it (naive, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _utc(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+class SqlExecutions:
+    """Execution writes and counts on one engine (thread-safe: SQLAlchemy's pool)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._partitions = partitions.PartitionCache(engine)
+
+    def prepare_partitions(self) -> list[str]:
+        """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
+
+        Called by ``heurmetrics serve`` and the SDK writer on start; returns the partitions created.
+        Never raises: a failure is logged, and the insert path creates partitions on demand (the
+        default partition catches the rest).
+        """
+        if self.dialect != "postgresql":
+            return []
+        try:
+            created = partitions.ensure_ahead(self.engine)
+            # Known ranges now, so that batches of this period never read the catalog (and never
+            # wait on it while the database is slow: the insert's own timeouts apply instead).
+            self._partitions.refresh()
+        except Exception as exc:  # see docstring: never fatal
+            log.warning("creating partitions ahead failed (%s): they will be created on demand", exc)
+            return []
+        if created:
+            log.info("created partitions %s", ", ".join(created))
+        return created
+
+    def insert_executions(
+        self, events: Sequence[ExecutionEvent], *, delivery: deliveries.DeliveryStamp | None = None
+    ) -> set[uuid.UUID]:
+        """Insert a batch in one transaction; returns the ids that were new.
+
+        Ids already stored (a retry: same ``event_id`` and ``started_at``) or repeated inside the
+        batch are skipped, never duplicated. The new rows' rollup increments are written in the
+        same transaction (:mod:`heurmetrics.store.rollups`), so rollups stay exact. With
+        ``delivery``, the batch's delivery record is written in the same transaction too (see
+        :mod:`heurmetrics.store.deliveries`).
+        """
+        if not events:
+            return set()
+        if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
+            events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
+        with translated(f"writing {len(events)} executions"):
+            if self.dialect == "postgresql":
+                times = [e.started_at for e in events]
+                if not self._partitions.covers(_utc(min(times)), _utc(max(times))):
+                    self._partitions.ensure({_utc(t) for t in times})
+            with self.engine.begin() as conn:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                if any(e.started_at_defaulted for e in events):
+                    self._claim_start_times(cursor, events)
+                started = [_utc(e.started_at) for e in events]
+                if self.dialect == "postgresql":
+                    new = self._insert_executions_pg(cursor, events, started)
+                else:
+                    new = self._insert_executions_sqlite(cursor, events, started)
+                self._add_rollups(cursor, events, started, new)
+                inserted = {events[i].event_id for i in new}
+                if delivery is not None:
+                    deliveries.record(conn, delivery, inserted, len(events))
+                return inserted
+
+    def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
+        """See :func:`heurmetrics.store.deliveries.claim`."""
+        return deliveries.claim(self.engine, delivery_id, token)
+
+    def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> None:
+        """Give each event received without ``started_at`` the start time of its id's first receipt.
+
+        Same transaction as the insert: a concurrent first receipt of the same id waits on the
+        claim's primary key and then reads the winner's time.
+        """
+        claims = [e for e in events if e.started_at_defaulted]
+        if self.dialect == "postgresql":
+            ids = [e.event_id for e in claims]
+            times = [_utc(e.started_at) for e in claims]
+            # One statement over two arrays, not executemany: a row per round in the driver's
+            # pipeline cost more CPU than everything else on the ingest path (issue 11).
+            cursor.execute(
+                "WITH new AS (INSERT INTO execution_start_claims (event_id, started_at) "
+                "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
+                "SELECT count(*) FROM new",
+                (ids, times),
+            )
+            if cursor.fetchone()[0] == len(claims):  # every claim is ours: the times we sent
+                for e, t in zip(claims, times, strict=True):
+                    e.started_at = t.timestamp()
+                    e.started_at_defaulted = False
+                return
+            # A separate statement: it sees the claims a concurrent first receipt committed.
+            cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
+            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+        else:
+            if not cursor.connection.in_transaction:
+                cursor.execute("BEGIN")
+            cursor.executemany(
+                "INSERT INTO execution_start_claims (event_id, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(e.event_id.hex, _sqlite_time(_utc(e.started_at))) for e in claims],
+            )
+            stored = {}
+            for e in claims:
+                cursor.execute("SELECT started_at FROM execution_start_claims WHERE event_id = ?", (e.event_id.hex,))
+                text_time = cursor.fetchone()[0]
+                stored[e.event_id] = datetime.fromisoformat(text_time).replace(tzinfo=UTC).timestamp()
+        for e in claims:
+            e.started_at = stored[e.event_id]
+            e.started_at_defaulted = False
+
+    def _add_rollups(
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]
+    ) -> None:
+        """Add the inserted events (indexes ``new``) to ``execution_rollups``, same transaction."""
+        if len(new) == len(events):
+            acc = rollups.aggregate(events, started)
+        else:
+            acc = rollups.aggregate([events[i] for i in new], [started[i] for i in new])
+        sqlite = self.dialect == "sqlite"
+        params = rollups.rows(acc, sqlite=sqlite)
+        if params:
+            cursor.executemany(rollups.upsert_sql("?" if sqlite else "%s"), params)
+
+    def _insert_executions_pg(
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
+        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
+
+        rows = [_execution_tuple(e, t) for e, t in zip(events, started, strict=True)]
+        # New events are the common case: COPY straight into the table (raw COPY speed). A
+        # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
+        # savepoint, and the batch takes the idempotent staging path below.
+        cursor.execute("SAVEPOINT hm_direct_copy")
+        try:
+            _copy_rows(cursor, "heuristic_executions", rows)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
+        else:
+            cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
+            return list(range(len(events)))
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
+            "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        _copy_rows(cursor, "_hm_stage_executions", rows)
+        cols = ", ".join(_EXECUTION_COLUMNS)
+        cursor.execute(
+            f"INSERT INTO heuristic_executions ({cols}) SELECT {cols} FROM _hm_stage_executions "
+            "ON CONFLICT (started_at, event_id) DO NOTHING RETURNING started_at, event_id"
+        )
+        inserted = set(cursor.fetchall())
+        cursor.execute("DELETE FROM _hm_stage_executions")  # the same transaction may stage again
+        return _first_of_each(events, started, inserted)
+
+    def _insert_executions_sqlite(
+        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]
+    ) -> list[int]:
+        """One ``executemany`` through the driver: SQLAlchemy's per-row processing is most of the cost.
+
+        Values are encoded exactly as SQLAlchemy stores them on SQLite (``Uuid`` as 32 hex digits,
+        ``UTCDateTime`` as naive UTC text), so both paths read back the same.
+        """
+        rows = [
+            (
+                _sqlite_time(t),
+                e.event_id.hex,
+                e.duration_seconds,
+                e.signal,
+                e.confidence,
+                e.rule_version.id,
+                STATUS_CODES[e.status],
+                MODE_CODES[e.mode],
+                e.outcome,
+                e.error_type,
+                None if e.backtest_run_id is None else e.backtest_run_id.hex,
+            )
+            for e, t in zip(events, started, strict=True)
+        ]
+        if not cursor.connection.in_transaction:
+            cursor.execute("BEGIN")  # pysqlite opens one lazily; a SAVEPOINT alone would commit on RELEASE
+        cursor.execute("SAVEPOINT hm_batch")
+        cursor.executemany(_SQLITE_INSERT_EXECUTIONS, rows)
+        if cursor.rowcount == len(rows):
+            cursor.execute("RELEASE SAVEPOINT hm_batch")
+            return list(range(len(events)))
+        # Some were stored already (a retried batch): redo row by row; rowcount says which were new.
+        # The transaction holds SQLite's write lock, so nobody else inserts meanwhile.
+        cursor.execute("ROLLBACK TO SAVEPOINT hm_batch")
+        new = []
+        for i, row in enumerate(rows):
+            cursor.execute(_SQLITE_INSERT_EXECUTIONS, row)
+            if cursor.rowcount == 1:
+                new.append(i)
+        cursor.execute("RELEASE SAVEPOINT hm_batch")
+        return new
+
+    def outcomes(self) -> list[tuple[str, str, str, float]]:
+        """(rule, version, status, duration_seconds) of every stored execution (the demo's summary)."""
+        query = (
+            "SELECT r.name, v.version, s.name, e.duration_seconds "
+            "FROM heuristic_executions e JOIN rule_versions v ON v.id = e.rule_version_id "
+            "JOIN rules r ON r.id = v.rule_id JOIN execution_statuses s ON s.code = e.status"
+        )
+        with translated("reading executions"), self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(text(query)).all()]
+
+    def count_executions(self) -> int:
+        with translated("counting executions"), self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ExecutionRow)).scalar_one())
