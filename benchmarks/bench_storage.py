@@ -27,13 +27,14 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from _common import libpq_url, print_environment, print_table, scratch_postgres
+from _common import libpq_url, postgres_admin_url, print_environment, print_table, scratch_postgres
 from sqlalchemy import text
 
 from heurmetrics.audit import queries
@@ -187,6 +188,12 @@ def _load(url: str, versions: list[RuleVersion], months: list[tuple[datetime, da
             conn.execute(
                 f"INSERT INTO execution_rollups ({', '.join(rollups.COLUMNS)}) {rollups.rebuild_select(name)}"
             )
+            month = f"WHERE bucket_start >= '{lo.isoformat()}' AND bucket_start < '{hi.isoformat()}'"
+            for level in ("hour", "day"):
+                conn.execute(
+                    f"INSERT INTO {rollups.LEVEL_TABLES[level]} ({', '.join(rollups.COLUMNS)}) "
+                    f"{rollups.coarsen_select(level, where=month)}"
+                )
             conn.commit()
             print(f"  loaded {name}: {per_month:,} rows ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         conn.execute("ANALYZE")
@@ -213,11 +220,27 @@ def _timed(fn: Callable[[], object], reps: int) -> float:
     return p95(samples) * 1000
 
 
-def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+@contextlib.contextmanager
+def _kept_postgres() -> Iterator[str]:
+    """A database ``bench_keep_<random>`` that is not dropped (measure it again with --reuse-database)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_admin_url())
+    name = f"bench_keep_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(url.render_as_string(hide_password=False)), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    kept = url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    print(f"(database kept: --reuse-database {kept})", file=sys.stderr)
+    yield kept
+
+
+def volume_section(
+    n: int, reps: int, reuse: str | None, keep: bool = False, load_only: bool = False
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     """Load (unless ``reuse`` names a database loaded by an earlier run) and measure."""
     if reuse is not None:
         return _measure(reuse, reps, load_s=None)
-    with scratch_postgres() as url:
+    with (_kept_postgres() if keep else scratch_postgres()) as url:
         engine = create_store_engine(url)
         migrations.upgrade(engine)
         versions = _register(url, 200)
@@ -225,6 +248,8 @@ def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str
         partitions.create_ranges(engine, months[0][0], months[-1][1], "monthly")
         engine.dispose()
         load_s = _load(url, versions, months, n)
+        if load_only:
+            return [("loaded", f"{n:,} executions in {load_s:.0f} s into {url}")], []
         return _measure(url, reps, load_s)
 
 
@@ -366,6 +391,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20, help="volume section: repetitions per query")
     parser.add_argument("--reuse-database", help="volume section: measure a database a previous run loaded "
                         "(kept when that run was killed); its oldest month is dropped by the retention run")
+    parser.add_argument("--keep-database", action="store_true", help="volume section: keep the loaded database")
+    parser.add_argument("--load-only", action="store_true", help="volume section: load (and keep), do not measure")
     parser.add_argument("--ingest-events", type=int, default=200_000, help="ingest section: executions per path")
     args = parser.parse_args()
     print_environment("bench_storage", {"events": f"{args.events:,}"})
@@ -377,7 +404,8 @@ def main() -> int:
                     ingest_section(args.ingest_events, 5000),
                     title="Ingest cost of the rollups (PostgreSQL, batches of 5,000, interleaved)")
     if args.section in ("all", "volume"):
-        info, results = volume_section(args.events, args.reps, args.reuse_database)
+        info, results = volume_section(args.events, args.reps, args.reuse_database,
+                                       keep=args.keep_database or args.load_only, load_only=args.load_only)
         print_table(("", ""), info, title="Volume")
         print_table(("query", "window", "p95 ms"), results, title=f"Latency at volume ({args.reps} repetitions)")
     print(json.dumps({"done": True}))
