@@ -205,8 +205,7 @@ def _render(sql: str, start: datetime, end: datetime, rules: list[str], versions
     def listed(values: list[str]) -> str:
         return ", ".join(sqlq.lit(v) for v in values)
 
-    out = sql.replace("$__timeFilter(ro.bucket_start)",
-                      f"ro.bucket_start BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'")
+    out = sql.replace("$__timeFrom()", f"'{start.isoformat()}'").replace("$__timeTo()", f"'{end.isoformat()}'")
     return out.replace(f"${'rule_version'}", listed(versions)).replace(f"${'rule'}", listed(rules))
 
 
