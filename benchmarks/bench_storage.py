@@ -137,6 +137,7 @@ def bytes_section(n: int) -> list[tuple[str, ...]]:
             lo, hi = partitions.bounds(now, "monthly")
             conn.execute(f"CREATE TABLE copy_check_p PARTITION OF copy_check FOR VALUES FROM ('{lo.isoformat()}') "
                          f"TO ('{hi.isoformat()}')")
+            conn.execute("ALTER INDEX copy_check_p_pkey SET (fillfactor = 100)")  # as partitions.create_partition_sql
             conn.execute("CREATE TABLE copy_check_d PARTITION OF copy_check DEFAULT")
             with conn.cursor().copy(f"COPY copy_check ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
                                     ) as copy:

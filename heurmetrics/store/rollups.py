@@ -138,9 +138,16 @@ def write(cursor: Any, acc: dict[Key, list[Any]], *, sqlite: bool = False) -> No
     if not acc:
         return
     placeholder = "?" if sqlite else "%s"
-    for name, table, seconds in ROLLUP_LEVELS:
-        level = acc if seconds == 60 else coarsen(acc, seconds)
-        cursor.executemany(upsert_sql(placeholder, table), rows(level, sqlite=sqlite))
+    work = [(upsert_sql(placeholder, table), rows(acc if seconds == 60 else coarsen(acc, seconds), sqlite=sqlite))
+            for _, table, seconds in ROLLUP_LEVELS]
+    if sqlite:
+        for sql, params in work:
+            cursor.executemany(sql, params)
+        return
+    # One network round trip for the three levels (psycopg pipeline mode), not one per level.
+    with cursor.connection.pipeline():
+        for sql, params in work:
+            cursor.executemany(sql, params)
 
 
 def coarsen_select(level: str, *, sqlite: bool = False, where: str = "") -> str:

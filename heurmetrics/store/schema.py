@@ -335,8 +335,9 @@ event.listen(
 class RetentionEventRow(Base):
     """One applied retention run on one partition (append-only, hash-chained; see heurmetrics.audit).
 
-    ``content_digest`` is the sha256 of the dropped rows in the documented text form
-    (``docs/storage.md``), so an auditor holding an export can check exactly what was removed.
+    ``content_digest`` is a multiset checksum of the dropped rows (``mh128:…``, see
+    :mod:`heurmetrics.store.retention` and ``docs/storage.md``), so an auditor holding an export can
+    check exactly what was removed.
     """
 
     __tablename__ = "retention_events"
