@@ -35,7 +35,8 @@ def _ranges(rng: random.Random, n: int) -> list[tuple[datetime, datetime]]:
     out = []
     for k in range(n):
         lo = T0 - timedelta(hours=2) + timedelta(seconds=rng.uniform(0, SPAN.total_seconds()))
-        length = [rng.uniform(0, 50), rng.uniform(60, 3000), rng.uniform(3600, 80000), rng.uniform(86400, 300000)][k % 4]
+        scale = [(0, 50), (60, 3000), (3600, 80000), (86400, 300000)][k % 4]
+        length = rng.uniform(*scale)
         out.append((lo, lo + timedelta(seconds=length)))
     # Aligned edges too (midnight to midnight, hour to hour, minute to minute) and an empty range.
     day = datetime(2025, 3, 31, tzinfo=UTC)
@@ -101,8 +102,11 @@ def loaded(store: SqlStore) -> Iterator[tuple[SqlStore, list[RuleVersion]]]:
     yield store, rvs
 
 
-def _raw(store: SqlStore, lo: datetime, hi: datetime, vid: int | None = None) -> Counter[tuple[int, str, str, str | None]]:
-    out: Counter[tuple[int, str, str, str | None]] = Counter()
+Counts = Counter[tuple[int, str, str, str | None]]
+
+
+def _raw(store: SqlStore, lo: datetime, hi: datetime, vid: int | None = None) -> Counts:
+    out: Counts = Counter()
     with store.engine.connect() as conn:
         rows = conn.execute(
             text("SELECT rule_version_id, mode, status, outcome, count(*) FROM heuristic_executions "
@@ -224,3 +228,18 @@ def test_rollup_levels_refuse_delete(store: SqlStore) -> None:
     for table in ("execution_rollups_hour", "execution_rollups_day"):
         with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
             conn.execute(text(f"DELETE FROM {table}"))
+
+
+def test_migration_and_schema_define_the_same_function() -> None:
+    """``create_all`` (tests, fresh schemas) and migration 0007 install the same SQL function."""
+    import importlib.util
+    from pathlib import Path
+
+    from heurmetrics.store.schema import ROLLUPS_BETWEEN_FUNCTION
+
+    path = Path(migrations.migrations_dir()) / "versions" / "0007_rollup_levels.py"
+    spec = importlib.util.spec_from_file_location("m0007", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert " ".join(module.FUNCTION.split()) == " ".join(ROLLUPS_BETWEEN_FUNCTION.split())

@@ -325,10 +325,11 @@ UNION ALL
 SELECT r.* FROM s, execution_rollups AS r WHERE r.bucket_start >= s.hhi AND r.bucket_start < s.b
 $fn$
 """
+# After every table (the function's body is checked against the three rollup tables).
 event.listen(
-    ExecutionRollupDayRow.__table__,
+    Base.metadata,
     "after_create",
-    DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),
 )
 
 
