@@ -295,36 +295,38 @@ for _row in (ExecutionRollupRow, ExecutionRollupHourRow, ExecutionRollupDayRow):
 #: ``m`` with ``lo <= m < hi``, read from whole UTC days, then whole hours, then minutes at the
 #: edges (see :func:`heurmetrics.store.rollups.segments`, the same split in Python). Rows come in
 #: the minute table's row type; ``bucket_start`` is the start of the day, hour or minute.
-ROLLUPS_BETWEEN_FUNCTION = """
-CREATE OR REPLACE FUNCTION execution_rollups_between(lo timestamptz, hi timestamptz)
-RETURNS SETOF execution_rollups LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
-WITH m AS (
-  SELECT date_trunc('minute', lo, 'UTC') + CASE WHEN date_trunc('minute', lo, 'UTC') < lo
-           THEN interval '1 minute' ELSE interval '0' END AS a,
-         date_trunc('minute', hi, 'UTC') + CASE WHEN date_trunc('minute', hi, 'UTC') < hi
-           THEN interval '1 minute' ELSE interval '0' END AS b
-), h AS (
-  SELECT a, b, CASE WHEN hl < hh THEN hl ELSE b END AS hlo, CASE WHEN hl < hh THEN hh ELSE b END AS hhi
-  FROM (SELECT a, b, date_trunc('hour', b, 'UTC') AS hh,
-               date_trunc('hour', a, 'UTC') + CASE WHEN date_trunc('hour', a, 'UTC') < a
-                 THEN interval '1 hour' ELSE interval '0' END AS hl FROM m) AS x
-), s AS (
-  SELECT a, b, hlo, hhi, CASE WHEN dl < dh THEN dl ELSE hhi END AS dlo, CASE WHEN dl < dh THEN dh ELSE hhi END AS dhi
-  FROM (SELECT a, b, hlo, hhi, date_trunc('day', b, 'UTC') AS dh,
-               date_trunc('day', a, 'UTC') + CASE WHEN date_trunc('day', a, 'UTC') < a
-                 THEN interval '24 hours' ELSE interval '0' END AS dl FROM h) AS x
-)
-SELECT d.* FROM s, execution_rollups_day AS d WHERE d.bucket_start >= s.dlo AND d.bucket_start < s.dhi
-UNION ALL
-SELECT h.* FROM s, execution_rollups_hour AS h WHERE h.bucket_start >= s.hlo AND h.bucket_start < s.dlo
-UNION ALL
-SELECT h.* FROM s, execution_rollups_hour AS h WHERE h.bucket_start >= s.dhi AND h.bucket_start < s.hhi
-UNION ALL
-SELECT r.* FROM s, execution_rollups AS r WHERE r.bucket_start >= s.a AND r.bucket_start < s.hlo
-UNION ALL
-SELECT r.* FROM s, execution_rollups AS r WHERE r.bucket_start >= s.hhi AND r.bucket_start < s.b
-$fn$
-"""
+def _rollups_between_sql() -> str:
+    """The function's text. No CTE: the bounds are plain expressions of ``lo``/``hi``, so once the
+    function is inlined into a panel's query the planner sees the actual range (a CTE hid it and
+    the planner, expecting millions of rows, spent seconds on JIT compilation)."""
+
+    def ceil(unit: str, x: str) -> str:  # timestamps are whole microseconds
+        width = {"minute": "59.999999 seconds", "hour": "3599.999999 seconds", "day": "86399.999999 seconds"}[unit]
+        return f"date_trunc('{unit}', {x} + interval '{width}', 'UTC')"
+
+    a, b = ceil("minute", "lo"), ceil("minute", "hi")
+    hl, hh = ceil("hour", a), f"date_trunc('hour', {b}, 'UTC')"
+    dl, dh = ceil("day", a), f"date_trunc('day', {b}, 'UTC')"
+    hlo, hhi = f"(CASE WHEN {hl} < {hh} THEN {hl} ELSE {b} END)", f"(CASE WHEN {hl} < {hh} THEN {hh} ELSE {b} END)"
+    dlo, dhi = f"(CASE WHEN {dl} < {dh} THEN {dl} ELSE {hhi} END)", f"(CASE WHEN {dl} < {dh} THEN {dh} ELSE {hhi} END)"
+    branches = [
+        ("execution_rollups_day", dlo, dhi),
+        ("execution_rollups_hour", hlo, dlo),
+        ("execution_rollups_hour", dhi, hhi),
+        ("execution_rollups", a, hlo),
+        ("execution_rollups", hhi, b),
+    ]
+    body = "\nUNION ALL\n".join(
+        f"SELECT x.* FROM {table} AS x WHERE x.bucket_start >= {lo} AND x.bucket_start < {hi}"
+        for table, lo, hi in branches
+    )
+    return (
+        "CREATE OR REPLACE FUNCTION execution_rollups_between(lo timestamptz, hi timestamptz)\n"
+        f"RETURNS SETOF execution_rollups LANGUAGE sql STABLE PARALLEL SAFE AS $fn$\n{body}\n$fn$\n"
+    )
+
+
+ROLLUPS_BETWEEN_FUNCTION = _rollups_between_sql()
 # After every table (the function's body is checked against the three rollup tables).
 event.listen(
     Base.metadata,
