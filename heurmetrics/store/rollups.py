@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, union_all
 from sqlalchemy.engine import Connection
 
 from heurmetrics.domain import ExecutionEvent
@@ -241,27 +241,32 @@ def count_executions(
     e = ExecutionRow
     inner_start = None if start is None else _ceil_minute(start)
     inner_end = None if end is None else end.replace(second=0, microsecond=0)
-    out: Counter[tuple[int, str, str, str | None]] = Counter()
+    parts: list[Any] = []
     if inner_start is None or inner_end is None or inner_start < inner_end:
         for level, lo, hi in segments(inner_start, inner_end):
             r = _LEVEL_ROWS[level]
-            query = select(r.rule_version_id, r.mode, r.status, r.outcome, func.sum(r.executions)).group_by(
-                r.rule_version_id, r.mode, r.status, r.outcome
-            )
-            query = _where(query, r, r.bucket_start, version_id, lo, hi, mode)
-            for vid, m, s, o, n in conn.execute(query):
-                out[(int(vid), m, s, o or None)] += int(n)
+            part = select(r.rule_version_id, r.mode, r.status, r.outcome, r.executions.label("n"))
+            parts.append(_where(part, r, r.bucket_start, version_id, lo, hi, mode))
         edges = [(start, inner_start), (inner_end, end)]
     else:  # the whole range lies inside one minute
         edges = [(start, end)]
     for lo, hi in edges:
         if lo is None or hi is None or lo >= hi:
             continue
-        raw = select(e.rule_version_id, e.mode, e.status, e.outcome, func.count()).group_by(
+        raw = select(e.rule_version_id, e.mode, e.status, e.outcome, func.count().label("n")).group_by(
             e.rule_version_id, e.mode, e.status, e.outcome
         )
-        for vid, m, s, o, n in conn.execute(_where(raw, e, e.started_at, version_id, lo, hi, mode)):
-            out[(int(vid), m, s, o)] += int(n)
+        parts.append(_where(raw, e, e.started_at, version_id, lo, hi, mode))
+    out: Counter[tuple[int, str, str, str | None]] = Counter()
+    if not parts:
+        return out
+    # One statement (one round trip) for every level and both raw edges.
+    u = union_all(*parts).subquery()
+    query = select(u.c.rule_version_id, u.c.mode, u.c.status, u.c.outcome, func.sum(u.c.n)).group_by(
+        u.c.rule_version_id, u.c.mode, u.c.status, u.c.outcome
+    )
+    for vid, m, s, o, n in conn.execute(query):
+        out[(int(vid), m, s, o or None)] += int(n)
     return out
 
 
