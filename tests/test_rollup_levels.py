@@ -73,6 +73,11 @@ def test_segments_cover_every_minute_exactly_once() -> None:
     ]
     assert rollups.segments(None, None) == [("day", None, None)]
     assert rollups.segments(day, day - timedelta(minutes=1)) == []
+    # Naive times are UTC (the store's convention), whatever the machine's time zone.
+    naive = datetime(2025, 3, 31, 5, 17, 30)
+    assert rollups.segments(naive, naive + timedelta(days=2)) == rollups.segments(
+        naive.replace(tzinfo=UTC), naive.replace(tzinfo=UTC) + timedelta(days=2)
+    )
 
 
 def _events(rvs: list[RuleVersion], n: int, seed: int) -> list[ExecutionEvent]:

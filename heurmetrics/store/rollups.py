@@ -181,13 +181,15 @@ def rebuild_select(source: str, *, sqlite: bool = False, where: str = "") -> str
 
 # --- reading -----------------------------------------------------------------------------------
 def _floor(t: datetime, seconds: int) -> datetime:
-    stamp = t.timestamp()
+    # A naive datetime is UTC here (the store's convention), never the machine's local time.
+    stamp = (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
     return datetime.fromtimestamp(stamp // seconds * seconds, UTC)
 
 
 def _ceil(t: datetime, seconds: int) -> datetime:
     floor = _floor(t, seconds)
-    return floor if floor == t else floor + timedelta(seconds=seconds)
+    aware = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return floor if floor == aware else floor + timedelta(seconds=seconds)
 
 
 def _ceil_minute(t: datetime) -> datetime:
@@ -205,8 +207,8 @@ def segments(lo: datetime | None, hi: datetime | None) -> list[Segment]:
     are ``lo``/``hi`` rounded up to a minute. Every minute of the range lies in exactly one
     segment; ``None`` is an open end (read from the day level). Empty segments are left out.
     """
-    a = None if lo is None else _ceil(lo.astimezone(UTC), 60)
-    b = None if hi is None else _ceil(hi.astimezone(UTC), 60)
+    a = None if lo is None else _ceil(lo, 60)
+    b = None if hi is None else _ceil(hi, 60)
     if a is not None and b is not None and a >= b:
         return []
     hl = None if a is None else _ceil(a, 3600)
