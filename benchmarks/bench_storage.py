@@ -27,13 +27,14 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from _common import libpq_url, print_environment, print_table, scratch_postgres
+from _common import libpq_url, postgres_admin_url, print_environment, print_table, scratch_postgres
 from sqlalchemy import text
 
 from heurmetrics.audit import queries
@@ -137,6 +138,7 @@ def bytes_section(n: int) -> list[tuple[str, ...]]:
             lo, hi = partitions.bounds(now, "monthly")
             conn.execute(f"CREATE TABLE copy_check_p PARTITION OF copy_check FOR VALUES FROM ('{lo.isoformat()}') "
                          f"TO ('{hi.isoformat()}')")
+            conn.execute("ALTER INDEX copy_check_p_pkey SET (fillfactor = 100)")  # as partitions.create_partition_sql
             conn.execute("CREATE TABLE copy_check_d PARTITION OF copy_check DEFAULT")
             with conn.cursor().copy(f"COPY copy_check ({', '.join(_EXECUTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
                                     ) as copy:
@@ -188,6 +190,12 @@ def _load(url: str, versions: list[RuleVersion], months: list[tuple[datetime, da
             conn.execute(
                 f"INSERT INTO execution_rollups ({', '.join(rollups.COLUMNS)}) {rollups.rebuild_select(name)}"
             )
+            month = f"WHERE bucket_start >= '{lo.isoformat()}' AND bucket_start < '{hi.isoformat()}'"
+            for level in ("hour", "day"):
+                conn.execute(
+                    f"INSERT INTO {rollups.LEVEL_TABLES[level]} ({', '.join(rollups.COLUMNS)}) "
+                    f"{rollups.coarsen_select(level, where=month)}"
+                )
             conn.commit()
             print(f"  loaded {name}: {per_month:,} rows ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         conn.execute("ANALYZE")
@@ -199,8 +207,7 @@ def _render(sql: str, start: datetime, end: datetime, rules: list[str], versions
     def listed(values: list[str]) -> str:
         return ", ".join(sqlq.lit(v) for v in values)
 
-    out = sql.replace("$__timeFilter(ro.bucket_start)",
-                      f"ro.bucket_start BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'")
+    out = sql.replace("$__timeFrom()", f"'{start.isoformat()}'").replace("$__timeTo()", f"'{end.isoformat()}'")
     return out.replace(f"${'rule_version'}", listed(versions)).replace(f"${'rule'}", listed(rules))
 
 
@@ -214,11 +221,27 @@ def _timed(fn: Callable[[], object], reps: int) -> float:
     return p95(samples) * 1000
 
 
-def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+@contextlib.contextmanager
+def _kept_postgres() -> Iterator[str]:
+    """A database ``bench_keep_<random>`` that is not dropped (measure it again with --reuse-database)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_admin_url())
+    name = f"bench_keep_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(url.render_as_string(hide_password=False)), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    kept = url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    print(f"(database kept: --reuse-database {kept})", file=sys.stderr)
+    yield kept
+
+
+def volume_section(
+    n: int, reps: int, reuse: str | None, keep: bool = False, load_only: bool = False
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     """Load (unless ``reuse`` names a database loaded by an earlier run) and measure."""
     if reuse is not None:
         return _measure(reuse, reps, load_s=None)
-    with scratch_postgres() as url:
+    with (_kept_postgres() if keep else scratch_postgres()) as url:
         engine = create_store_engine(url)
         migrations.upgrade(engine)
         versions = _register(url, 200)
@@ -226,6 +249,8 @@ def volume_section(n: int, reps: int, reuse: str | None) -> tuple[list[tuple[str
         partitions.create_ranges(engine, months[0][0], months[-1][1], "monthly")
         engine.dispose()
         load_s = _load(url, versions, months, n)
+        if load_only:
+            return [("loaded", f"{n:,} executions in {load_s:.0f} s into {url}")], []
         return _measure(url, reps, load_s)
 
 
@@ -250,7 +275,9 @@ def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str,
         ("execution_rollups",
          f"{rolled:,} rows, {rolled_size / 1e9:.2f} GB ({rolled_size / max(rolled, 1):.0f} B/row)"),
     ]
-    end = months[-1][1]
+    # An unaligned end (as "now" is in Grafana): ranges cut through days, hours and minutes, so the
+    # panels read every rollup level, edges included.
+    end = months[-1][1] - timedelta(hours=7, minutes=13, seconds=17)
     rules = sorted({v.rule for v in versions})
     names = sorted({v.version for v in versions})
     panels = {
@@ -287,6 +314,20 @@ def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str,
         f"retention: drop {', '.join(d.partition_name for d in dropped)} ({sum(d.row_count for d in dropped):,} "
         "rows; verify + digest + chain + detach + drop)", "-", f"{retention_ms:.0f}",
     ))
+    # Where a retention run's time goes, measured apart on the next month (not dropped).
+    nxt = months[len(dropped)] if len(months) > len(dropped) else None
+    if nxt is not None:
+        name = partitions.partition_name(nxt[0], "monthly")
+        with engine.connect() as conn:
+            t = time.perf_counter()
+            counts, _digest = retention.scan(conn, name)
+            scan_ms = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            rolled_counts = rollups.counts_per_version(conn, nxt[0], nxt[1])
+            rolled_ms = (time.perf_counter() - t) * 1000
+        assert {str(k): v for k, v in rolled_counts.items()} == counts
+        results.append((f"  of which: one scan of {name} (counts per version + digest)", "-", f"{scan_ms:.0f}"))
+        results.append(("  of which: rollup counts per version over the month (day level)", "-", f"{rolled_ms:.0f}"))
     engine.dispose()
     return info, results
 
@@ -373,6 +414,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20, help="volume section: repetitions per query")
     parser.add_argument("--reuse-database", help="volume section: measure a database a previous run loaded "
                         "(kept when that run was killed); its oldest month is dropped by the retention run")
+    parser.add_argument("--keep-database", action="store_true", help="volume section: keep the loaded database")
+    parser.add_argument("--load-only", action="store_true", help="volume section: load (and keep), do not measure")
     parser.add_argument("--ingest-events", type=int, default=200_000, help="ingest section: executions per path")
     args = parser.parse_args()
     print_environment("bench_storage", {"events": f"{args.events:,}"})
@@ -384,7 +427,8 @@ def main() -> int:
                     ingest_section(args.ingest_events, 5000),
                     title="Ingest cost of the rollups (PostgreSQL, batches of 5,000, interleaved)")
     if args.section in ("all", "volume"):
-        info, results = volume_section(args.events, args.reps, args.reuse_database)
+        info, results = volume_section(args.events, args.reps, args.reuse_database,
+                                       keep=args.keep_database or args.load_only, load_only=args.load_only)
         print_table(("", ""), info, title="Volume")
         print_table(("query", "window", "p95 ms"), results, title=f"Latency at volume ({args.reps} repetitions)")
     print(json.dumps({"done": True}))

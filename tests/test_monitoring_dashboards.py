@@ -326,11 +326,18 @@ _SQL_KEYWORDS = {
 }
 
 
+#: Set-returning SQL functions panels may read, with the table whose rows they return.
+ROW_FUNCTIONS = {"execution_rollups_between": "execution_rollups"}
+
+
 def sql_problems(sql: str) -> list[str]:
     """Tables and ``alias.column`` references of ``sql`` that the store schema does not have."""
     tables = Base.metadata.tables
     text = re.sub(r"'(?:[^']|'')*'", "''", sql)  # string literals
     text = re.sub(r'"(?:[^"]|"")*"', '""', text)  # quoted output names
+    # Set-returning functions of the store read as the table whose row type they return.
+    for function, table in ROW_FUNCTIONS.items():
+        text = re.sub(rf"\b{function}\((?:[^()]|\([^()]*\))*\)", table, text)
     derived = {m.lower() for m in re.findall(r"(?:\bWITH|,)\s+(\w+)\s+AS\s*\(", text, re.I)}
     derived |= {m.lower() for m in re.findall(r"\)\s+AS\s+(\w+)", text, re.I)}
     aliases: dict[str, str] = {}
@@ -380,6 +387,10 @@ def test_sql_checker_catches_mistakes() -> None:
         "no table referenced",
     ]
     assert sql_problems("SELECT q.id FROM rules AS r") == ["unknown table alias q (in q.id)"]
+    assert sql_problems("SELECT ro.executions FROM execution_rollups_between($__timeFrom(), $__timeTo()) AS ro") == []
+    assert sql_problems("SELECT ro.nope FROM execution_rollups_between($__timeFrom(), $__timeTo()) AS ro") == [
+        "execution_rollups has no column nope"
+    ]
 
 
 def test_sql_panels_run_on_postgres(postgres_url: str, boards: dict[str, dict[str, Any]]) -> None:

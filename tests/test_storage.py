@@ -5,7 +5,6 @@ Real PostgreSQL and real SQLite; every test asserts row counts, never timings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections import Counter
@@ -204,16 +203,39 @@ def test_migration_moves_existing_rows_into_partitions_and_rollups(database_url:
 
 
 # --- retention ---------------------------------------------------------------------------------
-def _text_digest(url: str, partition_rows: str) -> str:
-    """The documented digest, recomputed independently through a plain psycopg connection."""
+#: The documented table an auditor loads an export into (docs/storage.md).
+EXPORT_TABLE = (
+    "CREATE TABLE {name} (started_at timestamptz, event_id uuid, duration_seconds float8, signal float8, "
+    "confidence float8, rule_version_id int4, status int2, mode int2, outcome text, error_type text, "
+    "backtest_run_id uuid)"
+)
+
+
+def _export(url: str, partition: str) -> list[str]:
+    """The partition's rows as CSV lines, through a plain psycopg connection (an auditor's export)."""
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    h = hashlib.sha256()
+    buf = bytearray()
+    with psycopg.connect(libpq) as conn, conn.cursor().copy(
+        f"COPY (SELECT {', '.join(retention.DIGEST_COLUMNS)} FROM {partition}) TO STDOUT (FORMAT CSV)"
+    ) as copy:
+        for block in copy:
+            buf += block
+    return bytes(buf).decode().splitlines()
+
+
+def _digest_of_export(url: str, lines: list[str]) -> str:
+    """The documented recomputation: load the export into a fresh table, run the documented query."""
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(libpq) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        with conn.cursor().copy(f"COPY ({partition_rows}) TO STDOUT") as copy:
-            for block in copy:
-                h.update(block)
-    return h.hexdigest()
+        conn.execute(EXPORT_TABLE.format(name="pg_temp.export_check"))
+        with conn.cursor().copy("COPY pg_temp.export_check FROM STDIN (FORMAT CSV)") as copy:
+            copy.write("\n".join(lines) + "\n")
+        row = conn.execute(
+            "SELECT sum(hash_record_extended(t, 0)) % 2^64::numeric "
+            f"FROM (SELECT {', '.join(retention.DIGEST_COLUMNS)} FROM pg_temp.export_check) AS t"
+        ).fetchone()
+    assert row is not None
+    return f"mh64:{int(row[0]) % 2**64:016x}"
 
 
 def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store: SqlStore) -> None:
@@ -224,9 +246,14 @@ def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store
     store.insert_executions(events)
     total_before = _rollup_counts(store)
     oldest = f"heuristic_executions_p{MONTHS[0]:%Y_%m}"
-    cols = ", ".join(retention.DIGEST_COLUMNS)
-    expected_digest = _text_digest(store.engine.url.render_as_string(hide_password=False),
-                                   f"SELECT {cols} FROM {oldest} ORDER BY started_at, event_id")
+    url = store.engine.url.render_as_string(hide_password=False)
+    exported = _export(url, oldest)  # an auditor's export before the run
+    expected_digest = _digest_of_export(url, exported)
+    # Order-independent (any export order), and any changed or missing row changes it.
+    assert _digest_of_export(url, exported[::-1]) == expected_digest
+    assert _digest_of_export(url, exported[1:]) != expected_digest
+    changed = exported[0].replace(",1,", ",2,", 1)
+    assert changed != exported[0] and _digest_of_export(url, [changed, *exported[1:]]) != expected_digest
     # Keep live rows until just after the end of the oldest month: only that one is due.
     policy = retention.parse_policy(f"live={(NOW - MONTHS[1]).days}d")
     planned = retention.plan(store.engine, policy, now=NOW)
@@ -237,7 +264,7 @@ def test_retention_drops_the_oldest_month_verified_digested_and_chained(pg_store
 
     assert event.partition_name == oldest and event.row_count == 20
     assert event.counts == {str(v): n for v, n in Counter(e.rule_version.id for e in events[:20]).items()}
-    assert event.content_digest == expected_digest
+    assert event.content_digest == expected_digest and event.content_digest.startswith("mh64:")
     # Raw rows of the other months untouched and still equal to their rollups; the rollups of the
     # dropped month remain (totals unchanged), so long-range counts stay exact.
     remaining = f"WHERE started_at >= '{MONTHS[1].isoformat()}'"

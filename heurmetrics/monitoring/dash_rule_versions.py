@@ -81,9 +81,9 @@ WITH stats AS (
       / NULLIF(sum(ro.confidence_count) FILTER (WHERE {q.BACKTEST_MODE}), 0) AS backtest_confidence,
     {q.share(q.SIGNAL, f"{q.LIVE} AND {q.OK_EXECUTION}")} AS live_signal_share,
     {q.share(q.SIGNAL, f"{q.BACKTEST_MODE} AND {q.OK_EXECUTION}")} AS backtest_signal_share
-  FROM execution_rollups AS ro
+  FROM {q.ROLLUPS_IN_RANGE} AS ro
   {q.version_join("ro").replace(chr(10), chr(10) + "  ")}
-  WHERE $__timeFilter(ro.bucket_start) AND {q.VERSION_FILTER}
+  WHERE {q.VERSION_FILTER}
   GROUP BY ro.rule_version_id
 ), latest AS (
   SELECT DISTINCT ON (br.rule_version_id)
@@ -117,20 +117,31 @@ WHERE {q.VERSION_FILTER}
 ORDER BY r.name, rv.version
 """
 
+def _minute_probe(fn: str) -> str:
+    """First or last minute of a (version, mode) in the range: one probe of the minute level's key."""
+    return (f"(SELECT {fn}(ro.bucket_start) FROM execution_rollups AS ro WHERE ro.rule_version_id = t.rule_version_id "
+            f"AND ro.mode = t.mode AND {q.MINUTE_IN_RANGE})")
+
+
 EXECUTIONS_PER_VERSION_SQL = f"""
 SELECT
   r.name AS "rule",
   rv.version AS "version",
   m.name AS "mode",
-  sum(ro.executions) AS "executions",
-  {q.executions_where(q.FAILED_EXECUTION)} AS "failed",
-  min(ro.bucket_start) AS "first (minute)",
-  max(ro.bucket_start) AS "last (minute)"
-FROM execution_rollups AS ro
-{q.version_join("ro")}
-JOIN execution_modes AS m ON m.code = ro.mode
-WHERE $__timeFilter(ro.bucket_start) AND {q.VERSION_FILTER}
-GROUP BY r.name, rv.version, m.name
+  t.executions AS "executions",
+  t.failed AS "failed",
+  {_minute_probe("min")} AS "first (minute)",
+  {_minute_probe("max")} AS "last (minute)"
+FROM (
+  SELECT ro.rule_version_id AS rule_version_id, ro.mode AS mode, sum(ro.executions) AS executions,
+    {q.executions_where(q.FAILED_EXECUTION)} AS failed
+  FROM {q.ROLLUPS_IN_RANGE} AS ro
+  GROUP BY ro.rule_version_id, ro.mode
+) AS t
+JOIN rule_versions AS rv ON rv.id = t.rule_version_id
+JOIN rules AS r ON r.id = rv.rule_id
+JOIN execution_modes AS m ON m.code = t.mode
+WHERE {q.VERSION_FILTER}
 ORDER BY r.name, rv.version, m.name
 """
 

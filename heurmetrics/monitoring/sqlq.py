@@ -7,9 +7,13 @@ consistency test can check each one against ``Base.metadata``. Status and mode l
 the bounded value sets of :mod:`heurmetrics.metrics.definitions`, turned into the stored codes of
 :mod:`heurmetrics.store.codes`.
 
-Execution panels read ``execution_rollups`` (exact per-minute aggregates), never raw
-``heuristic_executions``: their cost depends on the number of minutes and versions shown, not on
-the number of executions, and they still cover ranges whose raw rows retention dropped. One
+Execution panels read the rollups (exact aggregates per minute, hour and day), never raw
+``heuristic_executions``, through ``execution_rollups_between($__timeFrom(), $__timeTo())``
+(:data:`ROLLUPS_IN_RANGE`): whole UTC days from the day level, whole hours from the hour level,
+minutes at the edges. Their cost depends on the number of days, edge hours and edge minutes
+(at most days + 46 + 118 buckets) times the versions shown, not on the number of executions, and
+they still cover ranges whose raw rows retention dropped. A panel's range is the minutes starting
+in [from, to): exact at minute resolution. One
 exception: the confidence distribution (``dash_executions.CONFIDENCE_SQL``) reads raw rows, since
 the rollups keep confidence sums, not deciles; it is empty for ranges retention dropped.
 """
@@ -47,6 +51,13 @@ def version_join(alias: str) -> str:
 VERSION_FILTER = f"r.name IN (${p.RULE_VAR}) AND rv.version IN (${p.RULE_VERSION_VAR})"
 #: The run chosen in the ``run_id`` variable; NULL (no rows, no error) while none is selected.
 SELECTED_RUN = f"NULLIF('${RUN_ID_VAR}', '')::uuid"
+
+#: The rollup rows (row type of ``execution_rollups``) covering the dashboard's time range exactly,
+#: read from days, hours and edge minutes (the SQL function of migration 0007).
+ROLLUPS_IN_RANGE = "execution_rollups_between($__timeFrom(), $__timeTo())"
+#: The same range on the minute level (``bucket_start`` is a minute), for first/last-minute probes.
+MINUTE_IN_RANGE = "ro.bucket_start >= $__timeFrom() AND ro.bucket_start < $__timeTo()"
+
 
 def live(alias: str) -> str:
     """Rows of ``alias`` (rollups or raw executions) that are not backtest-mode."""

@@ -222,15 +222,12 @@ class SqlExecutions:
     def _add_rollups(
         self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]
     ) -> None:
-        """Add the inserted events (indexes ``new``) to ``execution_rollups``, same transaction."""
+        """Add the inserted events (indexes ``new``) to the rollups (every level), same transaction."""
         if len(new) == len(events):
             acc = rollups.aggregate(events, started)
         else:
             acc = rollups.aggregate([events[i] for i in new], [started[i] for i in new])
-        sqlite = self.dialect == "sqlite"
-        params = rollups.rows(acc, sqlite=sqlite)
-        if params:
-            cursor.executemany(rollups.upsert_sql("?" if sqlite else "%s"), params)
+        rollups.write(cursor, acc, sqlite=self.dialect == "sqlite")
 
     def _insert_executions_pg(
         self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime]

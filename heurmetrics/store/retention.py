@@ -5,15 +5,25 @@ window of every mode that has executions in it (per-mode windows, e.g. backtest 
 days; a partition holding live executions is kept as long as live ones must be). Applying:
 
 1. takes the audit chain's append lock (one retention or registration at a time);
-2. counts the partition's rows per rule version and compares them with ``execution_rollups`` over
-   the same range: any difference refuses the run and drops nothing;
-3. computes ``content_digest``: sha256 of the rows in the documented text form (``COPY … TO
-   STDOUT``, session time zone UTC, ordered by ``started_at, event_id``; see ``docs/storage.md``);
-4. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
+2. reads the partition once: its rows per rule version and its content digest (below) in one
+   aggregate pass, and compares the counts with the rollups over the same range (read from the
+   day level: partitions are whole UTC days): any difference refuses the run and drops nothing;
+3. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
    digest, policy, actor);
-5. ``DETACH PARTITION`` + ``DROP TABLE`` -- never a row ``DELETE``: the append-only triggers stay
+4. ``DETACH PARTITION`` + ``DROP TABLE`` -- never a row ``DELETE``: the append-only triggers stay
    in force for every remaining row. All of it is one transaction: the event exists iff the
    partition is gone.
+
+**Content digest** (:data:`DIGEST_FORMAT`, ``mh64:`` + 16 hex digits): an order-independent
+multiset checksum of the dropped rows, ``Σ h(row) mod 2^64`` where ``h(row)`` is PostgreSQL's
+``hash_record_extended(row, 0)`` of the row's :data:`DIGEST_COLUMNS` (the hash PostgreSQL keeps
+stable across versions for hash partitioning).
+It is computed in the same (parallel) scan as the counts: about half a second per million
+rows under load, instead of a sorted text export hashed in Python (~5 s per 3.3 M rows); any
+export of the rows loaded back into PostgreSQL reproduces it (``docs/storage.md``). It detects any
+changed, missing or extra row except with probability ~2^-64; unlike sha256 it is
+not meant to resist someone choosing rows to collide (the hash chain protects the record itself).
+Events chained before this format carry the sha256 of the text ``COPY`` (no prefix).
 
 Rule versions, lifecycle events, backtests, equity curves and rollups are never touched. SQLite
 keeps one flat table whose rows the triggers protect from DELETE: retention is refused there.
@@ -21,7 +31,6 @@ keeps one flat table whose rows the triggers protect from DELETE: retention is r
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from heurmetrics import hashchain
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store import chain, partitions
+from heurmetrics.store import chain, partitions, rollups
 from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
 from heurmetrics.store.engine import lift_bounds_for_transaction
 from heurmetrics.store.schema import RetentionEventRow
@@ -46,6 +55,22 @@ DIGEST_COLUMNS = (
     "outcome", "error_type", "backtest_run_id",
 )
 _LOCK_TIMEOUT = "5s"
+#: Prefix of the content digest of this format (see the module docstring).
+DIGEST_FORMAT = "mh64"
+
+
+def scan_sql(source: str) -> str:
+    """Rows per rule version and the 64-bit hash sum of ``source`` (a partition or an export)."""
+    cols = ", ".join(DIGEST_COLUMNS)
+    return (
+        "SELECT t.rule_version_id, count(*), sum(hash_record_extended(t, 0)) "
+        f"FROM (SELECT {cols} FROM {source}) AS t GROUP BY t.rule_version_id"
+    )
+
+
+def digest_of(sums: list[int]) -> str:
+    """The content digest from per-group hash sums (any grouping: the sum is order-independent)."""
+    return f"{DIGEST_FORMAT}:{sum(sums) % 2**64:016x}"
 
 
 class RetentionError(HeurmetricsError):
@@ -110,17 +135,15 @@ def _require_postgres(engine: Engine) -> None:
 
 
 def _modes_in(conn: Connection, start: datetime, end: datetime) -> list[str]:
-    # One probe of the rollups' key (version, mode, minute) per version and mode, instead of reading
-    # every rollup row of the range.
-    codes = conn.execute(
-        text(
-            "SELECT m.code FROM execution_modes m WHERE EXISTS (SELECT 1 FROM rule_versions v CROSS JOIN LATERAL "
-            "(SELECT 1 FROM execution_rollups r WHERE r.rule_version_id = v.id AND r.mode = m.code "
-            "AND r.bucket_start >= :s AND r.bucket_start < :e LIMIT 1) AS hit)"
-        ),
-        {"s": start, "e": end},
-    ).scalars()
-    return sorted(MODE_NAMES[int(c)] for c in codes)
+    # Partition bounds are whole UTC days: the day level answers with ~one row per key and day.
+    codes: set[int] = set()
+    for level, lo, hi in rollups.segments(start, end):
+        table = rollups.LEVEL_TABLES[level]
+        codes |= {int(c) for c in conn.execute(
+            text(f"SELECT DISTINCT mode FROM {table} WHERE bucket_start >= :s AND bucket_start < :e"),
+            {"s": lo, "e": hi},
+        ).scalars()}
+    return sorted(MODE_NAMES[c] for c in codes)
 
 
 def plan(engine: Engine, policy: Policy, *, now: datetime | None = None) -> list[Candidate]:
@@ -140,18 +163,11 @@ def plan(engine: Engine, policy: Policy, *, now: datetime | None = None) -> list
     return out
 
 
-def _counts(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, int]:
-    return {str(vid): int(n) for vid, n in conn.execute(text(sql), params).all() if int(n)}
-
-
-def _digest(conn: Connection, name: str) -> str:
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    h = hashlib.sha256()
-    query = f"SELECT {', '.join(DIGEST_COLUMNS)} FROM {name} ORDER BY started_at, event_id"
-    with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
-        for block in copy:
-            h.update(block)
-    return h.hexdigest()
+def scan(conn: Connection, source: str) -> tuple[dict[str, int], str]:
+    """Rows per rule version (as text keys) and the content digest of ``source``, in one pass."""
+    rows = conn.execute(text(scan_sql(source))).all()
+    counts = {str(vid): int(n) for vid, n, _ in rows if int(n)}
+    return counts, digest_of([int(h) for _, _, h in rows])
 
 
 def drop_partition(
@@ -166,14 +182,8 @@ def drop_partition(
     with chain.chain_transaction(engine) as conn:
         lift_bounds_for_transaction(conn)
         conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
-        conn.execute(text("SET LOCAL TimeZone = 'UTC'"))  # the digest's text form of timestamps
-        raw = _counts(conn, f"SELECT rule_version_id, count(*) FROM {p.name} GROUP BY 1", {})
-        rolled = _counts(
-            conn,
-            "SELECT rule_version_id, sum(executions) FROM execution_rollups "
-            "WHERE bucket_start >= :s AND bucket_start < :e GROUP BY 1",
-            {"s": p.start, "e": p.end},
-        )
+        raw, digest = scan(conn, p.name)
+        rolled = {str(v): n for v, n in rollups.counts_per_version(conn, p.start, p.end).items()}
         if raw != rolled:
             diff = {v: (raw.get(v, 0), rolled.get(v, 0)) for v in sorted(set(raw) | set(rolled))
                     if raw.get(v, 0) != rolled.get(v, 0)}
@@ -181,7 +191,6 @@ def drop_partition(
                 f"{p.name}: rollups do not cover the partition exactly (rule_version_id: (raw rows, rolled up) "
                 f"{diff}); nothing was dropped"
             )
-        digest = _digest(conn, p.name)
         head = chain.read_head(conn)
         position, event_id = head.position + 1, chain.next_id(conn, hashchain.RETENTION_TABLE)
         occurred = hashchain.append_time(head, now)

@@ -1,12 +1,16 @@
-"""Exact per-minute rollups of executions, maintained in the transaction that inserts them.
+"""Exact rollups of executions per minute, hour and day, maintained in the transaction that inserts them.
 
-``execution_rollups`` holds one row per (rule version, minute, mode, status, outcome) with the
-execution count, the duration sum, the cumulative duration-histogram counts (the Prometheus
-histogram's bounds, :data:`heurmetrics.metrics.definitions.EXECUTION_DURATION_BUCKETS`) and the
-confidence count and sum.
+``execution_rollups`` (minute), ``execution_rollups_hour`` and ``execution_rollups_day`` each hold
+one row per (rule version, bucket, mode, status, outcome) with the execution count, the duration
+sum, the cumulative duration-histogram counts (the Prometheus histogram's bounds,
+:data:`heurmetrics.metrics.definitions.EXECUTION_DURATION_BUCKETS`) and the confidence count and
+sum. A range is answered from whole UTC days, whole hours inside it and minutes at its edges
+(:func:`segments`; on PostgreSQL also the SQL function ``execution_rollups_between``), so its cost
+follows days + 46 hours + 118 minutes at most, not the number of minutes.
 
 **Why exact.** The insert path knows exactly which events were new (the ids the idempotent insert
-returned). It aggregates *those* in Python and upserts the aggregates in the *same* transaction:
+returned). It aggregates *those* in Python (per minute, then the minute aggregates summed into
+their hour and day) and upserts the three levels in the *same* transaction:
 a batch commits raw rows and their rollup increments together or not at all, and a re-sent event
 is neither inserted nor counted again. The minute comes from the same microsecond timestamp the
 raw row stores, so a raw row and its rollup row always agree on the bucket (and on the partition).
@@ -25,15 +29,28 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, union_all
 from sqlalchemy.engine import Connection
 
 from heurmetrics.buckets import EXECUTION_DURATION_BUCKETS
 from heurmetrics.domain import ExecutionEvent
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
-from heurmetrics.store.schema import ROLLUP_BUCKET_COLUMNS, ExecutionRollupRow, ExecutionRow
+from heurmetrics.store.schema import (
+    ROLLUP_BUCKET_COLUMNS,
+    ROLLUP_LEVELS,
+    ExecutionRollupDayRow,
+    ExecutionRollupHourRow,
+    ExecutionRollupRow,
+    ExecutionRow,
+)
 
 TABLE = "execution_rollups"
+#: Table of each level (the minute level keeps its historical name).
+LEVEL_TABLES: dict[str, str] = {name: table for name, table, _ in ROLLUP_LEVELS}
+LEVEL_SECONDS: dict[str, int] = {name: width for name, _, width in ROLLUP_LEVELS}
+_LEVEL_ROWS: dict[str, Any] = {
+    "minute": ExecutionRollupRow, "hour": ExecutionRollupHourRow, "day": ExecutionRollupDayRow,
+}
 KEY_COLUMNS = ("rule_version_id", "mode", "bucket_start", "status", "outcome")
 VALUE_COLUMNS = ("executions", "duration_sum", "confidence_count", "confidence_sum", *ROLLUP_BUCKET_COLUMNS)
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
@@ -52,7 +69,8 @@ def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> 
     counts (not cumulative; the last one counts durations above every bound)].
     """
     acc: dict[Key, list[Any]] = {}
-    statuses, modes = STATUS_CODES, MODE_CODES
+    # Locals and one attribute read per field: this loop runs once per ingested event.
+    statuses, modes, bounds, get = STATUS_CODES, MODE_CODES, _BOUNDS, acc.get
     for e, t in zip(events, started, strict=True):
         # The minute of the float start time, unless it is within a microsecond of the next minute:
         # then the stored (rounded) datetime decides, exactly as the raw row will say.
@@ -61,15 +79,17 @@ def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> 
         if x - minute > 59.999998:
             minute = int(t.timestamp()) // 60 * 60
         key = (e.rule_version.id, modes[e.mode], minute, statuses[e.status], e.outcome or NO_OUTCOME)
-        row = acc.get(key)
+        row = get(key)
         if row is None:
             row = acc[key] = [0, 0.0, 0, 0.0] + [0] * (_N + 1)
+        d = e.duration_seconds
         row[0] += 1
-        row[1] += e.duration_seconds
-        if e.confidence is not None:
+        row[1] += d
+        c = e.confidence
+        if c is not None:
             row[2] += 1
-            row[3] += e.confidence
-        row[4 + bisect_left(_BOUNDS, e.duration_seconds)] += 1
+            row[3] += c
+        row[4 + bisect_left(bounds, d)] += 1
     return acc
 
 
@@ -89,12 +109,61 @@ def rows(acc: dict[Key, list[Any]], *, sqlite: bool = False) -> list[tuple[Any, 
     return out
 
 
-def upsert_sql(placeholder: str) -> str:
+def coarsen(acc: dict[Key, list[Any]], seconds: int) -> dict[Key, list[Any]]:
+    """Minute aggregates summed into buckets of ``seconds`` (3600: hours, 86400: UTC days)."""
+    out: dict[Key, list[Any]] = {}
+    for (rv, mode, minute, status, outcome), values in acc.items():
+        key = (rv, mode, minute // seconds * seconds, status, outcome)
+        row = out.get(key)
+        if row is None:
+            out[key] = list(values)
+        else:
+            for i, v in enumerate(values):
+                row[i] += v
+    return out
+
+
+def upsert_sql(placeholder: str, table: str = TABLE) -> str:
     """``INSERT … ON CONFLICT DO UPDATE`` adding the increments (same text on PostgreSQL and SQLite)."""
-    sets = ", ".join(f"{c} = {TABLE}.{c} + excluded.{c}" for c in VALUE_COLUMNS)
+    sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in VALUE_COLUMNS)
     return (
-        f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join([placeholder] * len(COLUMNS))}) "
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join([placeholder] * len(COLUMNS))}) "
         f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {sets}"
+    )
+
+
+def write(cursor: Any, acc: dict[Key, list[Any]], *, sqlite: bool = False) -> None:
+    """Upsert minute aggregates ``acc`` into every level, on the caller's cursor (its transaction).
+
+    Levels are written finest first, each with keys sorted: concurrent writers take row locks in
+    the same order, so they never deadlock.
+    """
+    if not acc:
+        return
+    placeholder = "?" if sqlite else "%s"
+    work = [(upsert_sql(placeholder, table), rows(acc if seconds == 60 else coarsen(acc, seconds), sqlite=sqlite))
+            for _, table, seconds in ROLLUP_LEVELS]
+    if sqlite:
+        for sql, params in work:
+            cursor.executemany(sql, params)
+        return
+    # One network round trip for the three levels (psycopg pipeline mode), not one per level.
+    with cursor.connection.pipeline():
+        for sql, params in work:
+            cursor.executemany(sql, params)
+
+
+def coarsen_select(level: str, *, sqlite: bool = False, where: str = "") -> str:
+    """``SELECT`` computing ``level`` rows (hour or day) from the minute rollups (migration, bulk loads)."""
+    if sqlite:
+        bucket = ("substr(bucket_start, 1, 13) || ':00:00.000000'" if level == "hour"
+                  else "substr(bucket_start, 1, 10) || ' 00:00:00.000000'")
+    else:
+        bucket = f"date_trunc('{level}', bucket_start, 'UTC')"
+    sums = ", ".join(f"sum({c})" for c in VALUE_COLUMNS)
+    return (
+        f"SELECT rule_version_id, mode, {bucket}, status, outcome, {sums} FROM {TABLE} {where} "
+        f"GROUP BY rule_version_id, mode, {bucket}, status, outcome"
     )
 
 
@@ -114,9 +183,50 @@ def rebuild_select(source: str, *, sqlite: bool = False, where: str = "") -> str
 
 
 # --- reading -----------------------------------------------------------------------------------
+def _floor(t: datetime, seconds: int) -> datetime:
+    # A naive datetime is UTC here (the store's convention), never the machine's local time.
+    stamp = (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+    return datetime.fromtimestamp(stamp // seconds * seconds, UTC)
+
+
+def _ceil(t: datetime, seconds: int) -> datetime:
+    floor = _floor(t, seconds)
+    aware = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return floor if floor == aware else floor + timedelta(seconds=seconds)
+
+
 def _ceil_minute(t: datetime) -> datetime:
-    floor = t.replace(second=0, microsecond=0)
-    return floor if floor == t else floor + timedelta(minutes=1)
+    return _ceil(t, 60)
+
+
+Segment = tuple[str, datetime | None, datetime | None]  # (level, lo, hi): bucket_start in [lo, hi)
+
+
+def segments(lo: datetime | None, hi: datetime | None) -> list[Segment]:
+    """Split the minutes ``m`` with ``lo <= m < hi`` into whole days, whole hours and minutes.
+
+    Same split as the SQL function ``execution_rollups_between``: days ``[dlo, dhi)``, hours
+    ``[hlo, dlo)`` and ``[dhi, hhi)``, minutes ``[a, hlo)`` and ``[hhi, b)``, where ``a``/``b``
+    are ``lo``/``hi`` rounded up to a minute. Every minute of the range lies in exactly one
+    segment; ``None`` is an open end (read from the day level). Empty segments are left out.
+    """
+    a = None if lo is None else _ceil(lo, 60)
+    b = None if hi is None else _ceil(hi, 60)
+    if a is not None and b is not None and a >= b:
+        return []
+    hl = None if a is None else _ceil(a, 3600)
+    hh = None if b is None else _floor(b, 3600)
+    if hl is not None and hh is not None and hl >= hh:
+        return [("minute", a, b)]
+    dl = None if a is None else _ceil(a, 86400)
+    dh = None if b is None else _floor(b, 86400)
+    if dl is not None and dh is not None and dl >= dh:
+        parts: list[Segment] = [("minute", a, hl), ("hour", hl, hh), ("minute", hh, b)]
+    else:
+        parts = [("minute", a, hl), ("hour", hl, dl), ("day", dl, dh), ("hour", dh, hh), ("minute", hh, b)]
+    # An open end has no edge: its neighbour segment reaches to it.
+    return [(level, s, e) for level, s, e in parts if not (s is not None and e is not None and s >= e)
+            and not (level != "day" and (s is None or e is None))]
 
 
 def count_executions(
@@ -129,32 +239,58 @@ def count_executions(
 ) -> Counter[tuple[int, str, str, str | None]]:
     """Exact execution counts by (rule_version_id, mode, status, outcome) in ``[start, end)``.
 
-    Whole minutes come from the rollups (cheap over any range, and still there after retention);
-    the partial minutes at either edge of an unaligned range come from raw rows.
+    Whole days, hours and minutes come from the rollup levels (:func:`segments`: cheap over any
+    range, and still there after retention); the partial minutes at either edge of an unaligned
+    range come from raw rows.
     """
-    r, e = ExecutionRollupRow, ExecutionRow
+    e = ExecutionRow
     inner_start = None if start is None else _ceil_minute(start)
     inner_end = None if end is None else end.replace(second=0, microsecond=0)
-    out: Counter[tuple[int, str, str, str | None]] = Counter()
+    parts: list[Any] = []
     if inner_start is None or inner_end is None or inner_start < inner_end:
-        query = select(r.rule_version_id, r.mode, r.status, r.outcome, func.sum(r.executions)).group_by(
-            r.rule_version_id, r.mode, r.status, r.outcome
-        )
-        query = _where(query, r, r.bucket_start, version_id, inner_start, inner_end, mode)
-        for vid, m, s, o, n in conn.execute(query):
-            out[(int(vid), m, s, o or None)] += int(n)
+        for level, lo, hi in segments(inner_start, inner_end):
+            r = _LEVEL_ROWS[level]
+            part = select(r.rule_version_id, r.mode, r.status, r.outcome, r.executions.label("n"))
+            parts.append(_where(part, r, r.bucket_start, version_id, lo, hi, mode))
         edges = [(start, inner_start), (inner_end, end)]
     else:  # the whole range lies inside one minute
         edges = [(start, end)]
     for lo, hi in edges:
         if lo is None or hi is None or lo >= hi:
             continue
-        raw = select(e.rule_version_id, e.mode, e.status, e.outcome, func.count()).group_by(
+        raw = select(e.rule_version_id, e.mode, e.status, e.outcome, func.count().label("n")).group_by(
             e.rule_version_id, e.mode, e.status, e.outcome
         )
-        for vid, m, s, o, n in conn.execute(_where(raw, e, e.started_at, version_id, lo, hi, mode)):
-            out[(int(vid), m, s, o)] += int(n)
+        parts.append(_where(raw, e, e.started_at, version_id, lo, hi, mode))
+    out: Counter[tuple[int, str, str, str | None]] = Counter()
+    if not parts:
+        return out
+    # One statement (one round trip) for every level and both raw edges.
+    u = union_all(*parts).subquery()
+    query = select(u.c.rule_version_id, u.c.mode, u.c.status, u.c.outcome, func.sum(u.c.n)).group_by(
+        u.c.rule_version_id, u.c.mode, u.c.status, u.c.outcome
+    )
+    for vid, m, s, o, n in conn.execute(query):
+        out[(int(vid), m, s, o or None)] += int(n)
     return out
+
+
+def counts_per_version(conn: Connection, start: datetime, end: datetime) -> dict[int, int]:
+    """Executions per rule version with ``start <= started_at < end``, from the rollups only.
+
+    ``start`` and ``end`` must be minute-aligned (partition bounds are): then the rollups alone
+    are exact. Reads days, hours and minutes (:func:`segments`): for a month, ~30 day rows per
+    (version, mode, status, outcome). Used by retention's coverage check and by ``db partitions``.
+    """
+    if start != _floor(start, 60) or end != _floor(end, 60):
+        raise ValueError("counts_per_version needs minute-aligned bounds")
+    out: Counter[int] = Counter()
+    for level, lo, hi in segments(start, end):
+        r = _LEVEL_ROWS[level]
+        query = select(r.rule_version_id, func.sum(r.executions)).group_by(r.rule_version_id)
+        for vid, n in conn.execute(query.where(r.bucket_start >= lo, r.bucket_start < hi)):
+            out[int(vid)] += int(n)
+    return {k: v for k, v in out.items() if v}
 
 
 def _where(query: Any, row: Any, time: Any, version_id: int | None, lo: datetime | None, hi: datetime | None,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -156,7 +158,7 @@ APPEND_ONLY_TABLES = (
     "equity_points", "retention_events",
 )
 #: Derived tables: rows are incremented in place but never deleted (triggers refuse DELETE/TRUNCATE).
-NO_DELETE_TABLES = ("execution_rollups",)
+NO_DELETE_TABLES = ("execution_rollups", "execution_rollups_hour", "execution_rollups_day")
 
 
 class ExecutionStatusRow(Base):
@@ -236,7 +238,24 @@ def rollup_bucket_column(bound: float) -> str:
 ROLLUP_BUCKET_COLUMNS: tuple[str, ...] = tuple(rollup_bucket_column(b) for b in EXECUTION_DURATION_BUCKETS)
 
 
-class ExecutionRollupRow(Base):
+class _RollupColumns:
+    """Key and value columns shared by the three rollup levels (minute, hour, day)."""
+
+    # Key order (version, mode, bucket, …): "last live execution of a version" is one index probe.
+    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"), primary_key=True)
+    mode: Mapped[str] = mapped_column(CodeType(MODE_CODES), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(CodeType(STATUS_CODES), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # 4-byte counts (one row type for every level, so execution_rollups_between returns one type):
+    # 2^31 per bucket is 24,855 executions per second, all day, of one (version, mode, status, outcome).
+    executions: Mapped[int] = mapped_column(Integer)
+    duration_sum: Mapped[float] = mapped_column(Float)
+    confidence_count: Mapped[int] = mapped_column(Integer)
+    confidence_sum: Mapped[float] = mapped_column(Float)
+
+
+class ExecutionRollupRow(_RollupColumns, Base):
     """Exact per-minute aggregates of ``heuristic_executions`` (see :mod:`heurmetrics.store.rollups`).
 
     Every stored execution is counted in exactly one row, in the same transaction that inserts it;
@@ -246,29 +265,82 @@ class ExecutionRollupRow(Base):
     __tablename__ = "execution_rollups"
     __table_args__ = (Index("ix_execution_rollups_bucket_start", "bucket_start"),)
 
-    # Key order (version, mode, minute, …): "last live execution of a version" is one index probe.
-    rule_version_id: Mapped[int] = mapped_column(ForeignKey("rule_versions.id"), primary_key=True)
-    mode: Mapped[str] = mapped_column(CodeType(MODE_CODES), primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(CodeType(STATUS_CODES), primary_key=True)
-    outcome: Mapped[str] = mapped_column(String(64), primary_key=True)
-    # Counts of one minute fit a 4-byte integer (2^31 per minute is 35 M executions per second).
-    executions: Mapped[int] = mapped_column(Integer)
-    duration_sum: Mapped[float] = mapped_column(Float)
-    confidence_count: Mapped[int] = mapped_column(Integer)
-    confidence_sum: Mapped[float] = mapped_column(Float)
+
+class ExecutionRollupHourRow(_RollupColumns, Base):
+    """The same aggregates per UTC hour (``bucket_start`` is the hour), same transaction as the minute."""
+
+    __tablename__ = "execution_rollups_hour"
+    __table_args__ = (Index("ix_execution_rollups_hour_bucket_start", "bucket_start"),)
 
 
-_rollup_table: Table = ExecutionRollupRow.__table__  # type: ignore[assignment]
-for _column in ROLLUP_BUCKET_COLUMNS:
-    _rollup_table.append_column(Column(_column, Integer, nullable=False))
+class ExecutionRollupDayRow(_RollupColumns, Base):
+    """The same aggregates per UTC day (``bucket_start`` is midnight UTC), same transaction as the minute."""
+
+    __tablename__ = "execution_rollups_day"
+    __table_args__ = (Index("ix_execution_rollups_day_bucket_start", "bucket_start"),)
+
+
+#: Rollup levels, finest first: (name, table, bucket width in seconds).
+ROLLUP_LEVELS: tuple[tuple[str, str, int], ...] = (
+    ("minute", "execution_rollups", 60),
+    ("hour", "execution_rollups_hour", 3600),
+    ("day", "execution_rollups_day", 86400),
+)
+for _row in (ExecutionRollupRow, ExecutionRollupHourRow, ExecutionRollupDayRow):
+    _rollup_table: Table = _row.__table__  # type: ignore[assignment]
+    for _column in ROLLUP_BUCKET_COLUMNS:
+        _rollup_table.append_column(Column(_column, Integer, nullable=False))
+
+#: ``execution_rollups_between(lo, hi)`` (PostgreSQL): the rollup rows covering exactly the minutes
+#: ``m`` with ``lo <= m < hi``, read from whole UTC days, then whole hours, then minutes at the
+#: edges (see :func:`heurmetrics.store.rollups.segments`, the same split in Python). Rows come in
+#: the minute table's row type; ``bucket_start`` is the start of the day, hour or minute.
+def _rollups_between_sql() -> str:
+    """The function's text. No CTE: the bounds are plain expressions of ``lo``/``hi``, so once the
+    function is inlined into a panel's query the planner sees the actual range (a CTE hid it and
+    the planner, expecting millions of rows, spent seconds on JIT compilation)."""
+
+    def ceil(unit: str, x: str) -> str:  # timestamps are whole microseconds
+        width = {"minute": "59.999999 seconds", "hour": "3599.999999 seconds", "day": "86399.999999 seconds"}[unit]
+        return f"date_trunc('{unit}', {x} + interval '{width}', 'UTC')"
+
+    a, b = ceil("minute", "lo"), ceil("minute", "hi")
+    hl, hh = ceil("hour", a), f"date_trunc('hour', {b}, 'UTC')"
+    dl, dh = ceil("day", a), f"date_trunc('day', {b}, 'UTC')"
+    hlo, hhi = f"(CASE WHEN {hl} < {hh} THEN {hl} ELSE {b} END)", f"(CASE WHEN {hl} < {hh} THEN {hh} ELSE {b} END)"
+    dlo, dhi = f"(CASE WHEN {dl} < {dh} THEN {dl} ELSE {hhi} END)", f"(CASE WHEN {dl} < {dh} THEN {dh} ELSE {hhi} END)"
+    branches = [
+        ("execution_rollups_day", dlo, dhi),
+        ("execution_rollups_hour", hlo, dlo),
+        ("execution_rollups_hour", dhi, hhi),
+        ("execution_rollups", a, hlo),
+        ("execution_rollups", hhi, b),
+    ]
+    body = "\nUNION ALL\n".join(
+        f"SELECT x.* FROM {table} AS x WHERE x.bucket_start >= {lo} AND x.bucket_start < {hi}"
+        for table, lo, hi in branches
+    )
+    return (
+        "CREATE OR REPLACE FUNCTION execution_rollups_between(lo timestamptz, hi timestamptz)\n"
+        f"RETURNS SETOF execution_rollups LANGUAGE sql STABLE PARALLEL SAFE AS $fn$\n{body}\n$fn$\n"
+    )
+
+
+ROLLUPS_BETWEEN_FUNCTION = _rollups_between_sql()
+# After every table (the function's body is checked against the three rollup tables).
+event.listen(
+    Base.metadata,
+    "after_create",
+    DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),
+)
 
 
 class RetentionEventRow(Base):
     """One applied retention run on one partition (append-only, hash-chained; see heurmetrics.audit).
 
-    ``content_digest`` is the sha256 of the dropped rows in the documented text form
-    (``docs/storage.md``), so an auditor holding an export can check exactly what was removed.
+    ``content_digest`` is a multiset checksum of the dropped rows (``mh128:…``, see
+    :mod:`heurmetrics.store.retention` and ``docs/storage.md``), so an auditor holding an export can
+    check exactly what was removed.
     """
 
     __tablename__ = "retention_events"
