@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,11 +33,27 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was made.
+
+    A plain ``StreamHandler`` keeps the stream it was given: if that stream is later swapped and
+    closed (a test runner capturing output, a daemon redirecting it), every log line raises.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ assigns it; always use sys.stderr
+        pass
+
+
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
     """Configure the root logger (and uvicorn's) for ``fmt`` = ``text`` or ``json``."""
     if fmt not in ("text", "json"):
         raise ValueError(f"log format {fmt!r} is not one of text, json")
-    handler = logging.StreamHandler()
+    handler = CurrentStderrHandler()
     handler.setFormatter(
         JsonLinesFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
