@@ -5,7 +5,8 @@ so a run gives the same efficiency and overfitting statistics wherever it was ma
 
 - :func:`fold_efficiency` — the per-fold ``walk_forward_efficiency`` (simple) and
   ``walk_forward_efficiency_compounded`` stored in each fold's ``out_of_sample_metrics``;
-- :func:`run_summary` — the efficiency fields and ``overfitting`` block of ``config.walk_forward``.
+- :func:`run_summary` — the efficiency fields and ``overfitting`` block of ``config.walk_forward``;
+- :func:`json_tree` — metric trees made JSON-safe before they are stored.
 
 Efficiency is Pardo's: annualised out-of-sample return / annualised in-sample return with
 **simple** annualisation ``(Σ R_k / Σ N_k) · A`` (headline), the compounded variant
@@ -21,9 +22,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, overfitting_stats
+from heurmetrics.backtest.record import json_safe
 
 #: Below this in-sample annualised return (1 % a year) the efficiency ratio is undefined.
 MIN_IN_SAMPLE_ANNUAL_RETURN = 0.01
@@ -155,3 +158,14 @@ def run_summary(
             n_blocks=pbo_blocks,
         ),
     }
+
+
+def json_tree(value: Any) -> Any:
+    """``value`` with NaN / inf made JSON-safe (NaN -> null, inf -> "Infinity"), recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_tree(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return json_safe(value)

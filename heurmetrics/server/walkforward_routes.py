@@ -25,8 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS
-from heurmetrics.backtest.summary import fold_efficiency, run_summary
-from heurmetrics.backtest.walkforward import json_tree
+from heurmetrics.backtest.summary import fold_efficiency, json_tree, run_summary
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
