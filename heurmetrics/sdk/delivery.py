@@ -380,7 +380,10 @@ class DeliveryLoop(Generic[T]):
         if not result.complete:
             log.warning(
                 "closed with %d events pending (lost), %d spooled, %d dropped: %s",
-                result.pending, result.spooled, result.dropped, result.last_error,
+                result.pending,
+                result.spooled,
+                result.dropped,
+                result.last_error,
             )
         return result
 
@@ -597,4 +600,3 @@ class DeliveryLoop(Generic[T]):
         self._spool_blocked = False
         self._settle(resolved=len(batch), spooled_in=len(batch))
         return True
-

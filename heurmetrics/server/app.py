@@ -336,8 +336,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 created_by=body.created_by or "api",
                 description=body.description,
             )
-        except InvalidEvent as exc:
-            raise invalid("rule_version", exc.field, exc.message) from None
+        except InvalidEvent as exc:  # counted by ingest
+            raise ApiError(422, [{"field": exc.field, "message": exc.message}]) from None
         except VersionConflict as exc:
             raise ApiError(409, str(exc)) from None
         response.status_code = 201 if created else 200
@@ -419,6 +419,9 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         rv = known_rule_version(body.rule, body.rule_version)
         try:
             equity = equity_series("equity", body.equity)
+        except InvalidEvent as exc:
+            raise invalid("backtest", exc.field, exc.message) from None
+        try:  # a refusal here is counted by ingest
             run, created = ingest.record_backtest(
                 rv,
                 equity,
@@ -432,7 +435,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 config=body.config,
             )
         except InvalidEvent as exc:
-            raise invalid("backtest", exc.field, exc.message) from None
+            raise ApiError(422, [{"field": exc.field, "message": exc.message}]) from None
         response.status_code = 201 if created else 200
         return BacktestOut(
             run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics=run.metrics
@@ -461,8 +464,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                 run_id=body.run_id,
                 config=body.config,
             )
-        except InvalidEvent as exc:
-            raise invalid("backtest", exc.field, exc.message) from None
+        except InvalidEvent as exc:  # counted by ingest
+            raise ApiError(422, [{"field": exc.field, "message": exc.message}]) from None
         response.status_code = 201 if created else 200
         return BacktestOut(run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics={})
 

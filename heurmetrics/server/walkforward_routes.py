@@ -30,7 +30,6 @@ from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.resolution import make_resolution
-from heurmetrics.live.store import PerformanceStore
 from heurmetrics.metrics import definitions as d
 from heurmetrics.server.fields import (
     Count,
@@ -237,10 +236,14 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
             ingest.count_rejected("backtest")
             raise unknown_rule_version("rule_version", exc) from None
         try:
-            run, created, summary = _store(ingest, rv, body)
+            arguments, summary = _prepare(rv, body)
         except HTTPException:
             ingest.count_rejected("backtest")
             raise
+        try:  # a refusal here is counted by ingest
+            run, created = ingest.record_backtest(rv, **arguments)
+        except InvalidEvent as exc:
+            raise _invalid(exc.field, exc.message) from None
         response.status_code = 201 if created else 200
         return WalkForwardOut(
             run_id=run.run_id,
@@ -283,7 +286,7 @@ def walkforward_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRou
                 )
             except InvalidEvent as exc:
                 raise _invalid(f"resolutions[{i}].{exc.field}", exc.message) from None
-        result = PerformanceStore(ingest.store).insert_resolutions(items)
+        result = ingest.resolve(items)
         return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     return router
@@ -316,7 +319,8 @@ def _stitched_returns(equity: pd.Series) -> pd.Series:
     return returns.where(np.isfinite(returns)).rename("returns")  # an overflowed ratio is missing
 
 
-def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dict[str, Any]]:
+def _prepare(rv: Any, body: WalkForwardIn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the run and assemble what ``Ingest.record_backtest`` stores, with the run summary."""
     if not 1 <= len(body.folds) <= MAX_FOLDS_PER_RUN:
         raise _invalid("folds", f"needs 1 to {MAX_FOLDS_PER_RUN} folds, got {len(body.folds)}")
     try:
@@ -407,22 +411,18 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dic
         **body.config,
         "walk_forward": {"source": "api", "folds": len(rows), **summary, "expectation": expectation},
     }
-    try:
-        run, created = ingest.record_backtest(
-            rv,
-            equity,
-            dataset=body.dataset,
-            periods_per_year=periods,
-            risk_free_rate=float(body.risk_free_rate),
-            dataset_hash=body.dataset_hash,
-            started_at=body.started_at,
-            finished_at=body.finished_at,
-            run_id=body.run_id,
-            config=json_tree(config),
-            kind="walk_forward",
-            folds=rows,
-            fold_equity=fold_equity,
-        )
-    except InvalidEvent as exc:
-        raise _invalid(exc.field, exc.message) from None
-    return run, created, summary
+    arguments = {
+        "equity": equity,
+        "dataset": body.dataset,
+        "periods_per_year": periods,
+        "risk_free_rate": float(body.risk_free_rate),
+        "dataset_hash": body.dataset_hash,
+        "started_at": body.started_at,
+        "finished_at": body.finished_at,
+        "run_id": body.run_id,
+        "config": json_tree(config),
+        "kind": "walk_forward",
+        "folds": rows,
+        "fold_equity": fold_equity,
+    }
+    return arguments, summary

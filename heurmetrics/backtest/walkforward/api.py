@@ -6,7 +6,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -22,6 +21,7 @@ from heurmetrics.backtest.summary import (  # noqa: F401
 )
 from heurmetrics.domain import BacktestFold, BacktestRun
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.ingest.builder import TimedExecution
 from heurmetrics.live.resolution import (
     SignalStats,
 )
@@ -136,46 +136,33 @@ class FoldContext:
         )
 
 
-class Evaluation:
-    """Times one evaluation; see :meth:`FoldContext.execution`."""
+class Evaluation(TimedExecution):
+    """Times one evaluation (:class:`~heurmetrics.ingest.builder.TimedExecution`); see :meth:`FoldContext.execution`."""
 
-    __slots__ = ("_bar_time", "_ctx", "_result", "_start", "_t0")
+    __slots__ = ("_bar_time", "_ctx")
 
     def __init__(self, ctx: FoldContext, bar_time: Any) -> None:
+        super().__init__()
         self._ctx = ctx
         self._bar_time = bar_time
-        self._result: tuple[str | None, float | None, float | None] = (None, None, None)
 
-    def set_result(
-        self, outcome: str | None = None, signal: float | None = None, confidence: float | None = None
+    def _finish(
+        self,
+        duration: float,
+        status: str,
+        outcome: str | None,
+        signal: float | None,
+        confidence: float | None,
+        error_type: str | None,
     ) -> None:
-        self._result = (outcome, signal, confidence)
-
-    def __enter__(self) -> Evaluation:
-        self._start = time.time()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        duration = time.perf_counter() - self._t0
-        if exc_type is None:
-            outcome, signal, confidence = self._result
-            self._ctx.record(
-                duration_seconds=duration,
-                outcome=outcome,
-                signal=signal,
-                confidence=confidence,
-                started_at=self._start,
-                bar_time=self._bar_time,
-            )
-            return
         self._ctx.record(
             duration_seconds=duration,
-            status="timeout" if issubclass(exc_type, TimeoutError) else "error",
+            status=status,
+            outcome=outcome,
+            signal=signal,
+            confidence=confidence,
             started_at=self._start,
-            error_type=exc_type.__qualname__[:128],
+            error_type=error_type,
             bar_time=self._bar_time,
         )
 

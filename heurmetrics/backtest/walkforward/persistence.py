@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from heurmetrics.backtest.walkforward.api import (
 )
 from heurmetrics.backtest.walkforward.folds import _FoldFailed, _FoldOutput
 from heurmetrics.backtest.walkforward.maths import _metrics, _pool_stats, _utc, anchored_equity
-from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
+from heurmetrics.domain import BacktestFold, RuleVersion
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.live.resolution import (
     SignalStats,
@@ -191,27 +192,17 @@ def _store_failed(
 ) -> None:
     """Store the run as ``failed`` (its recorded executions point to it) and count it."""
     message = f"fold {failure.fold_index}: {type(failure.cause).__name__}: {failure.cause}"[:4000]
-    run = BacktestRun(
-        run_id=run_id,
-        rule_version=rv,
-        kind="walk_forward",
-        dataset=dataset[:256] or "unknown",
-        dataset_hash=None,
-        period_start=None,
-        period_end=None,
-        periods_per_year=periods_per_year,
-        status="failed",
-        started_at=started_at,
-        finished_at=datetime.now(UTC),
-        metrics={},
-        config={"walk_forward": {"failed_fold": failure.fold_index}},
-        error_message=message,
-    )
-    try:
-        if recorder.store.insert_backtest(run):
-            recorder.metrics.observe_backtest(run)
-    except HeurmetricsError:  # the fold's error is the one to report
-        pass
+    with contextlib.suppress(HeurmetricsError):  # the fold's error is the one to report
+        recorder.ingest.record_failed_backtest(
+            rv,
+            error_message=message,
+            dataset=dataset[:256] or "unknown",
+            periods_per_year=periods_per_year,
+            kind="walk_forward",
+            started_at=started_at,
+            run_id=run_id,
+            config={"walk_forward": {"failed_fold": failure.fold_index}},
+        )
 
 
 def _dataset_hash(data: pd.DataFrame) -> str | None:
