@@ -15,19 +15,15 @@ from __future__ import annotations
 import getpass
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from heurmetrics.audit import lifecycle
-from heurmetrics.audit.model import LifecycleEvent, split_ref
 from heurmetrics.config import Settings
-from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, RuleVersion
+from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable
 from heurmetrics.ingest import Ingest
 from heurmetrics.ingest.builder import TimedExecution, as_uuid, build_execution
@@ -40,6 +36,8 @@ from heurmetrics.sdk.delivery import (
     FullPolicy,
 )
 from heurmetrics.sdk.ids import EventIds
+from heurmetrics.sdk.recorder_backtests import BacktestCalls
+from heurmetrics.sdk.recorder_lifecycle import LifecycleCalls
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from heurmetrics.sdk.spool import Spool
 from heurmetrics.sdk.spool_codec import Uncounted
@@ -48,13 +46,10 @@ from heurmetrics.sdk.store_sink import BackgroundWriter
 from heurmetrics.sdk.version_cache import VersionCache
 
 if TYPE_CHECKING:
-    from heurmetrics.backtest.splits import WalkForwardSplitter
-    from heurmetrics.backtest.walkforward import WalkForwardResult
-    from heurmetrics.live.resolution import Resolution
-    from heurmetrics.live.store import ResolutionResult
+    pass
 
 
-class Recorder:
+class Recorder(LifecycleCalls, BacktestCalls):
     """Records rule versions, executions and backtests of one runner process.
 
     ``database_url`` defaults to ``HEURMETRICS_DATABASE_URL`` (else ``./heurmetrics.db``). A
@@ -164,74 +159,6 @@ class Recorder:
         if self._versions is not None:
             self._versions.remember(rv)
         return rv
-
-    # --- rule-version lifecycle: thin wrappers over Ingest (policy: heurmetrics.audit.lifecycle) --
-    def propose(
-        self,
-        rule: str,
-        version: str,
-        params: dict[str, Any] | None = None,
-        source: str = "",
-        *,
-        description: str | None = None,
-        parent: str | None = None,
-        code_ref: str | None = None,
-        created_by: str | None = None,
-    ) -> RuleVersion:
-        """Register a version as a proposal with its lineage: ``description`` (what changed),
-        ``parent`` (the version it derives from, e.g. ``"1.0.0"``) and ``code_ref`` (e.g. a git
-        commit). Idempotent and conflict-checked exactly like :meth:`register_rule_version`."""
-        self.ingest.propose(
-            rule,
-            version,
-            params=params,
-            source=source,
-            created_by=created_by or self.created_by,
-            description=description,
-            parent=parent,
-            code_ref=code_ref,
-        )
-        return self.ingest.rule_version(rule, version)
-
-    def approve(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
-        """Approve a version (``RuleVersion`` or ``"rule@version"``); the approver must not be its author."""
-        rule, version = _ref(rule_version)
-        return self.ingest.approve(rule, version, actor=actor or self.created_by, reason=reason)
-
-    def activate(
-        self,
-        rule_version: RuleVersion | str,
-        env: str = "live",
-        *,
-        reason: str,
-        actor: str | None = None,
-        require_backtest: bool = True,
-    ) -> LifecycleEvent:
-        """Activate a version in ``env``; needs an approval and (by default) a completed backtest of it.
-
-        Ends the version active in ``env`` before. ``require_backtest=False`` relaxes the policy
-        for this activation and is recorded in the event."""
-        rule, version = _ref(rule_version)
-        return self.ingest.activate(
-            rule,
-            version,
-            env=env,
-            actor=actor or self.created_by,
-            reason=reason,
-            policy=lifecycle.Policy(require_backtest=require_backtest),
-        )
-
-    def retire(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
-        """Retire a version for good (it ends in every environment)."""
-        rule, version = _ref(rule_version)
-        return self.ingest.retire(rule, version, actor=actor or self.created_by, reason=reason)
-
-    def rollback(
-        self, rule_version: RuleVersion | str, env: str = "live", *, reason: str, actor: str | None = None
-    ) -> list[LifecycleEvent]:
-        """Roll the active version back in ``env``: the version it replaced becomes active again."""
-        rule, version = _ref(rule_version)
-        return self.ingest.rollback(rule, version, env=env, actor=actor or self.created_by, reason=reason)
 
     # --- executions (hot path) --------------------------------------------------------------
     def record_execution(
@@ -343,128 +270,6 @@ class Recorder:
         """
         return ExecutionContext(self, rule_version, mode, backtest_run_id)
 
-    # --- backtests --------------------------------------------------------------------------
-    def record_backtest(
-        self,
-        rule_version: RuleVersion,
-        equity: pd.Series,
-        *,
-        dataset: str,
-        periods_per_year: float,
-        risk_free_rate: float = 0.0,
-        trades: pd.DataFrame | None = None,
-        dataset_hash: str | None = None,
-        started_at: datetime | None = None,
-        finished_at: datetime | None = None,
-        run_id: uuid.UUID | None = None,
-        config: dict[str, Any] | None = None,
-        kind: str = "single",
-        folds: Sequence[BacktestFold] = (),
-        fold_equity: dict[int, pd.Series] | None = None,
-    ) -> BacktestRun:
-        """Compute the performance metrics of an equity curve and store the run (durable on return).
-
-        ``equity`` is a Series indexed by time; ``periods_per_year`` is explicit (365*24 for
-        hourly crypto bars, 252 for daily equities). Returns the stored run with its metrics.
-        """
-        run, _created = self.ingest.record_backtest(
-            rule_version,
-            equity,
-            dataset=dataset,
-            periods_per_year=periods_per_year,
-            risk_free_rate=risk_free_rate,
-            trades=trades,
-            dataset_hash=dataset_hash,
-            started_at=started_at,
-            finished_at=finished_at,
-            run_id=run_id,
-            config=config,
-            kind=kind,
-            folds=folds,
-            fold_equity=fold_equity,
-        )
-        return run
-
-    def walk_forward(
-        self,
-        rule_version: RuleVersion,
-        data: pd.DataFrame,
-        *,
-        run: Callable[..., pd.Series],
-        splitter: WalkForwardSplitter,
-        dataset: str,
-        periods_per_year: float,
-        fit: Callable[[pd.DataFrame], Any] | None = None,
-        executor: Executor | None = None,
-        **options: Any,
-    ) -> WalkForwardResult:
-        """Run and store a walk-forward backtest (kind ``walk_forward``): fit in-sample, run
-        out-of-sample, stitch; folds in parallel on ``executor`` (a process pool by default).
-
-        Thin wrapper of :func:`heurmetrics.backtest.walkforward.run_walk_forward` (``options``:
-        ``output``, ``warmup``, ``price_column``, ``horizons``, ``risk_free_rate``,
-        ``dataset_hash``, ``run_id``, ``config``, ``record_in_sample``, ``progress``); see
-        ``docs/walk-forward.md``.
-        """
-        from heurmetrics.backtest.walkforward import run_walk_forward
-
-        return run_walk_forward(
-            self,
-            rule_version,
-            data,
-            run=run,
-            splitter=splitter,
-            dataset=dataset,
-            periods_per_year=periods_per_year,
-            fit=fit,
-            executor=executor,
-            **options,
-        )
-
-    # --- outcome resolution -------------------------------------------------------------------
-    def resolve(
-        self,
-        event_id: uuid.UUID | str,
-        *,
-        horizon: str = "1h",
-        realized_return: float | None = None,
-        correct: bool | None = None,
-        resolved_at: datetime | None = None,
-    ) -> bool:
-        """Record what an execution's signal realised after ``horizon`` (durable on return).
-
-        ``realized_return`` is signed by the signal's direction (positive = it was right);
-        ``correct`` defaults to ``realized_return > 0``. Returns False when this (event, horizon)
-        was resolved before: resolutions are append-only and never overwritten.
-        """
-        from heurmetrics.live.resolution import make_resolution
-
-        item = make_resolution(
-            event_id, horizon=horizon, realized_return=realized_return, correct=correct, resolved_at=resolved_at
-        )
-        return self.ingest.resolve([item]).accepted == 1
-
-    def resolve_many(self, resolutions: Iterable[Resolution | Mapping[str, Any]]) -> ResolutionResult:
-        """Batch form of :meth:`resolve` (one transaction): ``Resolution`` objects or dicts with
-        ``event_id``, ``horizon``, ``realized_return`` / ``correct``, ``resolved_at``."""
-        from heurmetrics.live.resolution import Resolution, make_resolution
-
-        items = [r if isinstance(r, Resolution) else make_resolution(**r) for r in resolutions]
-        return self.ingest.resolve(items)
-
-    def resolve_from_prices(
-        self, close: pd.Series, *, horizons: Sequence[str] = ("1h",), modes: Sequence[str] = ("live", "paper")
-    ) -> ResolutionResult:
-        """Resolve every stored, unresolved directional signal (of ``modes``) that ``close`` covers.
-
-        Flushes first so executions recorded so far are included; see
-        :func:`heurmetrics.live.resolution.resolve_pending`.
-        """
-        from heurmetrics.live.store import resolve_pending
-
-        self.flush()
-        return resolve_pending(self.store, close, horizons=horizons, modes=modes)
-
     # --- lifecycle ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Return when everything recorded so far is in the database (or ``timeout`` seconds passed).
@@ -538,15 +343,6 @@ class ExecutionContext(TimedExecution):
             error_type=error_type,
             backtest_run_id=self._run_id,
         )
-
-
-def _ref(rule_version: RuleVersion | str) -> tuple[str, str]:
-    if isinstance(rule_version, RuleVersion):
-        return rule_version.rule, rule_version.version
-    try:
-        return split_ref(rule_version)
-    except ValueError as exc:
-        raise InvalidEvent("rule_version", str(exc)) from None
 
 
 #: Keys an item of :meth:`Recorder.record_executions` may carry.
