@@ -22,6 +22,8 @@ from heurmetrics.validation import check_execution, check_timestamp
 
 __all__ = ["TimedExecution", "as_uuid", "build_execution", "epoch", "start_time"]
 
+_new_event = tuple.__new__
+
 
 def epoch(value: datetime | float, field: str = "started_at") -> float:
     """Unix seconds of an aware datetime or a number (naive datetimes and non-numbers refused)."""
@@ -108,14 +110,13 @@ def build_execution(
         started = check_timestamp("started_at", started_at if started_at.__class__ is float else epoch(started_at))
     if backtest_run_id is not None and backtest_run_id.__class__ is not uuid.UUID:
         backtest_run_id = as_uuid(backtest_run_id, "backtest_run_id")
-    if event_id is None:
-        return ExecutionEvent(
-            new_id(), rv, started, duration_seconds, status, outcome, signal, confidence, mode, error_type,
-            backtest_run_id,
-        )  # fmt: skip
-    return ExecutionEvent(
-        as_uuid(event_id), rv, started, duration_seconds, status, outcome, signal, confidence, mode, error_type,
-        backtest_run_id, started_at is None,
+    # tuple.__new__ directly: the named tuple's own __new__ is one more Python frame per event.
+    return _new_event(
+        ExecutionEvent,
+        (
+            new_id() if event_id is None else as_uuid(event_id), rv, started, duration_seconds, status, outcome,
+            signal, confidence, mode, error_type, backtest_run_id, event_id is not None and started_at is None,
+        ),
     )  # fmt: skip
 
 
