@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +20,10 @@ from heurmetrics.backtest.summary import (  # noqa: F401
 )
 from heurmetrics.domain import BacktestFold, BacktestRun
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.ingest.builder import TimedExecution
+from heurmetrics.ingest.builder import TimedExecution, start_time
 from heurmetrics.live.resolution import (
     SignalStats,
 )
-from heurmetrics.validation import check_execution
 
 if TYPE_CHECKING:
     pass
@@ -109,18 +107,10 @@ class FoldContext:
         bar_time: Any = None,
     ) -> None:
         """Record one evaluation explicitly (validated now: :class:`InvalidEvent` names the field)."""
-        check_execution(
-            status=status,
-            mode="backtest",
-            duration_seconds=duration_seconds,
-            outcome=outcome,
-            signal=signal,
-            confidence=confidence,
-            error_type=error_type,
-        )
+        # The one execution builder's checks (heurmetrics.ingest.builder), as the parent's Recorder applies them.
+        start = start_time(duration_seconds, status, outcome, signal, confidence, "backtest", started_at, error_type)
         if not self._keep:
             return
-        start = time.time() - duration_seconds if started_at is None else float(started_at)
         self.records.append(
             ExecutionRecord(
                 start,
