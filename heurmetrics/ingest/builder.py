@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent
-from heurmetrics.validation import check_execution, check_timestamp
+from heurmetrics.validation import check_execution, check_execution_values, check_timestamp
 
 __all__ = ["TimedExecution", "as_uuid", "build_execution", "epoch", "start_time"]
 
@@ -94,16 +94,8 @@ def build_execution(
     marked ``started_at_defaulted``: the store then keeps the start of the id's first receipt,
     so a retry stays one execution (docs/storage.md).
     """
-    # start_time() inlined: one call frame less per execution on the hot path.
-    check_execution(
-        status=status,
-        mode=mode,
-        duration_seconds=duration_seconds,
-        outcome=outcome,
-        signal=signal,
-        confidence=confidence,
-        error_type=error_type,
-    )
+    # start_time() inlined, positional checks: one call frame and seven keyword bindings less per call.
+    check_execution_values(status, mode, duration_seconds, outcome, signal, confidence, error_type)
     if started_at is None:
         started = time.time() - duration_seconds
     else:
