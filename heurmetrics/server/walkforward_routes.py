@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS
-from heurmetrics.backtest.summary import fold_efficiency, json_tree, run_summary
+from heurmetrics.backtest.summary import fold_row, json_tree, run_summary
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
@@ -367,20 +367,16 @@ def _prepare(rv: Any, body: WalkForwardIn) -> tuple[dict[str, Any], dict[str, An
             raise _invalid(f"{where}.out_of_sample_metrics", "give out_of_sample_metrics or out_of_sample_equity")
         oos_metrics = metrics["out_of_sample"]
         fold_metrics.append((metrics["in_sample"], oos_metrics))
+        # The same fold row as the SDK's runner (heurmetrics.backtest.summary.fold_row).
         rows.append(
-            BacktestFold(
-                fold_index=fold.fold_index,
-                in_sample_start=bounds[0],
-                in_sample_end=bounds[1],
-                out_of_sample_start=bounds[2],
-                out_of_sample_end=bounds[3],
-                params=fold.params,
-                trials=fold.trials,
-                in_sample_metrics=json_tree(metrics["in_sample"] or {}),
-                # The computed efficiency wins over a same-named key in the given metrics (as in the SDK).
-                out_of_sample_metrics=json_tree(
-                    {**oos_metrics, **fold_efficiency(metrics["in_sample"], oos_metrics, periods)}
-                ),
+            fold_row(
+                fold.fold_index,
+                (bounds[0], bounds[1], bounds[2], bounds[3]),
+                fold.params,
+                fold.trials,
+                metrics["in_sample"],
+                oos_metrics,
+                periods,
             )
         )
     expectation = {}

@@ -18,7 +18,7 @@ from heurmetrics.backtest.splits import Split
 from heurmetrics.backtest.summary import (  # noqa: F401
     MIN_IN_SAMPLE_ANNUAL_RETURN,
     efficiency_ratio,
-    fold_efficiency,
+    fold_row,
     json_tree,
     pooled_annualized_return,
     run_summary,
@@ -92,7 +92,7 @@ def _store_result(
         is_metrics = _metrics(out.in_sample_returns, periods_per_year, risk_free_rate)
         oos_metrics = _metrics(out.out_of_sample_returns, periods_per_year, risk_free_rate)
         fold_metrics.append((is_metrics, oos_metrics))
-        oos_extra: dict[str, Any] = fold_efficiency(is_metrics, oos_metrics, periods_per_year)
+        oos_extra: dict[str, Any] = {}
         for horizon, s in stats.items():
             oos_extra.update(
                 {
@@ -102,16 +102,16 @@ def _store_result(
                     f"mean_signal_return_{horizon}": s.mean_return,
                 }
             )
-        row = BacktestFold(
-            fold_index=split.fold_index,
-            in_sample_start=_utc(split.in_sample_start),
-            in_sample_end=_utc(split.in_sample_end),
-            out_of_sample_start=_utc(split.out_of_sample_start),
-            out_of_sample_end=_utc(split.out_of_sample_end),
-            params=out.params,
-            trials=out.trials,
-            in_sample_metrics=json_tree(is_metrics),
-            out_of_sample_metrics=json_tree({**oos_metrics, **oos_extra}),
+        bounds = (split.in_sample_start, split.in_sample_end, split.out_of_sample_start, split.out_of_sample_end)
+        row = fold_row(
+            split.fold_index,
+            (_utc(bounds[0]), _utc(bounds[1]), _utc(bounds[2]), _utc(bounds[3])),
+            out.params,
+            out.trials,
+            is_metrics,
+            oos_metrics,
+            periods_per_year,
+            oos_extra,
         )
         curve = anchored_equity(out.out_of_sample_returns, data.index)
         fold_rows.append(row)
@@ -123,7 +123,7 @@ def _store_result(
                 out.out_of_sample_returns,
                 curve,
                 out.executions,
-                oos_extra["walk_forward_efficiency"],
+                row.out_of_sample_metrics["walk_forward_efficiency"],
                 out.seconds,
             )
         )
