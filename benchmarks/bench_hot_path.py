@@ -181,7 +181,7 @@ def breakdown(rec: Recorder, rv: RuleVersion, number: int) -> None:
     metrics = rec.metrics
     ids = rec._ids
     event = ExecutionEvent(
-        ids.next(), rv, time.time(), 0.004, STATUS, OUTCOME, None, CONFIDENCE, MODE, None, None, True
+        ids.next(), rv, time.time(), 0.004, STATUS, OUTCOME, None, CONFIDENCE, MODE, None, None
     )
     metrics.observe_execution(event)
     env: dict[str, object] = {
@@ -211,8 +211,8 @@ def breakdown(rec: Recorder, rv: RuleVersion, number: int) -> None:
         ("  time.time() (default started_at)", "time.time()", True),
         ("  EventIds.next()", "ids.next()", True),
         (
-            "  ExecutionEvent(...) (12 args)",
-            "ExecutionEvent(event.event_id, rv, 1.0, 0.004, 'ok', 'bullish', None, 0.7, 'live', None, None, True)",
+            "  ExecutionEvent(...) (11 args)",
+            "ExecutionEvent(event.event_id, rv, 1.0, 0.004, 'ok', 'bullish', None, 0.7, 'live', None, None)",
             True,
         ),
         ("  metrics.observe_execution(event)", "metrics.observe_execution(event)", True),

@@ -104,12 +104,12 @@ def durations(n: int, seed: int = 7) -> list[float]:
 
 
 def build_events(rv: RuleVersion, durs: Sequence[float]) -> list[ExecutionEvent]:
-    """Events exactly as Recorder.record_execution builds them (SDK ids, counted=True)."""
+    """Events exactly as Recorder.record_execution builds them (SDK ids: counted at record time)."""
     ids = EventIds()
     now = time.time()
     return [
         ExecutionEvent(
-            ids.next(), rv, now - 3600 + i * 0.001, dur, "ok", "bullish", None, 0.7, "live", None, None, True
+            ids.next(), rv, now - 3600 + i * 0.001, dur, "ok", "bullish", None, 0.7, "live", None, None
         )
         for i, dur in enumerate(durs)
     ]
@@ -283,7 +283,7 @@ def postgres_section(n: int, reps: int, extra: bool, budget: Budget) -> dict[str
         prebuilt = [[pg_row(e, now0) for e in batch] for batch in ingest_batches] if extra else []
 
         batch_paths: dict[str, Callable[[int], object]] = {
-            "Ingest.write_executions": lambda i: ingest.write_executions(ingest_batches[i]),
+            "Ingest.write_executions": lambda i: ingest.write_executions(ingest_batches[i], uncounted=()),
             "SqlStore.insert_executions": lambda i: store.insert_executions(store_batches[i]),
             BASELINE: lambda i: copy_rows(
                 conn, "raw_executions", [pg_row(e, datetime.now(UTC)) for e in ingest_batches[i]]

@@ -379,7 +379,7 @@ def ingest_section(n: int, batch: int) -> list[tuple[str, ...]]:
 
         def events(k: int) -> list[ExecutionEvent]:
             return [ExecutionEvent(ids.next(), rv, t0 + (k * batch + i) * 0.0005, rng.lognormvariate(-6, 1), "ok",
-                                   outcomes[i & 3], 1.0, 0.7, "live", None, None, True) for i in range(batch)]
+                                   outcomes[i & 3], 1.0, 0.7, "live", None, None) for i in range(batch)]
 
         n_batches = n // batch
         work = {name: [events(k) for k in range(n_batches)] for name in stores}

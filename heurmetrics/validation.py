@@ -96,6 +96,19 @@ def check_execution(
     error_type: str | None,
 ) -> None:
     """All value rules of one execution (``heuristic.execution``)."""
+    check_execution_values(status, mode, duration_seconds, outcome, signal, confidence, error_type)
+
+
+def check_execution_values(
+    status: str,
+    mode: str,
+    duration_seconds: float,
+    outcome: str | None,
+    signal: float | None,
+    confidence: float | None,
+    error_type: str | None,
+) -> None:
+    """:func:`check_execution` with positional arguments (the hot path: no keyword binding)."""
     if status not in _STATUSES:
         raise InvalidEvent("status", f"{status!r} is not one of {', '.join(d.EXECUTION_STATUSES)}")
     if mode not in _MODES:

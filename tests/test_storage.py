@@ -133,8 +133,12 @@ def test_batch_without_started_at_keeps_first_receipts_and_adds_only_new_ids(
     first_times = {e.event_id: e.started_at for e in sent}
     resent = batch(first + later, 30)
     assert store.insert_executions(resent) == set(later)
-    assert {e.event_id: e.started_at for e in resent if e.event_id in first_times} == first_times
-    assert all(not e.started_at_defaulted for e in resent)
+    assert all(e.started_at_defaulted for e in resent)  # events are immutable: the store returned new ones
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT event_id, started_at FROM heuristic_executions")).all()
+    stored = {_as_uuid(eid): _as_time(ts) for eid, ts in rows}
+    for eid, first in first_times.items():
+        assert stored[eid] == pytest.approx(first, abs=1e-6)  # the first receipt's time, one row each
     assert sum(_raw_counts(store).values()) == 8 == sum(_rollup_counts(store).values())
 
 
@@ -388,3 +392,14 @@ def test_partitions_are_created_ahead(pg_store: SqlStore) -> None:
         ranges = partitions.covered_ranges(conn)
     now = datetime.now(UTC)
     assert all(any(s <= t < e for s, e in ranges) for t in (now, now + timedelta(days=31), now + timedelta(days=62)))
+
+
+def _as_uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _as_time(value: object) -> float:
+    if isinstance(value, str):  # SQLite stores text
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()

@@ -58,16 +58,16 @@ def test_conflicting_content_raises_and_writes_nothing(store: SqlStore) -> None:
     assert [(v.rule, v.version, v.params) for v in versions] == [("sma_cross", "1.0.0", {"fast": 50})]
 
 
-@pytest.mark.parametrize("counted", [False, True], ids=["caller-ids", "sdk-ids"])
-def test_insert_executions_returns_new_ids_and_never_duplicates(store: SqlStore, counted: bool) -> None:
-    """Both write paths (idempotent staging, and the direct path for SDK-generated ids with its
-    fallback) store each id once and report exactly the ids that were new."""
+@pytest.mark.parametrize("defaulted", [False, True], ids=["with-start", "start-claimed"])
+def test_insert_executions_returns_new_ids_and_never_duplicates(store: SqlStore, defaulted: bool) -> None:
+    """Both write paths (start times given, and start times claimed on first receipt) store each
+    id once and report exactly the ids that were new."""
     rv, _ = store.register_rule_version("atr_breakout", "1.0.0", params={}, source="", created_by="t")
-    batch = [_event(rv, counted=counted) for _ in range(250)]
+    batch = [_event(rv, started_at_defaulted=defaulted) for _ in range(250)]
     assert store.insert_executions(batch) == {e.event_id for e in batch}
     # A re-sent batch, plus new events, plus an id repeated inside the batch.
-    fresh = [_event(rv, counted=counted) for _ in range(10)]
-    repeated = _event(rv, fresh[0].event_id, counted=counted)
+    fresh = [_event(rv, started_at_defaulted=defaulted) for _ in range(10)]
+    repeated = _event(rv, fresh[0].event_id, started_at_defaulted=defaulted)
     inserted = store.insert_executions([*batch[:100], *fresh, repeated])
     assert inserted == {e.event_id for e in fresh}
     assert store.count_executions() == 260

@@ -5,7 +5,9 @@ so a run gives the same efficiency and overfitting statistics wherever it was ma
 
 - :func:`fold_efficiency` — the per-fold ``walk_forward_efficiency`` (simple) and
   ``walk_forward_efficiency_compounded`` stored in each fold's ``out_of_sample_metrics``;
-- :func:`run_summary` — the efficiency fields and ``overfitting`` block of ``config.walk_forward``.
+- :func:`run_summary` — the efficiency fields and ``overfitting`` block of ``config.walk_forward``;
+- :func:`fold_row` — one fold as stored (``backtest_folds``), the same from both paths;
+- :func:`json_tree` — metric trees made JSON-safe before they are stored.
 
 Efficiency is Pardo's: annualised out-of-sample return / annualised in-sample return with
 **simple** annualisation ``(Σ R_k / Σ N_k) · A`` (headline), the compounded variant
@@ -19,11 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS, overfitting_stats
+from heurmetrics.backtest.record import json_safe
+from heurmetrics.domain import BacktestFold
 
 #: Below this in-sample annualised return (1 % a year) the efficiency ratio is undefined.
 MIN_IN_SAMPLE_ANNUAL_RETURN = 0.01
@@ -155,3 +161,41 @@ def run_summary(
             n_blocks=pbo_blocks,
         ),
     }
+
+
+def json_tree(value: Any) -> Any:
+    """``value`` with NaN / inf made JSON-safe (NaN -> null, inf -> "Infinity"), recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_tree(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return json_safe(value)
+
+
+def fold_row(
+    fold_index: int,
+    bounds: tuple[datetime, datetime, datetime, datetime],
+    params: dict[str, Any],
+    trials: int,
+    in_sample_metrics: Mapping[str, Any] | None,
+    out_of_sample_metrics: Mapping[str, Any],
+    periods_per_year: float,
+    extra: Mapping[str, Any] | None = None,
+) -> BacktestFold:
+    """One fold as stored: ``bounds`` = (in-sample start, end, out-of-sample start, end), metrics made
+    JSON-safe, the computed :func:`fold_efficiency` (winning over a same-named given key) and
+    ``extra`` (the SDK's per-horizon signal statistics) added to the out-of-sample metrics."""
+    efficiency = fold_efficiency(in_sample_metrics, out_of_sample_metrics, periods_per_year)
+    return BacktestFold(
+        fold_index=fold_index,
+        in_sample_start=bounds[0],
+        in_sample_end=bounds[1],
+        out_of_sample_start=bounds[2],
+        out_of_sample_end=bounds[3],
+        params=params,
+        trials=trials,
+        in_sample_metrics=json_tree(in_sample_metrics or {}),
+        out_of_sample_metrics=json_tree({**out_of_sample_metrics, **efficiency, **(extra or {})}),
+    )

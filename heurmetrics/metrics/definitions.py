@@ -40,7 +40,9 @@ OP_INSERT_EXECUTIONS: Final = "insert_executions"
 OP_INSERT_BACKTEST: Final = "insert_backtest"
 STORE_WRITE_OPERATIONS: Final = (OP_REGISTER_RULE_VERSION, OP_INSERT_EXECUTIONS, OP_INSERT_BACKTEST)
 #: Kinds and results of ``heurmetrics_ingested_events_total``.
-INGEST_KINDS: Final = ("execution", "backtest", "rule_version")
+KIND_LIFECYCLE: Final = "lifecycle"
+KIND_RESOLUTION: Final = "resolution"
+INGEST_KINDS: Final = ("execution", "backtest", "rule_version", KIND_LIFECYCLE, KIND_RESOLUTION)
 INGEST_RESULTS: Final = ("accepted", "duplicate", "rejected")
 #: Reasons of ``heurmetrics_rejected_requests_total``.
 REJECT_REASONS: Final = ("invalid", "unauthorized", "too_large", "over_budget", "unavailable", "conflict")
@@ -223,7 +225,8 @@ RULE_VERSION_INFO = MetricSpec(
 INGESTED_EVENTS = MetricSpec(
     "heurmetrics_ingested_events",
     "counter",
-    "Events offered to ingest, by kind (execution, backtest, rule_version) and result (accepted, duplicate, rejected).",
+    "Events offered to ingest, by kind (execution, backtest, rule_version, lifecycle, resolution) and result "
+    "(accepted, duplicate, rejected).",
     (KIND, RESULT),
     unit="short",
     source="ingest",

@@ -1,6 +1,6 @@
 """The SDK's delivery loop: bounded in-memory queue → batches → target, with retries and a spool.
 
-Shared by the database writer (:mod:`heurmetrics.sdk.writer`) and the HTTP client
+Shared by the database writer (:mod:`heurmetrics.sdk.store_sink`) and the HTTP client
 (:mod:`heurmetrics.sdk.http_client`); only the :class:`Sink` differs.
 
     producer threads ── put() ──► deque (≤ max_queue) ──► delivery thread ──► sink.deliver(batch)

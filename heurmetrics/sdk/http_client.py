@@ -43,6 +43,7 @@ from tenacity import RetryCallState
 
 from heurmetrics.canonical import content_hash
 from heurmetrics.errors import HeurmetricsError, InvalidEvent, StoreUnavailable, VersionConflict
+from heurmetrics.ingest.builder import as_uuid, start_time
 from heurmetrics.sdk.delivery import (
     DEFAULT_BLOCK_TIMEOUT,
     DEFAULT_MAX_QUEUE,
@@ -60,7 +61,7 @@ from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.retry import RetryPolicy, before_deadline
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES, Spool
 from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
-from heurmetrics.validation import check_execution, check_label_value, check_timestamp
+from heurmetrics.validation import check_label_value
 
 log = logging.getLogger("heurmetrics.sdk")
 
@@ -353,20 +354,8 @@ class ExporterClient:
             raise RuntimeError("ExporterClient is closed")
         check_label_value("rule", rule)
         check_label_value("rule_version", version)
-        check_execution(
-            status=status,
-            mode=mode,
-            duration_seconds=duration_seconds,
-            outcome=outcome,
-            signal=signal,
-            confidence=confidence,
-            error_type=error_type,
-        )
-        if started_at is None:
-            started = time.time() - duration_seconds
-        else:
-            started = check_timestamp("started_at", _epoch(started_at))
-        eid = self._ids.next() if event_id is None else _as_uuid("event_id", event_id)
+        started = start_time(duration_seconds, status, outcome, signal, confidence, mode, started_at, error_type)
+        eid = self._ids.next() if event_id is None else as_uuid(event_id)
         item: dict[str, Any] = {
             "event_id": str(eid),
             "rule": rule,
@@ -389,7 +378,7 @@ class ExporterClient:
         if error_type is not None:
             item["error_type"] = error_type
         if backtest_run_id is not None:
-            item["backtest_run_id"] = str(_as_uuid("backtest_run_id", backtest_run_id))
+            item["backtest_run_id"] = str(as_uuid(backtest_run_id, "backtest_run_id"))
         self._put(item)
         return eid
 
@@ -417,25 +406,3 @@ class ExporterClient:
 
 #: The same class under the name the SDK's database flavour suggests.
 HttpRecorder = ExporterClient
-
-
-def _epoch(value: datetime | float) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidEvent("started_at", "naive datetime: pass a timezone-aware time (e.g. UTC)")
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidEvent("started_at", f"must be a datetime or Unix seconds, got {type(value).__name__}")
-    try:
-        return float(value)
-    except OverflowError:
-        raise InvalidEvent("started_at", "is too large to be a time") from None
-
-
-def _as_uuid(field: str, value: object) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidEvent(field, f"{str(value)[:64]!r} is not a UUID") from None

@@ -14,39 +14,41 @@ from __future__ import annotations
 
 import getpass
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from heurmetrics.audit import lifecycle
-from heurmetrics.audit.model import LifecycleEvent, split_ref
 from heurmetrics.config import Settings
-from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, RuleVersion
+from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable
 from heurmetrics.ingest import Ingest
+from heurmetrics.ingest.builder import TimedExecution, as_uuid, build_execution
 from heurmetrics.metrics.pipeline import PipelineMetrics
-from heurmetrics.sdk.delivery import DEFAULT_BLOCK_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_SPOOL_AFTER, FullPolicy
+from heurmetrics.sdk.delivery import (
+    DEFAULT_BLOCK_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_SPOOL_AFTER,
+    FlushResult,
+    FullPolicy,
+)
 from heurmetrics.sdk.ids import EventIds
+from heurmetrics.sdk.recorder_backtests import BacktestCalls
+from heurmetrics.sdk.recorder_lifecycle import LifecycleCalls
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from heurmetrics.sdk.spool import Spool
-from heurmetrics.sdk.writer import BackgroundWriter, FlushResult, VersionCache, database_identity, open_store
-from heurmetrics.validation import check_execution, check_timestamp
+from heurmetrics.sdk.spool_codec import Uncounted
+from heurmetrics.sdk.store_gate import database_identity, open_store
+from heurmetrics.sdk.store_sink import BackgroundWriter
+from heurmetrics.sdk.version_cache import VersionCache
 
 if TYPE_CHECKING:
-    from heurmetrics.backtest.splits import WalkForwardSplitter
-    from heurmetrics.backtest.walkforward import WalkForwardResult
-    from heurmetrics.live.resolution import Resolution
-    from heurmetrics.store.live import ResolutionResult
+    pass
 
 
-class Recorder:
+class Recorder(LifecycleCalls, BacktestCalls):
     """Records rule versions, executions and backtests of one runner process.
 
     ``database_url`` defaults to ``HEURMETRICS_DATABASE_URL`` (else ``./heurmetrics.db``). A
@@ -115,6 +117,7 @@ class Recorder:
             raise
         self._put = self._writer.put
         self._observe = self.metrics.observe_execution
+        self._new_id = self._ids.next
         self._closed = False
 
     # --- rule versions ----------------------------------------------------------------------
@@ -156,64 +159,6 @@ class Recorder:
             self._versions.remember(rv)
         return rv
 
-    # --- rule-version lifecycle: thin wrappers over heurmetrics.audit.lifecycle ----------------
-    def propose(
-        self,
-        rule: str,
-        version: str,
-        params: dict[str, Any] | None = None,
-        source: str = "",
-        *,
-        description: str | None = None,
-        parent: str | None = None,
-        code_ref: str | None = None,
-        created_by: str | None = None,
-    ) -> RuleVersion:
-        """Register a version as a proposal with its lineage: ``description`` (what changed),
-        ``parent`` (the version it derives from, e.g. ``"1.0.0"``) and ``code_ref`` (e.g. a git
-        commit). Idempotent and conflict-checked exactly like :meth:`register_rule_version`."""
-        lifecycle.propose(
-            self.store, rule, version, params=params, source=source, created_by=created_by or self.created_by,
-            description=description, parent=parent, code_ref=code_ref,
-        )
-        return self.ingest.rule_version(rule, version)
-
-    def approve(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
-        """Approve a version (``RuleVersion`` or ``"rule@version"``); the approver must not be its author."""
-        rule, version = _ref(rule_version)
-        return lifecycle.approve(self.store, rule, version, actor=actor or self.created_by, reason=reason)
-
-    def activate(
-        self,
-        rule_version: RuleVersion | str,
-        env: str = "live",
-        *,
-        reason: str,
-        actor: str | None = None,
-        require_backtest: bool = True,
-    ) -> LifecycleEvent:
-        """Activate a version in ``env``; needs an approval and (by default) a completed backtest of it.
-
-        Ends the version active in ``env`` before. ``require_backtest=False`` relaxes the policy
-        for this activation and is recorded in the event."""
-        rule, version = _ref(rule_version)
-        return lifecycle.activate(
-            self.store, rule, version, env=env, actor=actor or self.created_by, reason=reason,
-            policy=lifecycle.Policy(require_backtest=require_backtest),
-        )
-
-    def retire(self, rule_version: RuleVersion | str, *, reason: str, actor: str | None = None) -> LifecycleEvent:
-        """Retire a version for good (it ends in every environment)."""
-        rule, version = _ref(rule_version)
-        return lifecycle.retire(self.store, rule, version, actor=actor or self.created_by, reason=reason)
-
-    def rollback(
-        self, rule_version: RuleVersion | str, env: str = "live", *, reason: str, actor: str | None = None
-    ) -> list[LifecycleEvent]:
-        """Roll the active version back in ``env``: the version it replaced becomes active again."""
-        rule, version = _ref(rule_version)
-        return lifecycle.rollback(self.store, rule, version, env=env, actor=actor or self.created_by, reason=reason)
-
     # --- executions (hot path) --------------------------------------------------------------
     def record_execution(
         self,
@@ -240,42 +185,17 @@ class Recorder:
             raise RuntimeError("Recorder is closed")
         if rule_version.__class__ is not RuleVersion:
             raise InvalidEvent("rule_version", "must be the RuleVersion returned by register_rule_version")
-        check_execution(
-            status=status,
-            mode=mode,
-            duration_seconds=duration_seconds,
-            outcome=outcome,
-            signal=signal,
-            confidence=confidence,
-            error_type=error_type,
-        )
-        if started_at is None:
-            started = time.time() - duration_seconds
-        else:
-            started = check_timestamp("started_at", _epoch(started_at))
-        if backtest_run_id is not None and backtest_run_id.__class__ is not uuid.UUID:
-            backtest_run_id = _as_uuid(backtest_run_id, "backtest_run_id")
-        generated = event_id is None
-        event = ExecutionEvent(
-            self._ids.next() if generated else _as_uuid(event_id),
-            rule_version,
-            started,
-            duration_seconds,
-            status,
-            outcome,
-            signal,
-            confidence,
-            mode,
-            error_type,
-            backtest_run_id,
-            generated,
-        )
-        if not generated and started_at is None:
-            event.started_at_defaulted = True  # a caller's id without a start time: see docs/storage.md
+        event = build_execution(
+            rule_version, duration_seconds, status, outcome, signal, confidence, mode, started_at, error_type,
+            event_id, backtest_run_id, self._new_id,
+        )  # fmt: skip
         # Enqueue first (False: dropped by the full-queue policy, counted there, not here); a fresh
-        # id cannot be a duplicate: count it now (caller-supplied ids count after their insert).
-        if self._put(event) and generated:
-            self._observe(event)
+        # id cannot be a duplicate: count it now (a caller's id is counted after its insert).
+        if event_id is None:
+            if self._put(event):
+                self._observe(event)
+        else:
+            self._put(Uncounted(event))
         return event.event_id
 
     def record_executions(
@@ -300,17 +220,21 @@ class Recorder:
         if rule_version.__class__ is not RuleVersion:
             raise InvalidEvent("rule_version", "must be the RuleVersion returned by register_rule_version")
         if backtest_run_id is not None and backtest_run_id.__class__ is not uuid.UUID:
-            backtest_run_id = _as_uuid(backtest_run_id, "backtest_run_id")
-        events = [self._batch_event(i, item, rule_version, mode, backtest_run_id) for i, item in enumerate(executions)]
+            backtest_run_id = as_uuid(backtest_run_id, "backtest_run_id")
+        items = [self._batch_event(i, item, rule_version, mode, backtest_run_id) for i, item in enumerate(executions)]
         put, observe = self._put, self._observe
-        for event in events:  # validated, all of them: now enqueue and count as record_execution does
-            if put(event) and event.counted:
+        ids = []
+        for event, generated in items:  # validated, all of them: now enqueue and count as record_execution does
+            if not generated:
+                put(Uncounted(event))
+            elif put(event):
                 observe(event)
-        return [event.event_id for event in events]
+            ids.append(event.event_id)
+        return ids
 
     def _batch_event(
         self, index: int, item: Mapping[str, Any], rv: RuleVersion, mode: str, run_id: uuid.UUID | None
-    ) -> ExecutionEvent:
+    ) -> tuple[ExecutionEvent, bool]:
         """One validated item of :meth:`record_executions` (errors name ``executions[index]``)."""
         try:
             # Cheap checks first (this is per item): a plain dict skips the ABC isinstance test.
@@ -327,30 +251,13 @@ class Recorder:
             status, item_mode = item.get("status", "ok"), item.get("mode", mode)
             outcome, signal, confidence = item.get("outcome"), item.get("signal"), item.get("confidence")
             error_type, started_at, event_id = item.get("error_type"), item.get("started_at"), item.get("event_id")
-            check_execution(
-                status=status,
-                mode=item_mode,
-                duration_seconds=duration,
-                outcome=outcome,
-                signal=signal,
-                confidence=confidence,
-                error_type=error_type,
-            )
-            if started_at is None:
-                started = time.time() - duration
-            else:
-                epoch = started_at if started_at.__class__ is float else _epoch(started_at)
-                started = check_timestamp("started_at", epoch)
-            generated = event_id is None
-            eid = self._ids.next() if generated else _as_uuid(event_id)
+            event = build_execution(
+                rv, duration, status, outcome, signal, confidence, item_mode, started_at, error_type, event_id,
+                run_id, self._new_id,
+            )  # fmt: skip
         except InvalidEvent as exc:
             raise exc.at(f"executions[{index}]") from None
-        event = ExecutionEvent(
-            eid, rv, started, duration, status, outcome, signal, confidence, item_mode, error_type, run_id, generated
-        )
-        if not generated and started_at is None:
-            event.started_at_defaulted = True  # as in record_execution: see docs/storage.md
-        return event
+        return event, event_id is None
 
     def execution(
         self, rule_version: RuleVersion, *, mode: str = "live", backtest_run_id: uuid.UUID | None = None
@@ -361,128 +268,6 @@ class Recorder:
         with its type in ``error_type``, and is re-raised.
         """
         return ExecutionContext(self, rule_version, mode, backtest_run_id)
-
-    # --- backtests --------------------------------------------------------------------------
-    def record_backtest(
-        self,
-        rule_version: RuleVersion,
-        equity: pd.Series,
-        *,
-        dataset: str,
-        periods_per_year: float,
-        risk_free_rate: float = 0.0,
-        trades: pd.DataFrame | None = None,
-        dataset_hash: str | None = None,
-        started_at: datetime | None = None,
-        finished_at: datetime | None = None,
-        run_id: uuid.UUID | None = None,
-        config: dict[str, Any] | None = None,
-        kind: str = "single",
-        folds: Sequence[BacktestFold] = (),
-        fold_equity: dict[int, pd.Series] | None = None,
-    ) -> BacktestRun:
-        """Compute the performance metrics of an equity curve and store the run (durable on return).
-
-        ``equity`` is a Series indexed by time; ``periods_per_year`` is explicit (365*24 for
-        hourly crypto bars, 252 for daily equities). Returns the stored run with its metrics.
-        """
-        run, _created = self.ingest.record_backtest(
-            rule_version,
-            equity,
-            dataset=dataset,
-            periods_per_year=periods_per_year,
-            risk_free_rate=risk_free_rate,
-            trades=trades,
-            dataset_hash=dataset_hash,
-            started_at=started_at,
-            finished_at=finished_at,
-            run_id=run_id,
-            config=config,
-            kind=kind,
-            folds=folds,
-            fold_equity=fold_equity,
-        )
-        return run
-
-    def walk_forward(
-        self,
-        rule_version: RuleVersion,
-        data: pd.DataFrame,
-        *,
-        run: Callable[..., pd.Series],
-        splitter: WalkForwardSplitter,
-        dataset: str,
-        periods_per_year: float,
-        fit: Callable[[pd.DataFrame], Any] | None = None,
-        executor: Executor | None = None,
-        **options: Any,
-    ) -> WalkForwardResult:
-        """Run and store a walk-forward backtest (kind ``walk_forward``): fit in-sample, run
-        out-of-sample, stitch; folds in parallel on ``executor`` (a process pool by default).
-
-        Thin wrapper of :func:`heurmetrics.backtest.walkforward.run_walk_forward` (``options``:
-        ``output``, ``warmup``, ``price_column``, ``horizons``, ``risk_free_rate``,
-        ``dataset_hash``, ``run_id``, ``config``, ``record_in_sample``, ``progress``); see
-        ``docs/walk-forward.md``.
-        """
-        from heurmetrics.backtest.walkforward import run_walk_forward
-
-        return run_walk_forward(
-            self,
-            rule_version,
-            data,
-            run=run,
-            splitter=splitter,
-            dataset=dataset,
-            periods_per_year=periods_per_year,
-            fit=fit,
-            executor=executor,
-            **options,
-        )
-
-    # --- outcome resolution -------------------------------------------------------------------
-    def resolve(
-        self,
-        event_id: uuid.UUID | str,
-        *,
-        horizon: str = "1h",
-        realized_return: float | None = None,
-        correct: bool | None = None,
-        resolved_at: datetime | None = None,
-    ) -> bool:
-        """Record what an execution's signal realised after ``horizon`` (durable on return).
-
-        ``realized_return`` is signed by the signal's direction (positive = it was right);
-        ``correct`` defaults to ``realized_return > 0``. Returns False when this (event, horizon)
-        was resolved before: resolutions are append-only and never overwritten.
-        """
-        from heurmetrics.live.resolution import make_resolution
-
-        item = make_resolution(
-            event_id, horizon=horizon, realized_return=realized_return, correct=correct, resolved_at=resolved_at
-        )
-        return self.store.live.insert_resolutions([item]).accepted == 1
-
-    def resolve_many(self, resolutions: Iterable[Resolution | Mapping[str, Any]]) -> ResolutionResult:
-        """Batch form of :meth:`resolve` (one transaction): ``Resolution`` objects or dicts with
-        ``event_id``, ``horizon``, ``realized_return`` / ``correct``, ``resolved_at``."""
-        from heurmetrics.live.resolution import Resolution, make_resolution
-
-        items = [r if isinstance(r, Resolution) else make_resolution(**r) for r in resolutions]
-        return self.store.live.insert_resolutions(items)
-
-    def resolve_from_prices(
-        self, close: pd.Series, *, horizons: Sequence[str] = ("1h",), modes: Sequence[str] = ("live", "paper")
-    ) -> ResolutionResult:
-        """Resolve every stored, unresolved directional signal (of ``modes``) that ``close`` covers.
-
-        Flushes first so executions recorded so far are included; see
-        :func:`heurmetrics.live.resolution.resolve_pending`.
-        """
-        from heurmetrics.live.resolution import resolve_pending
-
-        self.flush()
-        return resolve_pending(self.store, close, horizons=horizons, modes=modes)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> FlushResult:
@@ -521,108 +306,48 @@ class Recorder:
         self.close()
 
 
-class ExecutionContext:
-    """Times one execution; see :meth:`Recorder.execution`."""
+class ExecutionContext(TimedExecution):
+    """Times one execution (:class:`~heurmetrics.ingest.builder.TimedExecution`); see :meth:`Recorder.execution`."""
 
-    __slots__ = (
-        "_confidence",
-        "_mode",
-        "_outcome",
-        "_recorder",
-        "_run_id",
-        "_rv",
-        "_signal",
-        "_start",
-        "_t0",
-        "event_id",
-    )
+    __slots__ = ("_mode", "_recorder", "_run_id", "_rv", "event_id")
 
     def __init__(
         self, recorder: Recorder, rule_version: RuleVersion, mode: str, backtest_run_id: uuid.UUID | None
     ) -> None:
+        super().__init__()
         self._recorder = recorder
         self._run_id = backtest_run_id
         self._rv = rule_version
         self._mode = mode
-        self._outcome: str | None = None
-        self._signal: float | None = None
-        self._confidence: float | None = None
         self.event_id: uuid.UUID | None = None
 
-    def set_result(
-        self, outcome: str | None = None, signal: float | None = None, confidence: float | None = None
+    def _finish(
+        self,
+        duration: float,
+        status: str,
+        outcome: str | None,
+        signal: float | None,
+        confidence: float | None,
+        error_type: str | None,
     ) -> None:
-        self._outcome, self._signal, self._confidence = outcome, signal, confidence
-
-    def __enter__(self) -> ExecutionContext:
-        self._start = time.time()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        duration = time.perf_counter() - self._t0
-        if exc_type is None:
-            self.event_id = self._recorder.record_execution(
-                self._rv,
-                duration_seconds=duration,
-                outcome=self._outcome,
-                signal=self._signal,
-                confidence=self._confidence,
-                mode=self._mode,
-                started_at=self._start,
-                backtest_run_id=self._run_id,
-            )
-            return
-        # The rule failed: record it without the (possibly half-set) result and let it propagate.
-        status = "timeout" if issubclass(exc_type, TimeoutError) else "error"
         self.event_id = self._recorder.record_execution(
             self._rv,
             duration_seconds=duration,
             status=status,
+            outcome=outcome,
+            signal=signal,
+            confidence=confidence,
             mode=self._mode,
             started_at=self._start,
-            error_type=exc_type.__qualname__[:128],
+            error_type=error_type,
             backtest_run_id=self._run_id,
         )
-
-
-def _ref(rule_version: RuleVersion | str) -> tuple[str, str]:
-    if isinstance(rule_version, RuleVersion):
-        return rule_version.rule, rule_version.version
-    try:
-        return split_ref(rule_version)
-    except ValueError as exc:
-        raise InvalidEvent("rule_version", str(exc)) from None
 
 
 #: Keys an item of :meth:`Recorder.record_executions` may carry.
 _BATCH_FIELDS = frozenset(
     {"duration_seconds", "status", "outcome", "signal", "confidence", "mode", "started_at", "error_type", "event_id"}
 )
-
-
-def _epoch(value: datetime | float) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidEvent("started_at", "naive datetime: pass a timezone-aware time (e.g. UTC)")
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidEvent("started_at", f"must be a datetime or Unix seconds, got {type(value).__name__}")
-    try:
-        return float(value)
-    except OverflowError:  # an int beyond the float range
-        raise InvalidEvent("started_at", "is too large to be a time") from None
-
-
-def _as_uuid(value: object, field: str = "event_id") -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidEvent(field, f"{str(value)[:64]!r} is not a UUID") from None
 
 
 def _current_user() -> str:

@@ -279,8 +279,10 @@ class Spool:
             if end != len(data):
                 self.torn_segments += 1
                 log.warning(
-                    "spool segment %s: torn or corrupt record at byte %d (of %d); the rest of the segment is "
-                    "skipped", path, end, len(data),
+                    "spool segment %s: torn or corrupt record at byte %d (of %d); the rest of the segment is skipped",
+                    path,
+                    end,
+                    len(data),
                 )
             self._segments[seq] = _Segment(seq, path, end, events, len(data))
 
@@ -414,7 +416,9 @@ class Spool:
         skipped = seg.events - readable
         log.error(
             "spool segment %s: corrupt record at byte %d; skipping the rest of the segment (%d events)",
-            seg.path, pos, skipped,
+            seg.path,
+            pos,
+            skipped,
         )
         seg.end = pos
         seg.events -= skipped

@@ -161,7 +161,7 @@ class SqlExecutions:
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
-                    self._claim_start_times(cursor, events)
+                    events = self._claim_start_times(cursor, events)
                 started = [_utc(e.started_at) for e in events]
                 if self.dialect == "postgresql":
                     new = self._insert_executions_pg(cursor, events, started)
@@ -177,8 +177,9 @@ class SqlExecutions:
         """See :func:`heurmetrics.store.deliveries.claim`."""
         return deliveries.claim(self.engine, delivery_id, token)
 
-    def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> None:
-        """Give each event received without ``started_at`` the start time of its id's first receipt.
+    def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> list[ExecutionEvent]:
+        """The events, those received without ``started_at`` given the start time of their id's
+        first receipt (new events: events are immutable).
 
         Same transaction as the insert: a concurrent first receipt of the same id waits on the
         claim's primary key and then reads the winner's time.
@@ -196,10 +197,7 @@ class SqlExecutions:
                 (ids, times),
             )
             if cursor.fetchone()[0] == len(claims):  # every claim is ours: the times we sent
-                for e, t in zip(claims, times, strict=True):
-                    e.started_at = t.timestamp()
-                    e.started_at_defaulted = False
-                return
+                return [e._replace(started_at_defaulted=False) if e.started_at_defaulted else e for e in events]
             # A separate statement: it sees the claims a concurrent first receipt committed.
             cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
             stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
@@ -215,9 +213,10 @@ class SqlExecutions:
                 cursor.execute("SELECT started_at FROM execution_start_claims WHERE event_id = ?", (e.event_id.hex,))
                 text_time = cursor.fetchone()[0]
                 stored[e.event_id] = datetime.fromisoformat(text_time).replace(tzinfo=UTC).timestamp()
-        for e in claims:
-            e.started_at = stored[e.event_id]
-            e.started_at_defaulted = False
+        return [
+            e._replace(started_at=stored[e.event_id], started_at_defaulted=False) if e.started_at_defaulted else e
+            for e in events
+        ]
 
     def _add_rollups(
         self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from heurmetrics.audit import chain, lifecycle, queries
+from heurmetrics.audit import chain, queries
 from heurmetrics.audit.model import jsonable, split_ref
 from heurmetrics.errors import InvalidEvent
 from heurmetrics.ingest import Ingest
@@ -85,10 +85,6 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     """The audit reads and lifecycle writes over ``ingest``'s store, all behind ``authorize``."""
     router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[Depends(authorize)], responses=UNAUTHORIZED)
     store = ingest.store
-
-    def changed() -> None:
-        if ingest.collector is not None:
-            ingest.collector.invalidate()  # rule_version_info{status} changes with the lifecycle
 
     # --- reads -------------------------------------------------------------------------------
     @router.get("/rules")
@@ -185,8 +181,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     )
     def propose(rule: RulePath, version: VersionPath, body: ProposeIn, response: Response) -> Any:
         """Register a version as a proposal with its lineage: 201 created, 200 identical exists, 409 conflict."""
-        rv, created = lifecycle.propose(
-            store,
+        rv, created = ingest.propose(
             rule,
             version,
             params=body.params,
@@ -196,39 +191,31 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
             parent=body.parent,
             code_ref=body.code_ref,
         )
-        ingest.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
-        ingest.rule_version(rule, version)  # cache it and pre-initialise its series
-        if created:
-            changed()
         response.status_code = 201 if created else 200
         return {"rule": rv.rule, "version": rv.version, "content_hash": rv.content_hash, "created": created}
 
     @router.post("/rule-versions/{rule}/{version}/approve", status_code=201, responses=_WRITE)
     def approve(rule: RulePath, version: VersionPath, body: TransitionIn) -> Any:
         """Approve a version (the approver must not be its author)."""
-        event = lifecycle.approve(store, rule, version, actor=body.actor, reason=body.reason)
-        changed()
+        event = ingest.approve(rule, version, actor=body.actor, reason=body.reason)
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/activate", status_code=201, responses=_WRITE)
     def activate(rule: RulePath, version: VersionPath, body: DeployIn) -> Any:
         """Activate a version in ``env`` (needs an approval and a completed backtest of it); ends the previous one."""
-        event = lifecycle.activate(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
-        changed()
+        event = ingest.activate(rule, version, env=body.env, actor=body.actor, reason=body.reason)
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/retire", status_code=201, responses=_WRITE)
     def retire(rule: RulePath, version: VersionPath, body: TransitionIn) -> Any:
         """Retire a version for good (it ends in every environment)."""
-        event = lifecycle.retire(store, rule, version, actor=body.actor, reason=body.reason)
-        changed()
+        event = ingest.retire(rule, version, actor=body.actor, reason=body.reason)
         return jsonable(event)
 
     @router.post("/rule-versions/{rule}/{version}/rollback", status_code=201, responses=_WRITE)
     def rollback(rule: RulePath, version: VersionPath, body: DeployIn) -> Any:
         """Roll the version back in ``env``; the version it replaced becomes active again."""
-        events = lifecycle.rollback(store, rule, version, env=body.env, actor=body.actor, reason=body.reason)
-        changed()
+        events = ingest.rollback(rule, version, env=body.env, actor=body.actor, reason=body.reason)
         return jsonable(events)
 
     return router

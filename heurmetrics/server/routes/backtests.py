@@ -44,21 +44,21 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         rv = known_rule_version(body.rule, body.rule_version)
         try:
             equity = equity_series("equity", body.equity)
-            run, created = ingest.record_backtest(
-                rv,
-                equity,
-                dataset=body.dataset,
-                periods_per_year=body.periods_per_year,
-                risk_free_rate=body.risk_free_rate,
-                dataset_hash=body.dataset_hash,
-                started_at=body.started_at,
-                finished_at=body.finished_at,
-                run_id=body.run_id,
-                config=body.config,
-            )
-        except InvalidEvent:
+        except InvalidEvent:  # refused before it reaches ingest: counted here
             ingest.count_rejected("backtest")
             raise
+        run, created = ingest.record_backtest(  # a refusal from here on is counted by ingest
+            rv,
+            equity,
+            dataset=body.dataset,
+            periods_per_year=body.periods_per_year,
+            risk_free_rate=body.risk_free_rate,
+            dataset_hash=body.dataset_hash,
+            started_at=body.started_at,
+            finished_at=body.finished_at,
+            run_id=body.run_id,
+            config=body.config,
+        )
         response.status_code = 201 if created else 200
         return BacktestOut(
             run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics=run.metrics
@@ -74,21 +74,17 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         """Record a backtest run that failed (status ``failed``, no metrics): it feeds the
         "Backtest failed" annotation and the BacktestFailed alert. 200 when the run id exists."""
         rv = known_rule_version(body.rule, body.rule_version)
-        try:
-            run, created = ingest.record_failed_backtest(
-                rv,
-                error_message=body.error_message,
-                dataset=body.dataset,
-                periods_per_year=body.periods_per_year,
-                kind=body.kind,
-                started_at=body.started_at,
-                finished_at=body.finished_at,
-                run_id=body.run_id,
-                config=body.config,
-            )
-        except InvalidEvent:
-            ingest.count_rejected("backtest")
-            raise
+        run, created = ingest.record_failed_backtest(  # a refusal is counted by ingest
+            rv,
+            error_message=body.error_message,
+            dataset=body.dataset,
+            periods_per_year=body.periods_per_year,
+            kind=body.kind,
+            started_at=body.started_at,
+            finished_at=body.finished_at,
+            run_id=body.run_id,
+            config=body.config,
+        )
         response.status_code = 201 if created else 200
         return BacktestOut(run_id=run.run_id, rule=rv.rule, rule_version=rv.version, created=created, metrics={})
 

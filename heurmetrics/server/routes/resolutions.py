@@ -97,7 +97,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                 )
             except InvalidEvent as exc:
                 raise exc.at(f"resolutions[{i}]") from None
-        result = ingest.store.live.insert_resolutions(items)
+        result = ingest.resolve(items)  # stored and counted (kind "resolution") by ingest
         return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
     return router

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Response
 
-from heurmetrics.errors import InvalidEvent
 from heurmetrics.ingest import Ingest
 from heurmetrics.server.models import CONFLICT, RuleVersionIn, RuleVersionOut
 
@@ -27,18 +26,14 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     )
     def register_rule_version(body: RuleVersionIn, response: Response) -> RuleVersionOut:
         """Register a rule version: 201 created, 200 identical content exists, 409 conflict."""
-        try:
-            rv, created = ingest.register_rule_version(
-                body.rule,
-                body.version,
-                params=body.params,
-                source=body.source,
-                created_by=body.created_by or "api",
-                description=body.description,
-            )
-        except InvalidEvent:
-            ingest.count_rejected("rule_version")
-            raise
+        rv, created = ingest.register_rule_version(  # a refusal is counted by ingest
+            body.rule,
+            body.version,
+            params=body.params,
+            source=body.source,
+            created_by=body.created_by or "api",
+            description=body.description,
+        )
         response.status_code = 201 if created else 200
         return RuleVersionOut(rule=rv.rule, version=rv.version, content_hash=rv.content_hash)
 

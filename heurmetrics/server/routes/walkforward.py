@@ -23,8 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from heurmetrics.backtest import compute_metrics
 from heurmetrics.backtest.overfit import DEFAULT_PBO_BLOCKS
-from heurmetrics.backtest.summary import fold_efficiency, run_summary
-from heurmetrics.backtest.walkforward import json_tree
+from heurmetrics.backtest.summary import fold_row, json_tree, run_summary
 from heurmetrics.domain import BacktestFold
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
@@ -201,10 +200,11 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
             ingest.count_rejected("backtest")
             raise unknown_rule_version("rule_version", exc) from None
         try:
-            run, created, summary = _store(ingest, rv, body)
-        except InvalidEvent:
+            arguments, summary = _prepare(rv, body)
+        except InvalidEvent:  # refused before it reaches ingest: counted here
             ingest.count_rejected("backtest")
             raise
+        run, created = ingest.record_backtest(rv, **arguments)  # a refusal from here on is counted by ingest
         response.status_code = 201 if created else 200
         return WalkForwardOut(
             run_id=run.run_id,
@@ -248,7 +248,8 @@ def _stitched_returns(equity: pd.Series) -> pd.Series:
     return returns.where(np.isfinite(returns)).rename("returns")  # an overflowed ratio is missing
 
 
-def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dict[str, Any]]:
+def _prepare(rv: Any, body: WalkForwardIn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the run and assemble what ``Ingest.record_backtest`` stores, with the run summary."""
     if not 1 <= len(body.folds) <= MAX_FOLDS_PER_RUN:
         raise _invalid("folds", f"needs 1 to {MAX_FOLDS_PER_RUN} folds, got {len(body.folds)}")
     try:
@@ -295,20 +296,16 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dic
             raise _invalid(f"{where}.out_of_sample_metrics", "give out_of_sample_metrics or out_of_sample_equity")
         oos_metrics = metrics["out_of_sample"]
         fold_metrics.append((metrics["in_sample"], oos_metrics))
+        # The same fold row as the SDK's runner (heurmetrics.backtest.summary.fold_row).
         rows.append(
-            BacktestFold(
-                fold_index=fold.fold_index,
-                in_sample_start=bounds[0],
-                in_sample_end=bounds[1],
-                out_of_sample_start=bounds[2],
-                out_of_sample_end=bounds[3],
-                params=fold.params,
-                trials=fold.trials,
-                in_sample_metrics=json_tree(metrics["in_sample"] or {}),
-                # The computed efficiency wins over a same-named key in the given metrics (as in the SDK).
-                out_of_sample_metrics=json_tree(
-                    {**oos_metrics, **fold_efficiency(metrics["in_sample"], oos_metrics, periods)}
-                ),
+            fold_row(
+                fold.fold_index,
+                (bounds[0], bounds[1], bounds[2], bounds[3]),
+                fold.params,
+                fold.trials,
+                metrics["in_sample"],
+                oos_metrics,
+                periods,
             )
         )
     expectation = {}
@@ -339,19 +336,18 @@ def _store(ingest: Ingest, rv: Any, body: WalkForwardIn) -> tuple[Any, bool, dic
         **body.config,
         "walk_forward": {"source": "api", "folds": len(rows), **summary, "expectation": expectation},
     }
-    run, created = ingest.record_backtest(
-        rv,
-        equity,
-        dataset=body.dataset,
-        periods_per_year=periods,
-        risk_free_rate=float(body.risk_free_rate),
-        dataset_hash=body.dataset_hash,
-        started_at=body.started_at,
-        finished_at=body.finished_at,
-        run_id=body.run_id,
-        config=json_tree(config),
-        kind="walk_forward",
-        folds=rows,
-        fold_equity=fold_equity,
-    )
-    return run, created, summary
+    arguments = {
+        "equity": equity,
+        "dataset": body.dataset,
+        "periods_per_year": periods,
+        "risk_free_rate": float(body.risk_free_rate),
+        "dataset_hash": body.dataset_hash,
+        "started_at": body.started_at,
+        "finished_at": body.finished_at,
+        "run_id": body.run_id,
+        "config": json_tree(config),
+        "kind": "walk_forward",
+        "folds": rows,
+        "fold_equity": fold_equity,
+    }
+    return arguments, summary

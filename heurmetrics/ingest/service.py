@@ -1,16 +1,17 @@
-"""The one ingest path: validation, persistence and metric updates, shared by the SDK and HTTP.
+"""The ingest service: every write goes through it, from the SDK and from HTTP alike.
 
     runner ─┬─ SDK (Recorder → background writer) ─┐
             └─ HTTP (heurmetrics serve) ───────────┴─→ Ingest ─→ {SqlStore, PipelineMetrics}
 
+Rule versions, lifecycle transitions, executions, backtests (completed and failed, walk-forward
+included) and outcome resolutions: :class:`Ingest` validates, writes and counts each of them in
+``heurmetrics_ingested_events_total``, so the SDK and HTTP count the same operations identically.
+
 An event is counted in Prometheus exactly once, and only once it is stored. The SDK counts ids it
 generated itself up front (they cannot collide, and the SDK keeps them until they are stored or
-reported lost). Every other event is counted after its commit, by *claiming* its batch's delivery
-record (:mod:`heurmetrics.store.deliveries`): the write records which events it inserted in the
-same transaction, and after an acknowledged commit the writer claims every unclaimed record of
-the batch's delivery id and counts what they list. A commit whose answer was lost is therefore
-counted by the re-send of the same batch (same delivery id, on any process), and a batch that
-was counted is never counted again. So after any number of re-sent batches and lost answers,
+reported lost) and tells :meth:`Ingest.write_executions` which ids of a batch it did not count.
+Every other execution is counted after its commit, by *claiming* its batch's delivery record
+(:mod:`heurmetrics.ingest.claims`). So after any number of re-sent batches and lost answers,
 counts equal rows.
 """
 
@@ -18,19 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
+from heurmetrics.audit import lifecycle
+from heurmetrics.audit.model import LifecycleEvent
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
 from heurmetrics.errors import CardinalityBudgetExceeded, InvalidEvent, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.ingest.builder import build_execution
+from heurmetrics.ingest.claims import Claim, Claims
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.metrics.store_collector import StoreCollector
@@ -38,35 +42,25 @@ from heurmetrics.store import deliveries
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.validation import (
     MAX_SOURCE_LENGTH,
-    check_execution,
     check_finite,
     check_json_object,
     check_label_value,
     check_text,
-    check_timestamp,
 )
 
+if TYPE_CHECKING:
+    from heurmetrics.live.resolution import Resolution
+    from heurmetrics.store.live import ResolutionResult
+
 T = TypeVar("T")
-log = logging.getLogger(__name__)
-#: Claims kept for a later retry when the database could not be asked right after a commit.
-MAX_PENDING_CLAIMS = 10_000
-
-
-@dataclasses.dataclass
-class _Claim:
-    """A claim to make (or whose answer was lost): the batch's uncounted events, by id."""
-
-    delivery_id: uuid.UUID
-    token: uuid.UUID
-    events: list[ExecutionEvent]
-    digest: bytes
 
 
 class Ingest:
-    """Validates, stores and counts rule versions, executions and backtests.
+    """Validates, stores and counts every write (see the module doc).
 
     Thread-safe. Every write method either commits completely (and then updates the metrics)
-    or raises with nothing written and nothing counted.
+    or raises with nothing written; a refusal (invalid value, conflict, policy) is counted as
+    ``rejected`` under its kind, once, here.
     """
 
     def __init__(
@@ -84,8 +78,7 @@ class Ingest:
         self._versions: dict[tuple[str, str], RuleVersion] = {}
         self._with_series: set[int] = set()  # versions whose series exist (the cardinality budget)
         self._lock = threading.Lock()
-        self._claims: list[_Claim] = []  # committed batches not counted yet (the claim failed)
-        self._claimer: threading.Thread | None = None
+        self.claims = Claims(store, metrics)
 
     # --- rule versions ----------------------------------------------------------------------
     def register_rule_version(
@@ -99,14 +92,14 @@ class Ingest:
         description: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Register (idempotently) a rule version; see :meth:`SqlStore.register_rule_version`."""
-        check_label_value("rule", rule)
-        check_label_value("version", version)
-        params = check_json_object("params", {} if params is None else params)
-        check_text("source", source, MAX_SOURCE_LENGTH)
-        check_text("created_by", created_by, 128)
-        if description is not None:
-            check_text("description", description, 10_000)
         try:
+            check_label_value("rule", rule)
+            check_label_value("version", version)
+            params = check_json_object("params", {} if params is None else params)
+            check_text("source", source, MAX_SOURCE_LENGTH)
+            check_text("created_by", created_by, 128)
+            if description is not None:
+                check_text("description", description, 10_000)
             rv, created = self._timed(
                 d.OP_REGISTER_RULE_VERSION,
                 lambda: self.store.register_rule_version(
@@ -121,15 +114,91 @@ class Ingest:
         except Exception:
             self.metrics.ingested.labels("rule_version", "rejected").inc()
             raise
+        self._registered(rv, created)
+        return rv, created
+
+    def _registered(self, rv: RuleVersion, created: bool) -> None:
         with self._lock:
-            self._versions[(rule, version)] = rv
+            self._versions[(rv.rule, rv.version)] = rv
         self.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
         # The version is stored either way (an audit fact); over budget, its executions are refused.
         with contextlib.suppress(CardinalityBudgetExceeded):
             self.admit(rv)
-        if created and self.collector is not None:
-            self.collector.invalidate()
+        if created:
+            self._changed()
+
+    # --- lifecycle (heurmetrics.audit.lifecycle: the policy; here: write and count) -------------
+    def propose(
+        self,
+        rule: str,
+        version: str,
+        *,
+        params: dict[str, Any] | None = None,
+        source: str = "",
+        created_by: str,
+        description: str | None = None,
+        parent: str | None = None,
+        code_ref: str | None = None,
+    ) -> tuple[RuleVersion, bool]:
+        """Register a version as a proposal with its lineage; counted as a ``rule_version``."""
+        try:
+            rv, created = lifecycle.propose(
+                self.store, rule, version, params=params, source=source, created_by=created_by,
+                description=description, parent=parent, code_ref=code_ref,
+            )  # fmt: skip
+        except Exception:
+            self.metrics.ingested.labels("rule_version", "rejected").inc()
+            raise
+        self._registered(rv, created)
         return rv, created
+
+    def approve(self, rule: str, version: str, *, actor: str, reason: str) -> LifecycleEvent:
+        with self._transition():
+            return lifecycle.approve(self.store, rule, version, actor=actor, reason=reason)
+
+    def activate(
+        self, rule: str, version: str, *, env: str, actor: str, reason: str, policy: lifecycle.Policy | None = None
+    ) -> LifecycleEvent:
+        with self._transition():
+            return lifecycle.activate(
+                self.store, rule, version, env=env, actor=actor, reason=reason,
+                policy=lifecycle.DEFAULT_POLICY if policy is None else policy,
+            )  # fmt: skip
+
+    def retire(self, rule: str, version: str, *, actor: str, reason: str) -> LifecycleEvent:
+        with self._transition():
+            return lifecycle.retire(self.store, rule, version, actor=actor, reason=reason)
+
+    def rollback(self, rule: str, version: str, *, env: str, actor: str, reason: str) -> list[LifecycleEvent]:
+        with self._transition():
+            return lifecycle.rollback(self.store, rule, version, env=env, actor=actor, reason=reason)
+
+    @contextlib.contextmanager
+    def _transition(self) -> Iterator[None]:
+        """Count one lifecycle transition (``kind="lifecycle"``): accepted, or rejected when refused."""
+        try:
+            yield
+        except Exception:
+            self.metrics.ingested.labels(d.KIND_LIFECYCLE, "rejected").inc()
+            raise
+        self.metrics.ingested.labels(d.KIND_LIFECYCLE, "accepted").inc()
+        self._changed()  # rule_version_info{status} changes with the lifecycle
+
+    def _changed(self) -> None:
+        if self.collector is not None:
+            self.collector.invalidate()
+
+    # --- outcome resolutions ------------------------------------------------------------------
+    def resolve(self, items: Sequence[Resolution]) -> ResolutionResult:
+        """Append resolutions (one transaction) and count them (``kind="resolution"``)."""
+        try:
+            result = self.store.live.insert_resolutions(items)
+        except Exception:
+            self.metrics.ingested.labels(d.KIND_RESOLUTION, "rejected").inc(len(items))
+            raise
+        self.metrics.ingested.labels(d.KIND_RESOLUTION, "accepted").inc(result.accepted)
+        self.metrics.ingested.labels(d.KIND_RESOLUTION, "duplicate").inc(result.duplicates)
+        return result
 
     def rule_version(self, rule: str, version: str) -> RuleVersion:
         """The registered version ``rule@version``, admitted to the metrics.
@@ -174,38 +243,21 @@ class Ingest:
         event_id: uuid.UUID | None = None,
         backtest_run_id: uuid.UUID | None = None,
     ) -> ExecutionEvent:
-        """Validate one execution and build its event (``counted`` False: count after insert).
+        """Validate one execution and build its event (:func:`heurmetrics.ingest.builder.build_execution`).
 
         ``started_at`` is Unix seconds; it defaults to now minus the duration.
         """
-        check_execution(
-            status=status,
-            mode=mode,
-            duration_seconds=duration_seconds,
-            outcome=outcome,
-            signal=signal,
-            confidence=confidence,
-            error_type=error_type,
-        )
-        now = time.time()
-        started = now - duration_seconds if started_at is None else check_timestamp("started_at", started_at, now=now)
-        return ExecutionEvent(
-            event_id=uuid.uuid4() if event_id is None else event_id,
-            rule_version=rv,
-            started_at=started,
-            duration_seconds=float(duration_seconds),
-            status=status,
-            outcome=outcome,
-            signal=None if signal is None else float(signal),
-            confidence=None if confidence is None else float(confidence),
-            mode=mode,
-            error_type=error_type,
-            backtest_run_id=backtest_run_id,
-            started_at_defaulted=started_at is None and event_id is not None,
-        )
+        return build_execution(
+            rv, duration_seconds, status, outcome, signal, confidence, mode, started_at, error_type, event_id,
+            backtest_run_id, uuid.uuid4,
+        )  # fmt: skip
 
     def write_executions(
-        self, events: Sequence[ExecutionEvent], *, delivery_id: uuid.UUID | None = None
+        self,
+        events: Sequence[ExecutionEvent],
+        *,
+        delivery_id: uuid.UUID | None = None,
+        uncounted: Collection[uuid.UUID] | None = None,
     ) -> IngestResult:
         """Store a batch (one transaction) and count, once, the events it stored.
 
@@ -215,93 +267,34 @@ class Ingest:
         when the write failed or its commit was not confirmed: then nothing is counted, and the
         batch may or may not be stored — re-send it with the same ``delivery_id`` to have it
         stored and counted exactly once (see the module doc).
+
+        ``uncounted``: the ids the sender has not counted (None, the default: none was counted;
+        the SDK counts the ids it generated at record time and passes the caller-given ones).
         """
         unique: dict[uuid.UUID, ExecutionEvent] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
-        fresh = [e for e in batch if not e.counted]
+        fresh = batch
+        if uncounted is not None:
+            fresh = [e for e in batch if e.event_id in uncounted] if uncounted else []
         if not fresh:  # all counted at record time (SDK-generated ids): nothing to claim
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
             self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
         else:
-            self._retry_claims()
+            self.claims.retry()
             stamp = deliveries.stamp(delivery_id or uuid.uuid4(), [e.event_id for e in fresh])
-            inserted = self._timed(
-                d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp)
-            )
+            inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp))
             # Committed: count what this delivery stored and nobody counted (this write's rows, and
             # those of an earlier attempt whose answer was lost).
             self.metrics.ingested.labels("execution", "accepted").inc(
-                len(inserted) - sum(1 for e in fresh if e.event_id in inserted)
-                if len(fresh) < len(batch)
-                else 0
+                len(inserted) - sum(1 for e in fresh if e.event_id in inserted) if len(fresh) < len(batch) else 0
             )
-            self._settle(_Claim(stamp.delivery_id, uuid.uuid4(), fresh, stamp.digest))
+            self.claims.settle(Claim(stamp.delivery_id, uuid.uuid4(), fresh, stamp.digest))
         duplicates = len(events) - len(inserted)
         if duplicates:
             self.metrics.ingested.labels("execution", "duplicate").inc(duplicates)
         return IngestResult(len(inserted), duplicates, tuple(e.event_id for e in batch))
-
-    def _settle(self, claim: _Claim) -> bool:
-        """Claim and count; on failure keep the claim for :meth:`_retry_claims`. True when settled."""
-        try:
-            records = self.store.claim_delivery(claim.delivery_id, claim.token)
-        except StoreUnavailable as exc:
-            with self._lock:
-                self._claims.append(claim)
-                if len(self._claims) > MAX_PENDING_CLAIMS:
-                    lost = self._claims.pop(0)
-                    log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
-            log.warning("counting delivery %s deferred (claim failed: %s)", claim.delivery_id, exc)
-            self._start_claimer()
-            return False
-        observe = self.metrics.observe_execution
-        counted = 0
-        for rec in records:
-            if rec.event_ids is not None:
-                chosen = [e for e in claim.events if e.event_id in rec.event_ids]
-            elif rec.digest == claim.digest:
-                chosen = claim.events
-            else:
-                log.error(
-                    "delivery %s was re-sent with other events than its stored attempt: the earlier attempt's "
-                    "rows cannot be counted", claim.delivery_id,
-                )
-                continue
-            for event in chosen:
-                observe(event)
-            counted += len(chosen)
-        self.metrics.ingested.labels("execution", "accepted").inc(counted)
-        return True
-
-    def _start_claimer(self) -> None:
-        """Retry deferred claims in the background too, so the last batch before a quiet period
-        is counted without waiting for the next write."""
-        with self._lock:
-            if self._claimer is not None and self._claimer.is_alive():
-                return
-            self._claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
-            self._claimer.start()
-
-    def _claim_until_settled(self) -> None:
-        delay = 0.5
-        while self._claims:
-            time.sleep(delay)
-            self._retry_claims()
-            delay = min(delay * 2, 10.0)
-
-    def _retry_claims(self) -> None:
-        """Settle claims that failed earlier (the database was unreachable right after a commit)."""
-        if not self._claims:
-            return
-        with self._lock:
-            claims, self._claims = self._claims, []
-        for i, claim in enumerate(claims):
-            if not self._settle(claim):  # still unreachable: keep the rest for later, in order
-                with self._lock:
-                    self._claims[0:0] = claims[i + 1 :]
-                return
 
     def count_rejected(self, kind: str, n: int = 1) -> None:
         self.metrics.ingested.labels(kind, "rejected").inc(n)
@@ -329,21 +322,22 @@ class Ingest:
 
         Returns the run and whether it was new: re-sending a ``run_id`` stores and counts nothing.
         """
-        run, points = build_backtest(
-            rv,
-            equity,
-            dataset=dataset,
-            periods_per_year=periods_per_year,
-            risk_free_rate=risk_free_rate,
-            trades=trades,
-            dataset_hash=dataset_hash,
-            started_at=started_at,
-            finished_at=finished_at or datetime.now(UTC),
-            run_id=run_id or uuid.uuid4(),
-            config=config or {},
-            kind=kind,
-            fold_equity=fold_equity,
-        )
+        with self._refusing("backtest"):
+            run, points = build_backtest(
+                rv,
+                equity,
+                dataset=dataset,
+                periods_per_year=periods_per_year,
+                risk_free_rate=risk_free_rate,
+                trades=trades,
+                dataset_hash=dataset_hash,
+                started_at=started_at,
+                finished_at=finished_at or datetime.now(UTC),
+                run_id=run_id or uuid.uuid4(),
+                config=config or {},
+                kind=kind,
+                fold_equity=fold_equity,
+            )
         created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
         if not created:  # a re-sent run: answer with what is stored, not with what was re-sent
@@ -373,14 +367,15 @@ class Ingest:
         It feeds the "Backtest failed" annotation and the ``BacktestFailed`` alert like a failed
         SDK walk-forward. Re-sending a ``run_id`` stores and counts nothing.
         """
-        check_text("error_message", error_message, 4000)
-        check_text("dataset", dataset, 256)
-        periods = check_finite("periods_per_year", periods_per_year, low=1e-9)
-        config = check_json_object("config", config or {})
-        finished = finished_at or datetime.now(UTC)
-        for name, value in (("started_at", started_at), ("finished_at", finished)):
-            if value is not None and value.tzinfo is None:
-                raise InvalidEvent(name, "naive datetime: pass a timezone-aware time (e.g. UTC)")
+        with self._refusing("backtest"):
+            check_text("error_message", error_message, 4000)
+            check_text("dataset", dataset, 256)
+            periods = check_finite("periods_per_year", periods_per_year, low=1e-9)
+            config = check_json_object("config", config or {})
+            finished = finished_at or datetime.now(UTC)
+            for name, value in (("started_at", started_at), ("finished_at", finished)):
+                if value is not None and value.tzinfo is None:
+                    raise InvalidEvent(name, "naive datetime: pass a timezone-aware time (e.g. UTC)")
         run = BacktestRun(
             run_id=run_id or uuid.uuid4(),
             rule_version=rv,
@@ -406,6 +401,15 @@ class Ingest:
         return run, created
 
     # --- helpers ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _refusing(self, kind: str) -> Iterator[None]:
+        """Count an invalid value found here as one ``rejected`` event of ``kind``."""
+        try:
+            yield
+        except InvalidEvent:
+            self.metrics.ingested.labels(kind, "rejected").inc()
+            raise
+
     def _timed(self, operation: str, write: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:

@@ -1,0 +1,109 @@
+"""Counting committed execution batches once: delivery claims, and their retry when the claim failed.
+
+The write that inserts executions nobody counted yet records which ones it inserted under the
+batch's delivery id, in the same transaction (:mod:`heurmetrics.store.deliveries`). After an
+acknowledged commit the ingest claims every unclaimed record of that delivery id and counts what
+they list. A commit whose answer was lost is therefore counted by the re-send of the same batch
+(same delivery id, on any process), and a claimed record is never counted again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+
+from heurmetrics.domain import ExecutionEvent
+from heurmetrics.errors import StoreUnavailable
+from heurmetrics.metrics.pipeline import PipelineMetrics
+from heurmetrics.store.sql_store import SqlStore
+
+log = logging.getLogger("heurmetrics.ingest")
+#: Claims kept for a later retry when the database could not be asked right after a commit.
+MAX_PENDING_CLAIMS = 10_000
+
+
+@dataclasses.dataclass
+class Claim:
+    """A claim to make (or whose answer was lost): the batch's uncounted events, by id."""
+
+    delivery_id: uuid.UUID
+    token: uuid.UUID
+    events: list[ExecutionEvent]
+    digest: bytes
+
+
+class Claims:
+    """Settles claims: counts what a delivery stored; keeps (and retries) those that failed."""
+
+    def __init__(self, store: SqlStore, metrics: PipelineMetrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._pending: list[Claim] = []  # committed batches not counted yet (the claim failed)
+        self._claimer: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def settle(self, claim: Claim) -> bool:
+        """Claim and count; on failure keep the claim for :meth:`retry`. True when settled."""
+        try:
+            records = self.store.claim_delivery(claim.delivery_id, claim.token)
+        except StoreUnavailable as exc:
+            with self._lock:
+                self._pending.append(claim)
+                if len(self._pending) > MAX_PENDING_CLAIMS:
+                    lost = self._pending.pop(0)
+                    log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
+            log.warning("counting delivery %s deferred (claim failed: %s)", claim.delivery_id, exc)
+            self._start_claimer()
+            return False
+        observe = self.metrics.observe_execution
+        counted = 0
+        for rec in records:
+            if rec.event_ids is not None:
+                chosen = [e for e in claim.events if e.event_id in rec.event_ids]
+            elif rec.digest == claim.digest:
+                chosen = claim.events
+            else:
+                log.error(
+                    "delivery %s was re-sent with other events than its stored attempt: the earlier attempt's "
+                    "rows cannot be counted", claim.delivery_id,
+                )  # fmt: skip
+                continue
+            for event in chosen:
+                observe(event)
+            counted += len(chosen)
+        self.metrics.ingested.labels("execution", "accepted").inc(counted)
+        return True
+
+    def _start_claimer(self) -> None:
+        """Retry deferred claims in the background too, so the last batch before a quiet period
+        is counted without waiting for the next write."""
+        with self._lock:
+            if self._claimer is not None and self._claimer.is_alive():
+                return
+            self._claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
+            self._claimer.start()
+
+    def _claim_until_settled(self) -> None:
+        delay = 0.5
+        while self._pending:
+            time.sleep(delay)
+            self.retry()
+            delay = min(delay * 2, 10.0)
+
+    def retry(self) -> None:
+        """Settle claims that failed earlier (the database was unreachable right after a commit)."""
+        if not self._pending:
+            return
+        with self._lock:
+            claims, self._pending = self._pending, []
+        for i, claim in enumerate(claims):
+            if not self.settle(claim):  # still unreachable: keep the rest for later, in order
+                with self._lock:
+                    self._pending[0:0] = claims[i + 1 :]
+                return
