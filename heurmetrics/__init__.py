@@ -9,8 +9,6 @@ Public API::
             ex.set_result(outcome="bullish", signal=1.0, confidence=0.72)
 """
 
-__version__ = "0.1.0"
-
 from heurmetrics.domain import BacktestRun, RuleVersion
 from heurmetrics.errors import (
     HeurmetricsError,
@@ -20,9 +18,10 @@ from heurmetrics.errors import (
     UnknownRuleVersion,
     VersionConflict,
 )
+from heurmetrics.sdk.delivery import FlushResult
 from heurmetrics.sdk.http_client import ExporterClient
 from heurmetrics.sdk.recorder import ExecutionContext, Recorder
-from heurmetrics.sdk.writer import FlushResult
+from heurmetrics.version import __version__
 
 __all__ = [
     "BacktestRun",

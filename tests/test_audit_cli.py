@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from heurmetrics.audit import chain
-from heurmetrics.audit.cli import audit_app
+from heurmetrics.cli.audit import audit_app
 from heurmetrics.store.sql_store import SqlStore
 from tests.audit_support import History, build_history, migrate, scratch_postgres
 

@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry
 from heurmetrics.config import Settings
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import StoreUnavailable
+from heurmetrics.idempotency import IDEMPOTENCY_HEADER
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.server.app import create_app
-from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER
 from heurmetrics.store import deliveries
 from heurmetrics.store.sql_store import SqlStore
 

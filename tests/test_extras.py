@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from heurmetrics import extras
-from heurmetrics.cli_lazy import LazyCommand, LazyGroup
+from heurmetrics.cli.lazy import LazyCommand, LazyGroup
 from heurmetrics.extras import MissingExtra, require
 
 ROOT = Path(__file__).resolve().parent.parent

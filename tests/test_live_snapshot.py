@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from heurmetrics import Recorder, RuleVersion
-from heurmetrics.live.cli import live_app
+from heurmetrics.cli.live import live_app
 from heurmetrics.live.snapshot import PeriodicSnapshots, take_snapshot
 from heurmetrics.live.stats import wilson_interval
 from heurmetrics.metrics import definitions as d

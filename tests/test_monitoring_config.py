@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from heurmetrics.cli.monitoring import alerts_app, dashboards_app
 from heurmetrics.metrics import definitions as d
 from heurmetrics.monitoring import alerts, dashboards
 from heurmetrics.monitoring import config as c
-from heurmetrics.monitoring.cli import alerts_app, dashboards_app
 from heurmetrics.monitoring.config import ConfigError, MonitoringConfig, apply_overrides, load_config
 from heurmetrics.monitoring.generate import generate_all
 

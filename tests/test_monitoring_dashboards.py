@@ -27,7 +27,7 @@ from tests.conftest import require_binary
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = (
     "run `heurmetrics dashboards build && heurmetrics alerts build` (or `make generate`, i.e. "
-    "`python -m heurmetrics.monitoring.cli`) and commit the result"
+    "`python -m heurmetrics.cli.monitoring`) and commit the result"
 )
 #: A rate interval no query would use by accident: every range must come from $__rate_interval.
 SENTINEL_INTERVAL = "7m13s"

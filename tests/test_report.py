@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from heurmetrics import Recorder
 from heurmetrics.backtest.splits import WalkForwardSplitter
 from heurmetrics.backtest.walkforward import GridSearch, SerialExecutor
+from heurmetrics.cli.report import report
 from heurmetrics.report import RunNotFound, load_run, render_html, write_report
 from heurmetrics.report.analytics import (
     calendar_returns,
@@ -24,7 +25,6 @@ from heurmetrics.report.analytics import (
     rolling_window,
     worst_drawdowns,
 )
-from heurmetrics.report.cli import report
 from heurmetrics.report.tearsheet import overfitting_rows
 from tests.walkforward_helpers import hourly_bars, momentum_fit, momentum_returns, momentum_run
 

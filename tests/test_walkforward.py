@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from heurmetrics import InvalidEvent, Recorder, RuleVersion
 from heurmetrics.backtest import compute_metrics_from_returns
-from heurmetrics.backtest.cli import backtest_app
 from heurmetrics.backtest.splits import WalkForwardSplitter
 from heurmetrics.backtest.walkforward import (
     GridSearch,
@@ -30,6 +29,7 @@ from heurmetrics.backtest.walkforward import (
     pooled_annualized_return,
     simple_annualized_return,
 )
+from heurmetrics.cli.backtest import backtest_app
 from heurmetrics.live.resolution import HorizonTooShort, resolve_against_prices
 from heurmetrics.metrics import definitions as d
 from heurmetrics.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
@@ -371,7 +371,7 @@ def test_collector_exports_the_latest_walk_forward_overfitting(
 ) -> None:
     from prometheus_client import CollectorRegistry
 
-    from heurmetrics.metrics.live_collector import PerformanceCollector
+    from heurmetrics.exporter.live_collector import PerformanceCollector
 
     registry = CollectorRegistry()
     registry.register(PerformanceCollector(rec.store, ttl_seconds=0))

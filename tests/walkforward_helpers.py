@@ -113,7 +113,7 @@ def exporter(url: str) -> Any:
     from fastapi.testclient import TestClient
 
     from heurmetrics.config import Settings
-    from heurmetrics.metrics.live_collector import PerformanceCollector
+    from heurmetrics.exporter.live_collector import PerformanceCollector
     from heurmetrics.server.app import create_app
 
     app = create_app(Settings(database_url=url, api_token=None, metrics_cache_seconds=0))

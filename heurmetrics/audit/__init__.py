@@ -11,7 +11,7 @@ The pure logic (policy, folding, verifying); every function receives the store
 - :mod:`heurmetrics.audit.queries` — read models: versions, history, who was active when, diffs,
   executions and flagged live executions.
 - :mod:`heurmetrics.audit.export` — files for an auditor's own tools.
-- :mod:`heurmetrics.audit.cli` — ``heurmetrics audit …``.
+- :mod:`heurmetrics.cli.audit` — ``heurmetrics audit …``.
 
 See ``docs/audit.md``.
 """

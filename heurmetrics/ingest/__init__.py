@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from heurmetrics.ingest.builder import TimedExecution, as_uuid, build_execution, epoch, start_time
+from heurmetrics.execution_builder import TimedExecution, as_uuid, build_execution, epoch, start_time
 
 if TYPE_CHECKING:
     from heurmetrics.ingest.claims import MAX_PENDING_CLAIMS

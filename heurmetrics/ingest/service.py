@@ -33,11 +33,11 @@ from heurmetrics.audit.model import LifecycleEvent
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
 from heurmetrics.errors import CardinalityBudgetExceeded, InvalidEvent, StoreUnavailable, UnknownRuleVersion
-from heurmetrics.ingest.builder import build_execution
+from heurmetrics.execution_builder import build_execution
+from heurmetrics.exporter.store_collector import StoreCollector
 from heurmetrics.ingest.claims import Claim, Claims
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
-from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.store import deliveries
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.validation import (
@@ -243,7 +243,7 @@ class Ingest:
         event_id: uuid.UUID | None = None,
         backtest_run_id: uuid.UUID | None = None,
     ) -> ExecutionEvent:
-        """Validate one execution and build its event (:func:`heurmetrics.ingest.builder.build_execution`).
+        """Validate one execution and build its event (:func:`heurmetrics.execution_builder.build_execution`).
 
         ``started_at`` is Unix seconds; it defaults to now minus the duration.
         """

@@ -6,7 +6,7 @@
 - the SQL side (``execution_resolutions``, ``rule_version_performance``) is
   :mod:`heurmetrics.store.live` (``SqlStore.live``);
 - :mod:`heurmetrics.live.snapshot` — computing and appending snapshots, periodic thread;
-- :mod:`heurmetrics.live.cli` — ``heurmetrics live …``.
+- :mod:`heurmetrics.cli.live` — ``heurmetrics live …``.
 
 See ``docs/live-performance.md``.
 """

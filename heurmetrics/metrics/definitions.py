@@ -280,7 +280,7 @@ BUILD_INFO = MetricSpec(
 )
 
 # --- rule.version.performance: live behaviour of a version against its walk-forward expectation --
-# Gauges read by heurmetrics.metrics.live_collector from the latest row of
+# Gauges read by heurmetrics.exporter.live_collector from the latest row of
 # ``rule_version_performance`` per (version, window); see docs/live-performance.md.
 WINDOW: Final = "window"
 #: Look-back windows of a performance snapshot (label ``window``); each ends at the snapshot time.
@@ -347,7 +347,7 @@ RVP_SNAPSHOT_TIMESTAMP = _performance(
 )
 
 # --- backtest.result: overfitting statistics of the latest walk-forward run per version --------
-# Read by heurmetrics.metrics.live_collector from ``backtest_overfitting``; see
+# Read by heurmetrics.exporter.live_collector from ``backtest_overfitting``; see
 # docs/walk-forward.md (Deflated Sharpe Ratio, PBO by CSCV, minimum backtest length).
 SECONDS_PER_YEAR: Final = 365.25 * 86400
 

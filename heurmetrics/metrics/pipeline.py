@@ -12,10 +12,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from heurmetrics import __version__
 from heurmetrics.domain import BacktestRun, ExecutionEvent, RuleVersion
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.executions import ExecutionMetrics
+from heurmetrics.version import __version__
 
 _CLASSES: dict[str, Any] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "info": Info}
 

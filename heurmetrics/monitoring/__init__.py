@@ -5,7 +5,7 @@ Everything is generated from one :class:`~heurmetrics.monitoring.config.Monitori
 
 * :func:`heurmetrics.monitoring.dashboards.write_dashboards` -> ``dashboards/``;
 * :func:`heurmetrics.monitoring.alerts.write_rule_files` -> ``alerts/``;
-* :func:`generate_all` -> both (``python -m heurmetrics.monitoring.cli``, ``make generate``).
+* :func:`generate_all` -> both (``python -m heurmetrics.cli.monitoring``, ``make generate``).
 
 Needs the ``monitoring`` extra (``pip install 'heurmetrics[monitoring]'``).
 """

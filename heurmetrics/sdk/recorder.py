@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 from heurmetrics.config import Settings
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable
+from heurmetrics.execution_builder import TimedExecution, as_uuid, build_execution
 from heurmetrics.ingest import Ingest
-from heurmetrics.ingest.builder import TimedExecution, as_uuid, build_execution
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.sdk.delivery import (
     DEFAULT_BLOCK_TIMEOUT,
@@ -307,7 +307,7 @@ class Recorder(LifecycleCalls, BacktestCalls):
 
 
 class ExecutionContext(TimedExecution):
-    """Times one execution (:class:`~heurmetrics.ingest.builder.TimedExecution`); see :meth:`Recorder.execution`."""
+    """Times one execution (:class:`~heurmetrics.execution_builder.TimedExecution`); see :meth:`Recorder.execution`."""
 
     __slots__ = ("_mode", "_recorder", "_run_id", "_rv", "event_id")
 

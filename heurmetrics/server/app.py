@@ -16,14 +16,13 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 
-from heurmetrics import __version__
 from heurmetrics.config import Settings
+from heurmetrics.exporter.exposition import StoreFamilies
+from heurmetrics.exporter.live_collector import PerformanceCollector
+from heurmetrics.exporter.store_collector import StoreCollector
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.snapshot import PeriodicSnapshots
-from heurmetrics.metrics.exposition import StoreFamilies
-from heurmetrics.metrics.live_collector import PerformanceCollector
 from heurmetrics.metrics.pipeline import PipelineMetrics
-from heurmetrics.metrics.store_collector import StoreCollector
 from heurmetrics.server.auth import bearer_authorization
 from heurmetrics.server.errors import ANSWERS, Refusals
 from heurmetrics.server.limits import BodySizeLimit
@@ -42,6 +41,7 @@ from heurmetrics.server.routes import (
 )
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.store.urls import redact_url
+from heurmetrics.version import __version__
 
 log = logging.getLogger("heurmetrics.server")
 

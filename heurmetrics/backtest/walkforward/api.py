@@ -20,7 +20,7 @@ from heurmetrics.backtest.summary import (  # noqa: F401
 )
 from heurmetrics.domain import BacktestFold, BacktestRun
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.ingest.builder import TimedExecution, start_time
+from heurmetrics.execution_builder import TimedExecution, start_time
 from heurmetrics.live.resolution import (
     SignalStats,
 )
@@ -107,7 +107,7 @@ class FoldContext:
         bar_time: Any = None,
     ) -> None:
         """Record one evaluation explicitly (validated now: :class:`InvalidEvent` names the field)."""
-        # The one execution builder's checks (heurmetrics.ingest.builder), as the parent's Recorder applies them.
+        # The one execution builder's checks (heurmetrics.execution_builder), as the parent's Recorder applies them.
         start = start_time(duration_seconds, status, outcome, signal, confidence, "backtest", started_at, error_type)
         if not self._keep:
             return
@@ -127,7 +127,8 @@ class FoldContext:
 
 
 class Evaluation(TimedExecution):
-    """Times one evaluation (:class:`~heurmetrics.ingest.builder.TimedExecution`); see :meth:`FoldContext.execution`."""
+    """Times one evaluation (an :class:`~heurmetrics.execution_builder.TimedExecution`); see
+    :meth:`FoldContext.execution`."""
 
     __slots__ = ("_bar_time", "_ctx")
 

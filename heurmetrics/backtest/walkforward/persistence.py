@@ -38,10 +38,10 @@ from heurmetrics.live.resolution import (
 )
 
 if TYPE_CHECKING:
-    from heurmetrics.sdk.recorder import Recorder
+    from heurmetrics.backtest.walkforward.recording import RunRecorder
 
 
-def _record(recorder: Recorder, rv: RuleVersion, run_id: uuid.UUID, records: Sequence[ExecutionRecord]) -> int:
+def _record(recorder: RunRecorder, rv: RuleVersion, run_id: uuid.UUID, records: Sequence[ExecutionRecord]) -> int:
     """Record a fold's evaluations in one batch (``Recorder.record_executions``)."""
     recorder.record_executions(
         rv,
@@ -64,7 +64,7 @@ def _record(recorder: Recorder, rv: RuleVersion, run_id: uuid.UUID, records: Seq
 
 
 def _store_result(
-    recorder: Recorder,
+    recorder: RunRecorder,
     rv: RuleVersion,
     data: pd.DataFrame,
     splits: Sequence[Split],
@@ -182,7 +182,7 @@ def _store_result(
 
 
 def _store_failed(
-    recorder: Recorder,
+    recorder: RunRecorder,
     rv: RuleVersion,
     run_id: uuid.UUID,
     started_at: datetime,

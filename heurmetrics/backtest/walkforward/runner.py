@@ -49,12 +49,12 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from heurmetrics.sdk.recorder import Recorder
+    from heurmetrics.backtest.walkforward.recording import RunRecorder
 
 
 # --- the runner ----------------------------------------------------------------------------------
 def run_walk_forward(
-    recorder: Recorder,
+    recorder: RunRecorder,
     rule_version: RuleVersion,
     data: pd.DataFrame,
     *,

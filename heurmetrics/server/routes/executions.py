@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
+from heurmetrics.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.ingest import Ingest
 from heurmetrics.server.errors import Refusal, field_error
-from heurmetrics.server.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
     UNKNOWN_RULE_VERSION,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry
 
-from heurmetrics.metrics.exposition import StoreFamilies
-from heurmetrics.metrics.exposition import metrics_page as render_metrics_page
+from heurmetrics.exporter.exposition import StoreFamilies
+from heurmetrics.exporter.exposition import metrics_page as render_metrics_page
 
 
 def build_router(registry: CollectorRegistry, store_families: StoreFamilies) -> APIRouter:

@@ -26,9 +26,9 @@ from rich.text import Text
 from heurmetrics.audit import chain, queries
 from heurmetrics.audit.errors import AuditError
 from heurmetrics.audit.model import LifecycleEvent, jsonable, split_ref
-from heurmetrics.cli_options import DatabaseUrl, json_errors, new_console, open_store
-from heurmetrics.cli_options import fail as _fail
-from heurmetrics.cli_options import settings_from as _settings
+from heurmetrics.cli.options import DatabaseUrl, json_errors, new_console, open_store
+from heurmetrics.cli.options import fail as _fail
+from heurmetrics.cli.options import settings_from as _settings
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.store.urls import redact_url

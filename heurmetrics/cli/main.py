@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from heurmetrics.cli_lazy import LazyCommand, LazyGroup
-from heurmetrics.cli_options import (
+from heurmetrics.cli.db import partitions_cmd, retention_cmd
+from heurmetrics.cli.lazy import LazyCommand, LazyGroup
+from heurmetrics.cli.options import (
     EXIT_ERROR,
     DatabaseUrl,
     checked_database_url,
@@ -20,7 +21,6 @@ from heurmetrics.cli_options import (
     prepare_consoles,
     settings_from,
 )
-from heurmetrics.db_cli import partitions_cmd, retention_cmd
 from heurmetrics.errors import HeurmetricsError, StoreUnavailable
 from heurmetrics.extras import MissingExtra, require
 from heurmetrics.store.urls import redact_url
@@ -29,30 +29,30 @@ from heurmetrics.store.urls import redact_url
 #: commands stay fast, and those of an extra that is not installed fail with one line naming it.
 LAZY_COMMANDS = (
     LazyCommand(
-        "dashboards", "heurmetrics.monitoring.cli:dashboards_app", "Grafana dashboards and provisioning files."
+        "dashboards", "heurmetrics.cli.monitoring:dashboards_app", "Grafana dashboards and provisioning files."
     ),
-    LazyCommand("alerts", "heurmetrics.monitoring.cli:alerts_app", "Prometheus alerting and recording rules."),
+    LazyCommand("alerts", "heurmetrics.cli.monitoring:alerts_app", "Prometheus alerting and recording rules."),
     LazyCommand(
         "audit",
-        "heurmetrics.audit.cli:audit_app",
+        "heurmetrics.cli.audit:audit_app",
         "Audit trail of rule versions: lifecycle, point-in-time answers, diffs, executions, export, "
         "hash-chain verification. Read-only.",
     ),
     LazyCommand(
         "backtest",
-        "heurmetrics.backtest.cli:backtest_app",
+        "heurmetrics.cli.backtest:backtest_app",
         "Backtests: walk-forward runs of rules defined in Python modules.",
     ),
     LazyCommand(
         "live",
-        "heurmetrics.live.cli:live_app",
+        "heurmetrics.cli.live:live_app",
         "rule.version.performance: resolve signals, snapshot live performance and drift.",
     ),
     # The pre-0.2 name of the same commands, kept so existing runbooks and cron jobs keep working.
-    LazyCommand("performance", "heurmetrics.live.cli:live_app", "", hidden=True),
+    LazyCommand("performance", "heurmetrics.cli.live:live_app", "", hidden=True),
     LazyCommand(
         "report",
-        "heurmetrics.report.cli:report",
+        "heurmetrics.cli.report:report",
         "Tearsheet of a stored backtest run: equity with fold boundaries, drawdown, folds, metrics.",
     ),
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from heurmetrics.cli_options import DatabaseUrl, console, err_console, open_store
+from heurmetrics.cli.options import DatabaseUrl, console, err_console, open_store
 
 
 def report(

@@ -3,7 +3,7 @@
 Only the windows of ``definitions.EXPORTED_PERFORMANCE_WINDOWS`` are exported (the series
 budget, docs/metrics.md); every window stays in the store.
 
-A custom collector (like :mod:`heurmetrics.metrics.store_collector`): it reads the latest row of
+A custom collector (like :mod:`heurmetrics.exporter.store_collector`): it reads the latest row of
 ``rule_version_performance`` per (version, window) for one horizon, cached for ``ttl_seconds``;
 when the store is unreachable the last good answer is served. Every registered rule version gets
 a series per window from the first scrape on: NaN until a snapshot exists (unknown, not 0), and

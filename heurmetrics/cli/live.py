@@ -10,8 +10,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from heurmetrics.cli_options import DatabaseUrl, console, open_store
-from heurmetrics.cli_options import fail as _fail
+from heurmetrics.cli.options import DatabaseUrl, console, open_store
+from heurmetrics.cli.options import fail as _fail
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
 

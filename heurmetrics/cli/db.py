@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from heurmetrics.cli_options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
+from heurmetrics.cli.options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
 from heurmetrics.errors import HeurmetricsError, StoreError
 from heurmetrics.store import partitions, retention
 from heurmetrics.store.sql_store import SqlStore

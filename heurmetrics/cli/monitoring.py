@@ -1,6 +1,6 @@
 """``heurmetrics dashboards …`` and ``heurmetrics alerts …`` (two Typer apps the main CLI mounts).
 
-``python -m heurmetrics.monitoring.cli [--config FILE]`` regenerates both ``dashboards/`` and
+``python -m heurmetrics.cli.monitoring [--config FILE]`` regenerates both ``dashboards/`` and
 ``alerts/``; see :func:`heurmetrics.monitoring.generate.generate_all`.
 """
 
@@ -83,7 +83,7 @@ def generate(
 
 
 def main() -> None:
-    """``python -m heurmetrics.monitoring.cli [--config FILE]``: regenerate dashboards/ and alerts/."""
+    """``python -m heurmetrics.cli.monitoring [--config FILE]``: regenerate dashboards/ and alerts/."""
     typer.run(generate)
 
 

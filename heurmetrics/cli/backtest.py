@@ -25,8 +25,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from heurmetrics.cli_options import DatabaseUrl, checked_database_url, console, err_console, open_store
-from heurmetrics.cli_options import fail as _fail
+from heurmetrics.cli.options import DatabaseUrl, checked_database_url, console, err_console, open_store
+from heurmetrics.cli.options import fail as _fail
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.store.urls import redact_url
 

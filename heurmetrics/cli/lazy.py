@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from heurmetrics.cli_options import EXIT_ERROR, fail
+from heurmetrics.cli.options import EXIT_ERROR, fail
 from heurmetrics.extras import MissingExtra
 
 _COMPLETION_OPTIONS = frozenset({"install_completion", "show_completion"})
