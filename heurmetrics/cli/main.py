@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -24,6 +25,8 @@ from heurmetrics.cli.options import (
 from heurmetrics.errors import HeurmetricsError, StoreUnavailable
 from heurmetrics.extras import MissingExtra, require
 from heurmetrics.store.urls import redact_url
+
+T = TypeVar("T")
 
 #: Sub-commands whose module is imported only when they run (or show their help): the SDK
 #: commands stay fast, and those of an extra that is not installed fail with one line naming it.
@@ -80,22 +83,27 @@ _settings = settings_from
 _fail = fail
 
 
-@db_app.command("upgrade")
-def db_upgrade(database_url: DatabaseUrl = None) -> None:
-    """Apply all migrations up to head (forward-only). Safe to run repeatedly."""
+def _on_store(url: str, doing: str, action: Callable[[Any], T]) -> T:
+    """Run ``action`` on a store opened at ``url`` and closed after; any failure is one line, exit 2."""
     from heurmetrics.store.sql_store import SqlStore
 
-    url = checked_database_url(database_url, must_exist=False)  # the one command that creates a database
     try:
         store = SqlStore.connect(url)
         try:
-            before, after = store.upgrade()
+            return action(store)
         finally:
             store.close()
     except StoreUnavailable as exc:
         raise _fail(str(exc), EXIT_ERROR) from None
     except Exception as exc:
-        raise _fail(f"upgrading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
+        raise _fail(f"{doing} {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = None) -> None:
+    """Apply all migrations up to head (forward-only). Safe to run repeatedly."""
+    url = checked_database_url(database_url, must_exist=False)  # the one command that creates a database
+    before, after = _on_store(url, "upgrading", lambda store: store.upgrade())
     if before == after:
         console.print(f"{redact_url(url)} is already at head ({after}).")
     else:
@@ -105,19 +113,8 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 @db_app.command("current")
 def db_current(database_url: DatabaseUrl = None) -> None:
     """Print the schema revision of the database and the head this version needs."""
-    from heurmetrics.store.sql_store import SqlStore
-
     url = checked_database_url(database_url)
-    try:
-        store = SqlStore.connect(url)
-        try:
-            current, head = store.revision()
-        finally:
-            store.close()
-    except StoreUnavailable as exc:
-        raise _fail(str(exc), EXIT_ERROR) from None
-    except Exception as exc:
-        raise _fail(f"reading {redact_url(url)} failed: {type(exc).__name__}: {exc}", EXIT_ERROR) from None
+    current, head = _on_store(url, "reading", lambda store: store.revision())
     state = "at head" if current == head else "NOT at head: run `heurmetrics db upgrade`"
     console.print(f"current: {current or 'empty'}  head: {head}  ({state})")
     if current != head:
