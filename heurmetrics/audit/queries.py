@@ -10,6 +10,8 @@ its rule in environment ``live`` at its ``started_at`` is *flagged*. The flag is
 time from the activation intervals ``[activated, ended)`` (an execution at the exact activation
 instant is covered, one at the exact end is not); the row itself is stored, counted and never
 dropped like any other. Nothing is added to the SDK hot path.
+
+Why one module of ~430 lines: the auditor's read models, each a short function over the store.
 """
 
 from __future__ import annotations

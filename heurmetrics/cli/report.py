@@ -9,6 +9,11 @@ from typing import Annotated
 import typer
 
 from heurmetrics.cli.options import DatabaseUrl, console, err_console, open_store
+from heurmetrics.extras import require
+
+# The main app imports this module only when `report` runs: without matplotlib that is the one
+# line naming heurmetrics[report], before any argument is read.
+require("report")
 
 
 def report(

@@ -7,6 +7,9 @@ Naming follows the Prometheus conventions (base units, ``_total`` only on counte
 0-1 values, ``_timestamp_seconds`` for points in time, ``_info`` for metadata). The dotted names of
 the design notes (``heuristic.execution``, ``backtest.result``, ``rule.version.performance``) map to
 families here through :attr:`MetricSpec.design_name`.
+
+Why one module of ~470 lines: it is the one source of truth for every metric name, label,
+bucket and threshold; one file is the point.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ SVG, no external assets); ``"run.png"`` writes a single image. Works for walk-fo
 stitched out-of-sample curve, fold boundaries and the per-fold table) and for single runs.
 Everything is read from the store (``backtest_runs``, ``backtest_folds``, ``equity_points``).
 Charts need matplotlib.
+
+Why one module of ~500 lines: one figure, whose panels share axes, fold boundaries and layout.
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ Contract
 * A batch the target refuses for good (the sink raises :class:`Rejected`, e.g. an unknown rule
   version) is dropped with reason ``rejected`` and logged as an error, so that one poison batch
   cannot stall everything behind it.
+
+Why one module of ~600 lines: the loop is one state machine (queue, outage mode, spool
+replay, settling) whose invariants above are checked together; its parts (ids, metrics, sink
+protocol) are small and only meaningful to it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ After a restart, appends always go to a new segment, so a torn tail is never wri
 Bounds: the bytes of all segment files (consumed or not) never exceed ``max_bytes``;
 :meth:`Spool.append` raises :class:`SpoolFull` instead. A segment is deleted as soon as every
 record in it was acknowledged; when everything is acknowledged the directory holds no segment.
+
+Why one module of ~500 lines: the on-disk format, its locking and its crash recovery are one
+contract (fsync order, torn records) that must be read together.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from heurmetrics.domain import BacktestFold, BacktestRun, EquityPoint, ExecutionEvent, LatestBacktest, RuleVersion
-from heurmetrics.store import deliveries, migrations
+from heurmetrics.store import deliveries
 from heurmetrics.store.audit_reads import SqlAuditReads
 from heurmetrics.store.backtests import SqlBacktests
 from heurmetrics.store.chain import SqlChain
@@ -89,6 +89,8 @@ class SqlStore:
     def check_schema(self, *, initialize_empty: bool = False) -> None:
         """Raise unless the schema is at head (migrating a database without any table first when
         ``initialize_empty``): :class:`SchemaNotAtHead`, or :class:`StoreUnavailable` when unreachable."""
+        from heurmetrics.store import migrations  # alembic loads only when a store is opened
+
         with translated("checking the schema", unavailable=f"cannot reach database {self.url}"):
             if initialize_empty and migrations.is_empty(self.engine):
                 migrations.upgrade(self.engine)
@@ -96,11 +98,15 @@ class SqlStore:
 
     def upgrade(self) -> tuple[str | None, str]:
         """Apply all migrations up to head; returns (revision before, revision after)."""
+        from heurmetrics.store import migrations
+
         with translated("upgrading the schema", unavailable=f"cannot reach database {self.url}"):
             return migrations.upgrade(self.engine)
 
     def revision(self) -> tuple[str | None, str]:
         """(the database's schema revision or None when empty, the head this version needs)."""
+        from heurmetrics.store import migrations
+
         with translated("reading the schema revision", unavailable=f"cannot reach database {self.url}"):
             return migrations.current_revision(self.engine), migrations.head_revision()
 
