@@ -96,3 +96,14 @@ def test_demo_writes_every_execution_and_prints_a_summary(tmp_path: Path, monkey
     reopened = SqlStore.open(f"sqlite:///{tmp_path / 'heurmetrics-demo.db'}")
     assert reopened.table_counts() == counts
     reopened.close()
+
+
+def test_old_performance_command_name_still_runs_the_live_commands() -> None:
+    """`heurmetrics performance …` was renamed `heurmetrics live …`; the old name stays (hidden)."""
+    live = runner.invoke(app, ["live", "--help"], env={"COLUMNS": "200"})
+    old = runner.invoke(app, ["performance", "--help"], env={"COLUMNS": "200"})
+    assert live.exit_code == 0 and old.exit_code == 0, (live.output, old.output)
+    for command in ("resolve", "snapshot", "show"):
+        assert command in live.output and command in old.output
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "│ live " in listing and "│ performance " not in listing  # hidden from the listing
