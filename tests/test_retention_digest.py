@@ -1,8 +1,8 @@
 """Retention's content digest choice: ``mh64`` (fast checksum) or ``sha256`` (collision-resistant).
 
-An auditor recomputes the ``sha256set`` digest from an export exactly as docs/storage.md says (load
-the CSV into the documented table, list the per-row sha256s in order, sha256 the lines); the chain
-holds either format, older ones included, and ``audit verify`` passes.
+An auditor recomputes the ``sha256`` digest from an export in any row order exactly as
+docs/storage.md says (load the CSV into the documented table, write the canonical export ordered by
+the key, sha256 it); the chain holds either format, and ``audit verify`` passes.
 """
 
 from __future__ import annotations
@@ -35,23 +35,21 @@ def pg_store(postgres_url: str) -> Iterator[SqlStore]:
     s.close()
 
 
-def _sha256set_of_export(url: str, lines: list[str]) -> str:
-    """The documented recomputation: load the CSV, pin the text settings, sha256 the sorted row hashes."""
+def _sha256_of_export(url: str, lines: list[str]) -> str:
+    """The documented recomputation: load the CSV (any order), write the canonical export, sha256 it."""
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    h = hashlib.sha256()
-    with psycopg.connect(libpq) as conn:
+    canonical = bytearray()
+    # What `PGOPTIONS='-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=1' psql` sets.
+    with psycopg.connect(libpq, options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=1") as conn:
         conn.execute(EXPORT_TABLE.format(name="pg_temp.export_check"))
         with conn.cursor().copy("COPY pg_temp.export_check FROM STDIN (FORMAT CSV)") as copy:
             copy.write("\n".join(lines) + "\n")
-        for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1"):
-            conn.execute(f"SET {setting}")
-        query = (
-            "SELECT encode(d, 'hex') FROM (SELECT sha256(convert_to(t::text, 'UTF8')) AS d FROM (SELECT "
-            f"{', '.join(digests.DIGEST_COLUMNS)} FROM pg_temp.export_check) AS t) AS leaves ORDER BY d"
-        )
-        for (leaf,) in conn.execute(query):  # what `psql -Atc "<query>" | sha256sum` reads
-            h.update(f"{leaf}\n".encode())
-    return f"sha256set:{h.hexdigest()}"
+        query = (f"SELECT {', '.join(digests.DIGEST_COLUMNS)} FROM pg_temp.export_check "
+                 "ORDER BY started_at, event_id")
+        with conn.cursor().copy(f"COPY ({query}) TO STDOUT") as copy:  # the canonical export file's bytes
+            for block in copy:
+                canonical += block
+    return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
 
 
 def _policy_through(month_index: int) -> retention.Policy:
@@ -67,15 +65,15 @@ def test_sha256_digest_is_recomputed_from_an_export_in_any_order(pg_store: SqlSt
     oldest = f"heuristic_executions_p{MONTHS[0]:%Y_%m}"
     url = store.engine.url.render_as_string(hide_password=False)
     exported = _export(url, oldest)
-    expected = _sha256set_of_export(url, exported)
-    assert digests.algorithm_of(expected) == "sha256set" and len(expected) == len("sha256set:") + 64
+    expected = _sha256_of_export(url, exported)
+    assert digests.algorithm_of(expected) == "sha256" and len(expected) == len("sha256:") + 64
     # Order-independent; any missing, changed or duplicated row changes it.
-    assert _sha256set_of_export(url, exported[::-1]) == expected
-    assert _sha256set_of_export(url, exported[7:] + exported[:7]) == expected
-    assert _sha256set_of_export(url, exported[1:]) != expected
+    assert _sha256_of_export(url, exported[::-1]) == expected
+    assert _sha256_of_export(url, exported[7:] + exported[:7]) == expected
+    assert _sha256_of_export(url, exported[1:]) != expected
     changed = exported[0].replace(",1,", ",2,", 1)
-    assert changed != exported[0] and _sha256set_of_export(url, [changed, *exported[1:]]) != expected
-    assert _sha256set_of_export(url, [exported[0], *exported[1:], exported[1]]) != expected
+    assert changed != exported[0] and _sha256_of_export(url, [changed, *exported[1:]]) != expected
+    assert _sha256_of_export(url, [exported[0], *exported[1:], exported[1]]) != expected
 
     [event] = retention.apply(store.engine, _policy_through(0), actor="auditor", now=NOW, digest="sha256")
 
@@ -92,13 +90,19 @@ def test_both_formats_and_the_legacy_one_stay_readable_in_one_chain(pg_store: Sq
     rv = store.register_rule_version("range_bias", "8.0.0", params={}, source="s", created_by="t")[0]
     store.insert_executions(_events([rv], 6))
     url = store.engine.url.render_as_string(hide_password=False)
-    second = f"heuristic_executions_p{MONTHS[1]:%Y_%m}"
+    first_name, second = (f"heuristic_executions_p{m:%Y_%m}" for m in MONTHS[:2])
     mh64_expected = _digest_of_export(url, _export(url, second))
+    # What events chained before the prefixes hold (the earlier code: session time zone UTC only).
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, options="-c TimeZone=UTC") as conn, conn.cursor().copy(
+        f"COPY (SELECT {', '.join(digests.DIGEST_COLUMNS)} FROM {first_name} ORDER BY started_at, event_id) TO STDOUT"
+    ) as copy:
+        legacy = hashlib.sha256(b"".join(bytes(block) for block in copy)).hexdigest()
     [first] = retention.apply(store.engine, _policy_through(0), actor="ops", now=NOW, digest="sha256")
     [then] = retention.apply(store.engine, _policy_through(1), actor="ops", now=NOW)  # default: mh64
-    assert digests.algorithm_of(first.content_digest) == "sha256set"
+    assert digests.algorithm_of(first.content_digest) == "sha256" and first.content_digest == f"sha256:{legacy}"
     assert then.content_digest == mh64_expected and digests.algorithm_of(then.content_digest) == "mh64"
-    assert digests.algorithm_of(hashlib.sha256(b"legacy COPY").hexdigest()) == "sha256-copy"
+    assert digests.algorithm_of(legacy) == "sha256-legacy"  # same recipe, no prefix
     with pytest.raises(digests.DigestError, match="unknown content digest format"):
         digests.algorithm_of("md5:abc")
     report = chain.verify(store)
@@ -125,5 +129,5 @@ def test_bad_digest_is_one_line_exit_2(pg_store: SqlStore) -> None:
     assert done.exit_code == 0, done.output
     out = json.loads(done.stdout)
     assert out["digest"] == "sha256" and out["events"]
-    assert all(e["content_digest"].startswith("sha256set:") for e in out["events"])
+    assert all(e["content_digest"].startswith("sha256:") for e in out["events"])
     assert chain.verify(store).ok

@@ -8,17 +8,20 @@ The digest is stored in the chained retention event; its prefix names the algori
   same parallel scan as the counts per rule version. It detects accidental differences (a changed,
   missing or extra row) except with probability ~2^-64, but it is **not** collision-resistant:
   someone choosing rows can build a different export with the same checksum.
-- ``sha256set:`` + 64 hex digits (``--digest sha256``, auditor-grade): the sha256 of the sorted
-  list of per-row sha256s, i.e. ``sha256sum`` of the lines ``hex(sha256(row text))`` in ascending
-  order. Order-independent (the sort canonicalises the multiset) and collision-resistant: two
-  different multisets of rows with the same digest give a sha256 collision. It needs a sort of the
-  per-row hashes, so it costs more than the checksum (``docs/benchmarks.md``).
-- no prefix, 64 hex digits (events chained before these formats): the sha256 of the partition's
-  text ``COPY`` ordered by ``started_at, event_id`` (session time zone UTC).
+- ``sha256:`` + 64 hex digits (``--digest sha256``, auditor-grade): the sha256 of the canonical
+  export -- the text ``COPY`` of :data:`DIGEST_COLUMNS` ordered by the key ``(started_at,
+  event_id)`` under :data:`TEXT_SETTINGS`. The order is canonical (the key is unique), so any export
+  re-sorted by the key gives the same bytes; a different set of rows with the same digest would be
+  a sha256 collision. The canonical export file's own ``sha256sum`` is the digest. It costs an
+  ordered read and a serial hash (about 3-5x the checksum; ``docs/benchmarks.md``).
+- no prefix, 64 hex digits (events chained before the prefixes): the same sha256 computation
+  (session time zone UTC, the other settings at their defaults).
 
-Not chosen: a sum of per-row sha256s in 64-bit lanes (256 bits or so). It is as cheap as ``mh64``
-but additive hashes of that width fall to Wagner's generalised-birthday attack (forging a matching
-set of replacement rows takes ~2^32 work, not 2^128), so it would only look auditor-grade.
+Measured and not chosen (``docs/benchmarks.md``): the sha256 of the sorted per-row sha256s
+(order-independent, collision-resistant, but twice the cost of the ordered export: a sha256 call
+and a sort key per row), and a sum of per-row sha256s in four 64-bit lanes (slower still in SQL,
+and an additive hash of 256 bits falls to Wagner's generalised-birthday attack: ~2^32 work to forge
+a matching set of replacement rows, so it would only look auditor-grade).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ DIGEST_COLUMNS = (
     "started_at", "event_id", "duration_seconds", "signal", "confidence", "rule_version_id", "status", "mode",
     "outcome", "error_type", "backtest_run_id",
 )
-#: ``--digest`` value → the prefix of the digest it stores.
-ALGORITHMS = {"mh64": "mh64", "sha256": "sha256set"}
+#: ``--digest`` values; each is also the prefix of the digest it stores.
+ALGORITHMS = ("mh64", "sha256")
 FAST = "mh64"
-#: The text form of a row hashed by ``sha256set`` depends on these session settings: pinned.
+#: The text form the sha256 digest hashes depends on these session settings: pinned.
 TEXT_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "extra_float_digits": "1"}
+#: The canonical order of the sha256 digest: the partitions' unique key.
+ORDER_KEY = ("started_at", "event_id")
 
 
 class DigestError(ValueError):
@@ -53,12 +58,12 @@ def check(algorithm: str) -> str:
 
 
 def algorithm_of(digest: str) -> str:
-    """The format a stored digest was made with: ``mh64``, ``sha256set`` or ``sha256-copy`` (legacy)."""
+    """The format a stored digest was made with: ``mh64``, ``sha256`` or ``sha256-legacy`` (no prefix)."""
     prefix, sep, _ = digest.partition(":")
-    if sep and prefix in ALGORITHMS.values():
+    if sep and prefix in ALGORITHMS:
         return prefix
     if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
-        return "sha256-copy"
+        return "sha256-legacy"
     raise DigestError(f"unknown content digest format {digest[:24]!r}")
 
 
@@ -79,12 +84,9 @@ def mh64_of(sums: list[int]) -> str:
     return f"mh64:{sum(sums) % 2**64:016x}"
 
 
-def sha256_leaves_sql(source: str) -> str:
-    """One line per row of ``source``: hex sha256 of the row's text form, ascending (under :data:`TEXT_SETTINGS`)."""
-    return (
-        "SELECT encode(d, 'hex') FROM (SELECT sha256(convert_to(t::text, 'UTF8')) AS d "
-        f"FROM (SELECT {_columns()} FROM {source}) AS t) AS leaves ORDER BY d"
-    )
+def canonical_export_sql(source: str) -> str:
+    """The canonical export of ``source`` whose text ``COPY`` (under :data:`TEXT_SETTINGS`) the sha256 digest hashes."""
+    return f"SELECT {_columns()} FROM {source} ORDER BY {', '.join(ORDER_KEY)}"
 
 
 def pin_text_settings(conn: Connection) -> None:
@@ -105,11 +107,9 @@ def scan(conn: Connection, source: str, algorithm: str = FAST) -> tuple[dict[str
         if int(n)
     }
     pin_text_settings(conn)
-    # A sort of 32-byte hashes: give it memory so a month does not spill to disk in small runs.
-    conn.execute(text("SELECT set_config('work_mem', '256MB', true)"))
     h = hashlib.sha256()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY ({sha256_leaves_sql(source)}) TO STDOUT") as copy:
-        for block in copy:  # exactly the bytes `sha256sum` reads: one "hex\n" line per row
+    with cursor.copy(f"COPY ({canonical_export_sql(source)}) TO STDOUT") as copy:
+        for block in copy:  # exactly the bytes of the canonical export file
             h.update(block)
-    return counts, f"sha256set:{h.hexdigest()}"
+    return counts, f"sha256:{h.hexdigest()}"

@@ -6,7 +6,7 @@ days; a partition holding live executions is kept as long as live ones must be).
 
 1. takes the audit chain's append lock (one retention or registration at a time);
 2. reads the partition: its rows per rule version and its content digest (below; ``mh64`` in the
-   same aggregate pass, ``sha256`` in a second, sorted pass), and compares the counts with the rollups over the same range (read from the
+   same aggregate pass, ``sha256`` in a second, ordered pass), and compares the counts with the rollups over the same range (read from the
    day level: partitions are whole UTC days): any difference refuses the run and drops nothing;
 3. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
    digest, policy, actor);
@@ -16,11 +16,11 @@ days; a partition holding live executions is kept as long as live ones must be).
 
 **Content digest** (:mod:`heurmetrics.store.digests`, chosen per run with ``--digest``): ``mh64:``
 (default) is a 64-bit order-independent checksum computed in the same parallel scan as the counts
-(about half a second per million rows); it catches accidental differences but is not
-collision-resistant. ``sha256set:`` (``--digest sha256``) is the sha256 of the sorted per-row
-sha256s: collision-resistant, so an auditor can prove an export equals what was dropped; it costs
-a sort of the row hashes. Either is recomputable from an export (``docs/storage.md``). Events
-chained before these formats carry the sha256 of the text ``COPY`` (no prefix).
+(about 0.3 s per million rows); it catches accidental differences but is not collision-resistant.
+``sha256:`` (``--digest sha256``) is the sha256 of the canonical export (text ``COPY`` ordered by
+``started_at, event_id``): collision-resistant, so an auditor can prove an export equals what was
+dropped; it costs an ordered read and a serial hash. Either is recomputable from an export
+(``docs/storage.md``). Events chained before the prefixes carry the same sha256 without one.
 
 Rule versions, lifecycle events, backtests, equity curves and rollups are never touched. SQLite
 keeps one flat table whose rows the triggers protect from DELETE: retention is refused there.

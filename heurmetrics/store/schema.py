@@ -339,7 +339,7 @@ class RetentionEventRow(Base):
     """One applied retention run on one partition (append-only, hash-chained; see heurmetrics.audit).
 
     ``content_digest`` is a digest of the dropped rows whose prefix names the algorithm (``mh64:…``
-    checksum or ``sha256set:…``, see :mod:`heurmetrics.store.digests` and ``docs/storage.md``), so an
+    checksum or ``sha256:…``, see :mod:`heurmetrics.store.digests` and ``docs/storage.md``), so an
     auditor holding an export can check exactly what was removed.
     """
 

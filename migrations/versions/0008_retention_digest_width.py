@@ -1,7 +1,7 @@
-"""Room for a named content digest in ``retention_events`` (``sha256set:`` + 64 hex digits).
+"""Room for a named content digest in ``retention_events`` (``sha256:`` + 64 hex digits).
 
 ``content_digest`` grows from 64 to 128 characters: its prefix names the algorithm (``mh64:`` or
-``sha256set:``, see ``heurmetrics.store.digests``); events already chained keep their value, so
+``sha256:``, see ``heurmetrics.store.digests``); events already chained keep their value, so
 ``audit verify`` recomputes the same hashes. On PostgreSQL widening a ``varchar`` rewrites nothing.
 SQLite (where retention is refused, so the table is empty) rebuilds the table in batch mode, which
 drops its triggers: the append-only triggers are read first and created again, unchanged.
