@@ -298,7 +298,7 @@ def _measure(
             results.append((f"panel: {title}", window_name, f"{ms:.1f}"))
         for rows in (0, 100):
             def audit(r: int = rows, s: datetime = start) -> object:
-                return queries.executions(engine, v.rule, v.version, start=s, end=end, rows=r)
+                return queries.executions(store, v.rule, v.version, start=s, end=end, rows=r)
 
             ms = _timed(audit, reps)
             results.append((f"audit executions {v.key}" + (f" --rows {rows}" if rows else ""), window_name,

@@ -1,8 +1,8 @@
 """``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
 
 Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`; the work is done by
-``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback); ``--json``
-prints machine-readable output.
+``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback; an
+unknown ``--digest`` is a usage error: exit 2); ``--json`` prints machine-readable output.
 """
 
 from __future__ import annotations
