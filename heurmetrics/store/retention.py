@@ -6,8 +6,9 @@ days; a partition holding live executions is kept as long as live ones must be).
 
 1. takes the audit chain's append lock (one retention or registration at a time);
 2. reads the partition: its rows per rule version and its content digest (below; ``mh64`` in the
-   same aggregate pass, ``sha256`` in a second, ordered pass), and compares the counts with the rollups over the same range (read from the
-   day level: partitions are whole UTC days): any difference refuses the run and drops nothing;
+   same aggregate pass, ``sha256`` in a second, ordered pass), and compares the counts with the
+   rollups over the same range (read from the day level: partitions are whole UTC days): any
+   difference refuses the run and drops nothing;
 3. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
    digest, policy, actor);
 4. ``DETACH PARTITION`` + ``DROP TABLE`` -- never a row ``DELETE``: the append-only triggers stay
