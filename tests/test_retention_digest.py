@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 from typer.testing import CliRunner
 
 from heurmetrics.audit import chain
@@ -124,6 +125,9 @@ def test_bad_digest_is_one_line_exit_2(pg_store: SqlStore) -> None:
     assert chain.verify(store).retention_events == 0  # nothing dropped
     with pytest.raises(digests.DigestError, match="expected one of mh64, sha256"):
         retention.apply(store.engine, _policy_through(0), actor="ops", now=NOW, digest="sha512")
+    # A driver error during the streamed COPY surfaces as SQLAlchemy's (reported in one line by the CLI).
+    with store.engine.connect() as conn, pytest.raises(ProgrammingError, match="no_such_table"):
+        digests.sha256_of_copy(conn, "COPY (SELECT * FROM no_such_table) TO STDOUT")
     done = runner.invoke(app, ["db", "retention", "--digest", "sha256", "--keep", f"live={(NOW - MONTHS[1]).days}d",
                                "--database-url", url, "--json"])
     assert done.exit_code == 0, done.output

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -107,9 +108,22 @@ def scan(conn: Connection, source: str, algorithm: str = FAST) -> tuple[dict[str
         if int(n)
     }
     pin_text_settings(conn)
+    return counts, f"sha256:{sha256_of_copy(conn, f'COPY ({canonical_export_sql(source)}) TO STDOUT')}"
+
+
+def sha256_of_copy(conn: Connection, statement: str) -> str:
+    """Hex sha256 of the bytes ``statement`` (a ``COPY … TO STDOUT``) streams, read through the driver.
+
+    A driver error becomes the matching SQLAlchemy error, so callers report it as any other.
+    """
+    import psycopg  # only PostgreSQL reaches here
+
     h = hashlib.sha256()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY ({canonical_export_sql(source)}) TO STDOUT") as copy:
-        for block in copy:  # exactly the bytes of the canonical export file
-            h.update(block)
-    return counts, f"sha256:{h.hexdigest()}"
+    try:
+        with cursor.copy(statement) as copy:
+            for block in copy:  # exactly the bytes of the canonical export file
+                h.update(block)
+    except psycopg.Error as exc:
+        raise sa_exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+    return h.hexdigest()
