@@ -57,7 +57,7 @@ from heurmetrics.monitoring.dash_rule_versions import (
 )
 from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
-from heurmetrics.store import migrations, partitions, retention, rollups
+from heurmetrics.store import digests, migrations, partitions, retention, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
 from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions
@@ -236,11 +236,11 @@ def _kept_postgres() -> Iterator[str]:
 
 
 def volume_section(
-    n: int, reps: int, reuse: str | None, keep: bool = False, load_only: bool = False
+    n: int, reps: int, reuse: str | None, keep: bool = False, load_only: bool = False, digest: str = digests.FAST
 ) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     """Load (unless ``reuse`` names a database loaded by an earlier run) and measure."""
     if reuse is not None:
-        return _measure(reuse, reps, load_s=None)
+        return _measure(reuse, reps, load_s=None, digest=digest)
     with (_kept_postgres() if keep else scratch_postgres()) as url:
         engine = create_store_engine(url)
         migrations.upgrade(engine)
@@ -251,10 +251,12 @@ def volume_section(
         load_s = _load(url, versions, months, n)
         if load_only:
             return [("loaded", f"{n:,} executions in {load_s:.0f} s into {url}")], []
-        return _measure(url, reps, load_s)
+        return _measure(url, reps, load_s, digest)
 
 
-def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+def _measure(
+    url: str, reps: int, load_s: float | None, digest: str = digests.FAST
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     engine = create_store_engine(url)
     store = SqlStore(engine)
     versions = store.list_rule_versions()
@@ -296,7 +298,7 @@ def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str,
             results.append((f"panel: {title}", window_name, f"{ms:.1f}"))
         for rows in (0, 100):
             def audit(r: int = rows, s: datetime = start) -> object:
-                return queries.executions(engine, v.rule, v.version, start=s, end=end, rows=r)
+                return queries.executions(store, v.rule, v.version, start=s, end=end, rows=r)
 
             ms = _timed(audit, reps)
             results.append((f"audit executions {v.key}" + (f" --rows {rows}" if rows else ""), window_name,
@@ -308,25 +310,30 @@ def _measure(url: str, reps: int, load_s: float | None) -> tuple[list[tuple[str,
     plan_ms = (time.perf_counter() - t) * 1000
     results.append(("retention plan (--dry-run: partitions, rows, modes present)", "-", f"{plan_ms:.0f}"))
     t = time.perf_counter()
-    dropped = [retention.drop_partition(engine, c, policy, actor="bench") for c in due]
+    dropped = [retention.drop_partition(engine, c, policy, actor="bench", digest=digest) for c in due[:1]]
     retention_ms = (time.perf_counter() - t) * 1000
     results.append((
-        f"retention: drop {', '.join(d.partition_name for d in dropped)} ({sum(d.row_count for d in dropped):,} "
-        "rows; verify + digest + chain + detach + drop)", "-", f"{retention_ms:.0f}",
+        f"retention --digest {digest}: drop {', '.join(d.partition_name for d in dropped)} "
+        f"({sum(d.row_count for d in dropped):,} rows; verify + digest + chain + detach + drop)", "-",
+        f"{retention_ms:.0f}",
     ))
     # Where a retention run's time goes, measured apart on the next month (not dropped).
     nxt = months[len(dropped)] if len(months) > len(dropped) else None
     if nxt is not None:
         name = partitions.partition_name(nxt[0], "monthly")
+        scans = []
+        for algorithm in digests.ALGORITHMS:  # each digest on the same month, apart
+            with engine.connect() as conn:
+                t = time.perf_counter()
+                counts, _digest = retention.scan(conn, name, algorithm)
+                scans.append((algorithm, (time.perf_counter() - t) * 1000))
         with engine.connect() as conn:
-            t = time.perf_counter()
-            counts, _digest = retention.scan(conn, name)
-            scan_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             rolled_counts = rollups.counts_per_version(conn, nxt[0], nxt[1])
             rolled_ms = (time.perf_counter() - t) * 1000
         assert {str(k): v for k, v in rolled_counts.items()} == counts
-        results.append((f"  of which: one scan of {name} (counts per version + digest)", "-", f"{scan_ms:.0f}"))
+        for algorithm, scan_ms in scans:
+            results.append((f"  of which: {name} counts per version + {algorithm} digest", "-", f"{scan_ms:.0f}"))
         results.append(("  of which: rollup counts per version over the month (day level)", "-", f"{rolled_ms:.0f}"))
     engine.dispose()
     return info, results
@@ -414,6 +421,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=20, help="volume section: repetitions per query")
     parser.add_argument("--reuse-database", help="volume section: measure a database a previous run loaded "
                         "(kept when that run was killed); its oldest month is dropped by the retention run")
+    parser.add_argument("--digest", choices=tuple(digests.ALGORITHMS), default=digests.FAST,
+                        help="volume section: content digest of the retention run (both are timed on the next month)")
     parser.add_argument("--keep-database", action="store_true", help="volume section: keep the loaded database")
     parser.add_argument("--load-only", action="store_true", help="volume section: load (and keep), do not measure")
     parser.add_argument("--ingest-events", type=int, default=200_000, help="ingest section: executions per path")
@@ -428,7 +437,8 @@ def main() -> int:
                     title="Ingest cost of the rollups (PostgreSQL, batches of 5,000, interleaved)")
     if args.section in ("all", "volume"):
         info, results = volume_section(args.events, args.reps, args.reuse_database,
-                                       keep=args.keep_database or args.load_only, load_only=args.load_only)
+                                       keep=args.keep_database or args.load_only, load_only=args.load_only,
+                                       digest=args.digest)
         print_table(("", ""), info, title="Volume")
         print_table(("query", "window", "p95 ms"), results, title=f"Latency at volume ({args.reps} repetitions)")
     print(json.dumps({"done": True}))

@@ -1,8 +1,8 @@
 """``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
 
 Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`; the work is done by
-``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback); ``--json``
-prints machine-readable output.
+``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback; an
+unknown ``--digest`` is a usage error: exit 2); ``--json`` prints machine-readable output.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.table import Table
 
 from heurmetrics.cli.options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
 from heurmetrics.errors import HeurmetricsError, StoreError
-from heurmetrics.store import partitions, retention
+from heurmetrics.store import digests, partitions, retention
 from heurmetrics.store.sql_store import SqlStore
 from heurmetrics.store.urls import redact_url
 
@@ -96,21 +96,31 @@ def retention_cmd(
     actor: Annotated[
         str | None, typer.Option(help="Who applies the policy (recorded in the audit chain; default: OS user).")
     ] = None,
+    digest: Annotated[
+        str, typer.Option("--digest", help="Content digest of the dropped rows recorded in the chain: mh64 (fast "
+                                           "checksum, catches accidents) or sha256 (collision-resistant, slower; "
+                                           "for auditors). See docs/storage.md.")
+    ] = digests.FAST,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Drop whole partitions of raw executions older than the policy, verified against the rollups
     and recorded in the audit hash chain (PostgreSQL; refused on SQLite)."""
+    try:
+        digests.check(digest)
+    except digests.DigestError as exc:  # a usage error: exit 2, one line
+        raise fail(str(exc), EXIT_ERROR) from None
     url = checked_database_url(database_url)
     with _store(url) as store:
         policy = retention.parse_policy(keep)
         planned = store.maintenance.retention_plan(policy)
         events = [] if dry_run else [
-            store.maintenance.drop_partition(c, policy, actor=actor or getpass.getuser()) for c in planned
+            store.maintenance.drop_partition(c, policy, actor=actor or getpass.getuser(), digest=digest)
+            for c in planned
         ]
     if as_json:
         console.print_json(json.dumps({
-            "dry_run": dry_run, "policy": policy.as_record(),
+            "dry_run": dry_run, "policy": policy.as_record(), "digest": digest,
             "partitions": [{**_partition_json(c.partition), "modes": c.modes} for c in planned],
             "events": [{"id": e.id, "chain_position": e.chain_position, "partition": e.partition_name,
                         "rows": e.row_count, "content_digest": e.content_digest, "row_hash": e.row_hash}

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from heurmetrics.errors import StoreError
-from heurmetrics.store import partitions, retention
+from heurmetrics.store import digests, partitions, retention
 from heurmetrics.store.errors import reason, translated
 
 
@@ -50,7 +50,8 @@ class SqlMaintenance:
             return retention.plan(self.engine, policy, now=now)
 
     def drop_partition(
-        self, candidate: retention.Candidate, policy: retention.Policy, *, actor: str, now: datetime | None = None
+        self, candidate: retention.Candidate, policy: retention.Policy, *, actor: str, now: datetime | None = None,
+        digest: str = digests.FAST,
     ) -> retention.RetentionEvent:
         with self._translated():
-            return retention.drop_partition(self.engine, candidate, policy, actor=actor, now=now)
+            return retention.drop_partition(self.engine, candidate, policy, actor=actor, now=now, digest=digest)

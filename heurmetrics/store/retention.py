@@ -5,25 +5,23 @@ window of every mode that has executions in it (per-mode windows, e.g. backtest 
 days; a partition holding live executions is kept as long as live ones must be). Applying:
 
 1. takes the audit chain's append lock (one retention or registration at a time);
-2. reads the partition once: its rows per rule version and its content digest (below) in one
-   aggregate pass, and compares the counts with the rollups over the same range (read from the
-   day level: partitions are whole UTC days): any difference refuses the run and drops nothing;
+2. reads the partition: its rows per rule version and its content digest (below; ``mh64`` in the
+   same aggregate pass, ``sha256`` in a second, ordered pass), and compares the counts with the
+   rollups over the same range (read from the day level: partitions are whole UTC days): any
+   difference refuses the run and drops nothing;
 3. appends a ``retention_events`` record to the hash chain (range, row count, counts per version,
    digest, policy, actor);
 4. ``DETACH PARTITION`` + ``DROP TABLE`` -- never a row ``DELETE``: the append-only triggers stay
    in force for every remaining row. All of it is one transaction: the event exists iff the
    partition is gone.
 
-**Content digest** (:data:`DIGEST_FORMAT`, ``mh64:`` + 16 hex digits): an order-independent
-multiset checksum of the dropped rows, ``Σ h(row) mod 2^64`` where ``h(row)`` is PostgreSQL's
-``hash_record_extended(row, 0)`` of the row's :data:`DIGEST_COLUMNS` (the hash PostgreSQL keeps
-stable across versions for hash partitioning).
-It is computed in the same (parallel) scan as the counts: about half a second per million
-rows under load, instead of a sorted text export hashed in Python (~5 s per 3.3 M rows); any
-export of the rows loaded back into PostgreSQL reproduces it (``docs/storage.md``). It detects any
-changed, missing or extra row except with probability ~2^-64; unlike sha256 it is
-not meant to resist someone choosing rows to collide (the hash chain protects the record itself).
-Events chained before this format carry the sha256 of the text ``COPY`` (no prefix).
+**Content digest** (:mod:`heurmetrics.store.digests`, chosen per run with ``--digest``): ``mh64:``
+(default) is a 64-bit order-independent checksum computed in the same parallel scan as the counts
+(about 0.3 s per million rows); it catches accidental differences but is not collision-resistant.
+``sha256:`` (``--digest sha256``) is the sha256 of the canonical export (text ``COPY`` ordered by
+``started_at, event_id``): collision-resistant, so an auditor can prove an export equals what was
+dropped; it costs an ordered read and a serial hash. Either is recomputable from an export
+(``docs/storage.md``). Events chained before the prefixes carry the same sha256 without one.
 
 Rule versions, lifecycle events, backtests, equity curves and rollups are never touched. SQLite
 keeps one flat table whose rows the triggers protect from DELETE: retention is refused there.
@@ -41,7 +39,7 @@ from sqlalchemy.engine import Connection
 
 from heurmetrics import hashchain
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store import chain, partitions, rollups
+from heurmetrics.store import chain, digests, partitions, rollups
 from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
 from heurmetrics.store.engine import lift_bounds_for_transaction
 from heurmetrics.store.schema import RetentionEventRow
@@ -50,27 +48,12 @@ from heurmetrics.store.schema import RetentionEventRow
 DEFAULT_WINDOWS: dict[str, timedelta] = {
     "live": timedelta(days=400), "paper": timedelta(days=400), "backtest": timedelta(days=30)
 }
-DIGEST_COLUMNS = (
-    "started_at", "event_id", "duration_seconds", "signal", "confidence", "rule_version_id", "status", "mode",
-    "outcome", "error_type", "backtest_run_id",
-)
 _LOCK_TIMEOUT = "5s"
-#: Prefix of the content digest of this format (see the module docstring).
-DIGEST_FORMAT = "mh64"
-
-
-def scan_sql(source: str) -> str:
-    """Rows per rule version and the 64-bit hash sum of ``source`` (a partition or an export)."""
-    cols = ", ".join(DIGEST_COLUMNS)
-    return (
-        "SELECT t.rule_version_id, count(*), sum(hash_record_extended(t, 0)) "
-        f"FROM (SELECT {cols} FROM {source}) AS t GROUP BY t.rule_version_id"
-    )
-
-
-def digest_of(sums: list[int]) -> str:
-    """The content digest from per-group hash sums (any grouping: the sum is order-independent)."""
-    return f"{DIGEST_FORMAT}:{sum(sums) % 2**64:016x}"
+# Kept here too: the names earlier code and tests use.
+DIGEST_COLUMNS = digests.DIGEST_COLUMNS
+DIGEST_FORMAT = digests.FAST
+scan_sql = digests.mh64_scan_sql
+digest_of = digests.mh64_of
 
 
 class RetentionError(HeurmetricsError):
@@ -163,18 +146,19 @@ def plan(engine: Engine, policy: Policy, *, now: datetime | None = None) -> list
     return out
 
 
-def scan(conn: Connection, source: str) -> tuple[dict[str, int], str]:
-    """Rows per rule version (as text keys) and the content digest of ``source``, in one pass."""
-    rows = conn.execute(text(scan_sql(source))).all()
-    counts = {str(vid): int(n) for vid, n, _ in rows if int(n)}
-    return counts, digest_of([int(h) for _, _, h in rows])
+def scan(conn: Connection, source: str, digest: str = digests.FAST) -> tuple[dict[str, int], str]:
+    """Rows per rule version (as text keys) and the ``digest`` of ``source`` (see :mod:`~heurmetrics.store.digests`)."""
+    return digests.scan(conn, source, digest)
 
 
 def drop_partition(
-    engine: Engine, candidate: Candidate, policy: Policy, *, actor: str, now: datetime | None = None
+    engine: Engine, candidate: Candidate, policy: Policy, *, actor: str, now: datetime | None = None,
+    digest: str = digests.FAST,
 ) -> RetentionEvent:
-    """Verify, digest, chain and drop one partition (one transaction; nothing happens on error)."""
+    """Verify, digest (``mh64`` or ``sha256``), chain and drop one partition (one transaction; nothing
+    happens on error)."""
     _require_postgres(engine)
+    digests.check(digest)
     p = candidate.partition
     assert p.start is not None and p.end is not None
     # Counting and digesting a month of rows can outlast the statement timeout and the checkout
@@ -182,7 +166,7 @@ def drop_partition(
     with chain.chain_transaction(engine) as conn:
         lift_bounds_for_transaction(conn)
         conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
-        raw, digest = scan(conn, p.name)
+        raw, content_digest = scan(conn, p.name, digest)
         rolled = {str(v): n for v, n in rollups.counts_per_version(conn, p.start, p.end).items()}
         if raw != rolled:
             diff = {v: (raw.get(v, 0), rolled.get(v, 0)) for v in sorted(set(raw) | set(rolled))
@@ -197,23 +181,27 @@ def drop_partition(
         row_count = sum(raw.values())
         record = hashchain.retention_record(
             position=position, id=event_id, table_name=partitions.TABLE, partition_name=p.name,
-            range_start=p.start, range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
+            range_start=p.start, range_end=p.end, row_count=row_count, counts=raw, content_digest=content_digest,
             policy=policy.as_record(), actor=actor, occurred_at=occurred,
         )
         row_hash = hashchain.link_hash(head.row_hash, record)
         conn.execute(
             insert(RetentionEventRow).values(
                 id=event_id, table_name=partitions.TABLE, partition_name=p.name, range_start=p.start,
-                range_end=p.end, row_count=row_count, counts=raw, content_digest=digest,
+                range_end=p.end, row_count=row_count, counts=raw, content_digest=content_digest,
                 policy=policy.as_record(), actor=actor, occurred_at=occurred, chain_position=position,
                 prev_hash=head.row_hash, row_hash=row_hash,
             )
         )
         conn.execute(text(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {p.name}"))
         conn.execute(text(f"DROP TABLE {p.name}"))
-    return RetentionEvent(event_id, position, p.name, p.start, p.end, row_count, raw, digest, row_hash)
+    return RetentionEvent(event_id, position, p.name, p.start, p.end, row_count, raw, content_digest, row_hash)
 
 
-def apply(engine: Engine, policy: Policy, *, actor: str, now: datetime | None = None) -> list[RetentionEvent]:
+def apply(
+    engine: Engine, policy: Policy, *, actor: str, now: datetime | None = None, digest: str = digests.FAST
+) -> list[RetentionEvent]:
     """Drop every partition :func:`plan` selects, oldest first; stops at the first refusal."""
-    return [drop_partition(engine, c, policy, actor=actor, now=now) for c in plan(engine, policy, now=now)]
+    digests.check(digest)
+    return [drop_partition(engine, c, policy, actor=actor, now=now, digest=digest)
+            for c in plan(engine, policy, now=now)]

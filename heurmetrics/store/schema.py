@@ -341,9 +341,9 @@ event.listen(
 class RetentionEventRow(Base):
     """One applied retention run on one partition (append-only, hash-chained; see heurmetrics.audit).
 
-    ``content_digest`` is a multiset checksum of the dropped rows (``mh128:…``, see
-    :mod:`heurmetrics.store.retention` and ``docs/storage.md``), so an auditor holding an export can
-    check exactly what was removed.
+    ``content_digest`` is a digest of the dropped rows whose prefix names the algorithm (``mh64:…``
+    checksum or ``sha256:…``, see :mod:`heurmetrics.store.digests` and ``docs/storage.md``), so an
+    auditor holding an export can check exactly what was removed.
     """
 
     __tablename__ = "retention_events"
@@ -357,7 +357,7 @@ class RetentionEventRow(Base):
     row_count: Mapped[int] = mapped_column(BigInteger)
     #: rule_version_id (as text) → rows dropped, equal to the rollups' count for that range.
     counts: Mapped[dict[str, Any]]
-    content_digest: Mapped[str] = mapped_column(String(64))
+    content_digest: Mapped[str] = mapped_column(String(128))  # prefix + hex (migration 0008)
     policy: Mapped[dict[str, Any]]
     actor: Mapped[str] = mapped_column(String(128))
     occurred_at: Mapped[datetime]
