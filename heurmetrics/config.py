@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,3 +49,12 @@ class Settings(BaseSettings):
     )
     db_pool_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for a free pooled connection.")
     db_keepalives_idle: int = Field(10, ge=1, le=3600, description="Seconds of idle before TCP keepalive probes.")
+
+
+def current_user() -> str:
+    """The OS user running this process, recorded as the author or actor when none is given
+    ("unknown" where the user has no passwd entry, as in many containers)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # KeyError / OSError: no user database entry
+        return "unknown"

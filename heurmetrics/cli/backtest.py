@@ -28,6 +28,7 @@ from rich.table import Table
 from heurmetrics.cli.options import DatabaseUrl, checked_database_url, console, err_console, open_store
 from heurmetrics.cli.options import fail as _fail
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.sdk.delivery import DEFAULT_FLUSH_TIMEOUT
 from heurmetrics.store.urls import redact_url
 
 backtest_app = typer.Typer(
@@ -132,7 +133,7 @@ def walk_forward(
                 price_column=price_column,
                 progress=err_console,
             )
-            flushed = rec.flush()
+            flushed = rec.flush(DEFAULT_FLUSH_TIMEOUT)
     except (HeurmetricsError, ValueError, TypeError) as exc:
         raise _fail(str(exc)) from None
     finally:

@@ -7,7 +7,6 @@ unknown ``--digest`` is a usage error: exit 2); ``--json`` prints machine-readab
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import typer
 from rich.table import Table
 
 from heurmetrics.cli.options import EXIT_ERROR, DatabaseUrl, checked_database_url, console, fail
+from heurmetrics.config import current_user
 from heurmetrics.errors import HeurmetricsError, StoreError
 from heurmetrics.store import digests, partitions, retention
 from heurmetrics.store.sql_store import SqlStore
@@ -115,7 +115,7 @@ def retention_cmd(
         policy = retention.parse_policy(keep)
         planned = store.maintenance.retention_plan(policy)
         events = [] if dry_run else [
-            store.maintenance.drop_partition(c, policy, actor=actor or getpass.getuser(), digest=digest)
+            store.maintenance.drop_partition(c, policy, actor=actor or current_user(), digest=digest)
             for c in planned
         ]
     if as_json:

@@ -51,6 +51,8 @@ def show(horizon: Horizon = d.DEFAULT_PERFORMANCE_HORIZON, database_url: Databas
     store = open_store(database_url)
     try:
         rows = store.live.latest_snapshots(horizon, windows=d.PERFORMANCE_WINDOWS)
+    except HeurmetricsError as exc:  # the database went away after opening
+        raise _fail(str(exc)) from None
     finally:
         store.close()
     if not rows:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from heurmetrics.cli.options import DatabaseUrl, console, err_console, open_store
+from heurmetrics.cli.options import DatabaseUrl, console, fail, open_store
+from heurmetrics.errors import HeurmetricsError
 from heurmetrics.extras import require
 
 # The main app imports this module only when `report` runs: without matplotlib that is the one
@@ -27,17 +28,16 @@ def report(
     try:
         rid = uuid.UUID(run_id)
     except ValueError:
-        err_console.print(f"[bold red]error:[/] {run_id!r} is not a run id (UUID)", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"{run_id!r} is not a run id (UUID)") from None
     if out.suffix.lower() not in (".html", ".htm", ".png"):
-        err_console.print("[bold red]error:[/] --out must end in .html or .png", highlight=False)
-        raise typer.Exit(1)
+        raise fail("--out must end in .html or .png")
     store = open_store(database_url)
     try:
         path = write_report(store, rid, out)
-    except (RunNotFound, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except (RunNotFound, ValueError, HeurmetricsError) as exc:  # HeurmetricsError: the store went away
+        raise fail(str(exc)) from None
+    except OSError as exc:  # --out not writable
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         store.close()
     console.print(f"Wrote {path} (run {rid}).")

@@ -33,6 +33,7 @@ from heurmetrics.backtest.walkforward import FoldContext, WalkForwardResult, def
 from heurmetrics.demo.rules import DEMO_RULES, DataGap
 from heurmetrics.live.resolution import METHOD_PRICES, Resolution, resolve_against_prices, signal_direction
 from heurmetrics.live.snapshot import PerformanceSnapshot, take_snapshot
+from heurmetrics.sdk.delivery import DEFAULT_FLUSH_TIMEOUT
 from heurmetrics.sdk.recorder import Recorder
 
 #: How much of the backtest segment (its end) the walk-forward covers, and its windows.
@@ -123,7 +124,7 @@ def run_drift_demo(
     finally:
         if owned:
             pool.shutdown(wait=True)
-    rec.flush()
+    rec.flush(DEFAULT_FLUSH_TIMEOUT)
     resolved = _resolve_live(rec, frame, live_events)
     snapshots = take_snapshot(rec.store, horizon=HORIZON)
     return _table(results, snapshots, resolved)

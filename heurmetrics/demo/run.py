@@ -24,6 +24,7 @@ from heurmetrics.demo.rules import DEMO_RULES, DataGap, DemoRule
 from heurmetrics.domain import BacktestRun, RuleVersion
 from heurmetrics.errors import HeurmetricsError
 from heurmetrics.metrics import definitions as d
+from heurmetrics.sdk.delivery import DEFAULT_FLUSH_TIMEOUT
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store.urls import redact_url
 
@@ -131,7 +132,7 @@ def run_demo(database_url: str, *, days: int = 540, seed: int = 7, console: Cons
             console=console,
             progress=progress,
         )
-        flushed = rec.flush()
+        flushed = rec.flush(DEFAULT_FLUSH_TIMEOUT)
         summary = _summary(rec, runs)
         counts = rec.store.table_counts()
         counted = _counted_executions(rec)

@@ -75,6 +75,9 @@ DEFAULT_MAX_QUEUE: Final = 500_000
 DEFAULT_BLOCK_TIMEOUT: Final = 5.0
 #: Default time a batch keeps failing before it goes to the spool.
 DEFAULT_SPOOL_AFTER: Final = 2.0
+#: How long a command that flushes before reading back (CLI, demo, resolve_from_prices) waits at most:
+#: without a spool and with the database down a flush would otherwise wait for ever.
+DEFAULT_FLUSH_TIMEOUT: Final = 120.0
 #: Drop reasons (label ``reason`` of ``heurmetrics_dropped_events_total``).
 REASON_QUEUE_FULL: Final = "queue_full"
 REASON_SPOOL_FULL: Final = "spool_full"

@@ -12,7 +12,6 @@ everything recorded before it is durable.
 
 from __future__ import annotations
 
-import getpass
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from heurmetrics.config import Settings
+from heurmetrics.config import Settings, current_user
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable
 from heurmetrics.execution_builder import TimedExecution, as_uuid, build_execution
@@ -98,7 +97,7 @@ class Recorder(LifecycleCalls, BacktestCalls):
             self.metrics = PipelineMetrics(self.registry)
             self.ingest = Ingest(self.store, self.metrics)
             self._versions = None if self.spool is None else VersionCache(self.spool)
-            self.created_by = created_by or _current_user()
+            self.created_by = created_by or current_user()
             self._ids = EventIds()
             self._writer = BackgroundWriter(
                 self.ingest,
@@ -348,10 +347,3 @@ class ExecutionContext(TimedExecution):
 _BATCH_FIELDS = frozenset(
     {"duration_seconds", "status", "outcome", "signal", "confidence", "mode", "started_at", "error_type", "event_id"}
 )
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database entry (containers)
-        return "unknown"

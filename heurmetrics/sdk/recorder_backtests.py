@@ -15,7 +15,7 @@ import pandas as pd
 
 from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 from heurmetrics.ingest import Ingest
-from heurmetrics.sdk.delivery import FlushResult
+from heurmetrics.sdk.delivery import DEFAULT_FLUSH_TIMEOUT, FlushResult
 from heurmetrics.store.sql_store import SqlStore
 
 if TYPE_CHECKING:
@@ -153,5 +153,5 @@ class BacktestCalls:
         """
         from heurmetrics.live.resolution import resolve_pending
 
-        self.flush()
+        self.flush(DEFAULT_FLUSH_TIMEOUT)
         return resolve_pending(self.store, close, horizons=horizons, modes=modes)

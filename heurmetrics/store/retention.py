@@ -166,6 +166,17 @@ def drop_partition(
     with chain.chain_transaction(engine) as conn:
         lift_bounds_for_transaction(conn)
         conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
+        # No row may enter the partition between the scan and the DROP: it would be dropped
+        # without being in the chained counts and digest. SHARE blocks writers, not readers.
+        conn.execute(text(f"LOCK TABLE {p.name} IN SHARE MODE"))
+        # The modes were planned outside this transaction: a live row that arrived since keeps
+        # the partition under the live window.
+        modes = _modes_in(conn, p.start, p.end)
+        window = max((policy.windows[m] for m in modes), default=max(policy.windows.values()))
+        if p.end > (now or datetime.now(UTC)) - window:
+            raise RetentionError(
+                f"{p.name}: now holds {', '.join(modes)} executions, kept {window.days} days; nothing was dropped"
+            )
         raw, content_digest = scan(conn, p.name, digest)
         rolled = {str(v): n for v, n in rollups.counts_per_version(conn, p.start, p.end).items()}
         if raw != rolled:

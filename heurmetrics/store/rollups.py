@@ -244,6 +244,11 @@ def count_executions(
     range come from raw rows.
     """
     e = ExecutionRow
+    # Naive times are UTC (as in :func:`segments`): one convention for every comparison below.
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
     inner_start = None if start is None else _ceil_minute(start)
     inner_end = None if end is None else end.replace(second=0, microsecond=0)
     parts: list[Any] = []
