@@ -182,6 +182,11 @@ def test_resolve_from_prices_resolves_stored_live_signals_once(rec: Recorder, rv
     assert rows[(ids["up"], "1h")].price_at_signal == pytest.approx(close.iloc[1])
     assert {eid for eid, _ in rows} == {ids["up"], ids["down"], ids["signed"]}
     assert rec.resolve_from_prices(close, horizons=("1h", "4h")).accepted == 0  # nothing pending any more
+    # Written through the ingest service, so counted like every other write.
+    counted = rec.registry.get_sample_value(
+        "heurmetrics_ingested_events_total", {"kind": "resolution", "result": "accepted"}
+    )
+    assert counted == 6
 
 
 def test_post_resolutions(migrated_url: str) -> None:

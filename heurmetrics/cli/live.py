@@ -72,9 +72,14 @@ def resolve(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Resolve stored, unresolved directional signals against a price series (append-only)."""
+    from prometheus_client import CollectorRegistry
+
+    from heurmetrics.ingest import Ingest
     from heurmetrics.live.resolution import resolve_pending
+    from heurmetrics.metrics.pipeline import PipelineMetrics
 
     store = open_store(database_url)  # before any work: a bad database is the first thing to say
+    ingest = Ingest(store, PipelineMetrics(CollectorRegistry()))  # every write goes through ingest
     try:
         try:
             frame = pd.read_csv(prices, index_col=0)
@@ -83,7 +88,11 @@ def resolve(
         except (OSError, KeyError, ValueError) as exc:
             raise _fail(f"reading {prices}: {type(exc).__name__}: {exc}") from None
         result = resolve_pending(
-            store, close, horizons=tuple(horizon or ("1h",)), modes=tuple(mode or ("live", "paper"))
+            store,
+            close,
+            horizons=tuple(horizon or ("1h",)),
+            modes=tuple(mode or ("live", "paper")),
+            write=ingest.resolve,
         )
     except (HeurmetricsError, ValueError) as exc:
         raise _fail(str(exc)) from None

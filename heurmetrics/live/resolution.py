@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -270,8 +270,13 @@ def resolve_pending(
     horizons: Sequence[str] = ("1h",),
     modes: Sequence[str] = LIVE_MODES,
     rule_version_ids: Sequence[int] | None = None,
+    write: Callable[[Sequence[Resolution]], ResolutionResult] | None = None,
 ) -> ResolutionResult:
     """Resolve every stored, unresolved directional signal that ``close`` covers, per horizon.
+
+    ``write`` stores each horizon's resolutions: the ingest service's ``resolve`` (which counts
+    them), as ``Recorder.resolve_from_prices`` and ``heurmetrics live resolve`` pass it; without
+    it they go to the store uncounted.
 
     A signal at time ``t`` is covered when ``close`` has a price at or before ``t`` and reaches
     ``t + horizon`` (see :func:`~heurmetrics.live.resolution.resolve_against_prices`);
@@ -314,7 +319,7 @@ def resolve_pending(
             for i, p in enumerate(pending)
             if resolved.resolvable[i] and math.isfinite(resolved.realized_return[i])
         ]
-        result = pstore.insert_resolutions(items)
+        result = (write or pstore.insert_resolutions)(items)
         accepted += result.accepted
         duplicates += result.duplicates
     return ResolutionResult(accepted, duplicates)

@@ -154,4 +154,4 @@ class BacktestCalls:
         from heurmetrics.live.resolution import resolve_pending
 
         self.flush(DEFAULT_FLUSH_TIMEOUT)
-        return resolve_pending(self.store, close, horizons=horizons, modes=modes)
+        return resolve_pending(self.store, close, horizons=horizons, modes=modes, write=self.ingest.resolve)

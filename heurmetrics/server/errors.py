@@ -126,6 +126,8 @@ _EVENT_KIND_BY_PATH: Final = {
     "/v1/backtests": "backtest",
     "/v1/backtests/failed": "backtest",
     "/v1/rule-versions": "rule_version",
+    "/v1/walk-forward": "backtest",  # a walk-forward run is stored as a backtest
+    "/v1/resolutions": d.KIND_RESOLUTION,
 }
 #: Why FastAPI could not parse a body (its undocumented 400), as a JSON error message.
 _UNPARSABLE: Final[dict[type[BaseException], str]] = {

@@ -28,10 +28,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from heurmetrics.errors import StoreUnavailable
+from heurmetrics.store.errors import translated
 
 
 def digest(event_ids: Iterable[uuid.UUID]) -> bytes:
@@ -93,21 +91,20 @@ def claim(engine: Engine, delivery_id: uuid.UUID, token: uuid.UUID) -> list[Clai
     Raises :class:`StoreUnavailable` when the database cannot be asked (then retry with the same
     token).
     """
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # The claim needs no fsync of its own: losing it in a database crash only makes its
-                # records claimable again, and they are re-claimed only by a re-send of a batch
-                # that was already answered (see docs/reliability.md). Saves a WAL flush per batch.
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                params: tuple[Any, ...] = (token, delivery_id, token)
-            else:
-                params = (token.hex, delivery_id.hex, token.hex)
-            cursor = _cursor(conn)
-            cursor.execute(_CLAIM.replace("?", _marker(conn)), params)
-            rows = cursor.fetchall()
-    except (OperationalError, PoolTimeout) as exc:
-        raise StoreUnavailable(f"claiming delivery {delivery_id} failed: {getattr(exc, 'orig', None) or exc}") from exc
+    # Every driver failure (unreachable, a socket the checkout watchdog shut, a pool timeout) is
+    # StoreUnavailable: the caller keeps the claim and retries it.
+    with translated(f"claiming delivery {delivery_id}"), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # The claim needs no fsync of its own: losing it in a database crash only makes its
+            # records claimable again, and they are re-claimed only by a re-send of a batch
+            # that was already answered (see docs/reliability.md). Saves a WAL flush per batch.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            params: tuple[Any, ...] = (token, delivery_id, token)
+        else:
+            params = (token.hex, delivery_id.hex, token.hex)
+        cursor = _cursor(conn)
+        cursor.execute(_CLAIM.replace("?", _marker(conn)), params)
+        rows = cursor.fetchall()
     return [ClaimedRecord(bytes(r[0]), _ids(r[1])) for r in rows]
 
 

@@ -77,6 +77,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         """Append outcome resolutions; 202 after commit. An (event_id, horizon) already resolved
         is a duplicate: skipped, never overwritten. Any invalid item rejects the batch."""
         if len(body.resolutions) > MAX_RESOLUTIONS_PER_REQUEST:
+            ingest.count_rejected(d.KIND_RESOLUTION, len(body.resolutions))  # refused before ingest
             raise Refusal(
                 "too_large",
                 f"batch of {len(body.resolutions)} resolutions exceeds the limit of "
@@ -95,7 +96,8 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                         resolved_at=resolved_at,
                     )
                 )
-            except InvalidEvent as exc:
+            except InvalidEvent as exc:  # the whole batch is refused, before ingest: counted here
+                ingest.count_rejected(d.KIND_RESOLUTION, len(body.resolutions))
                 raise exc.at(f"resolutions[{i}]") from None
         result = ingest.resolve(items)  # stored and counted (kind "resolution") by ingest
         return ResolutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
