@@ -1,6 +1,6 @@
 """``heurmetrics audit …``: the auditor's command line (read-only; every command has ``--json``).
 
-Mounted by :mod:`heurmetrics.cli` as ``app.add_typer(audit_app, name="audit")``. Every command
+Loaded by the main app (:mod:`heurmetrics.cli.main`) when ``audit`` runs. Every command
 takes ``--database-url`` like the rest of the CLI and refuses a database that is not at head.
 
 Exit codes: 0 success; 1 the chain is broken (``verify``) or the anchor was not found; 2 the

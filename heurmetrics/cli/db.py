@@ -1,8 +1,9 @@
 """``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
 
-Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli`; the work is done by
-``SqlStore.maintenance``. Errors exit 1 with one line naming the problem (no traceback; an
-unknown ``--digest`` is a usage error: exit 2); ``--json`` prints machine-readable output.
+Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli.main`; the work is done by
+``SqlStore.maintenance``. Errors print one line naming the problem, no traceback: a refused
+retention or bad policy exits 1, a store that cannot be reached or used and an unknown
+``--digest`` exit 2; ``--json`` prints machine-readable output.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What every ``heurmetrics`` sub-command shares: consoles, the ``--database-url`` option,
 settings from options over the environment, and a uniform error exit.
 
-Kept apart from :mod:`heurmetrics.cli` so sub-apps (audit, backtest, …) can import it without an
-import cycle through the main app that mounts them.
+Kept apart from :mod:`heurmetrics.cli.main` so the command modules (audit, backtest, …) can
+import it without an import cycle through the main app that mounts them.
 """
 
 from __future__ import annotations

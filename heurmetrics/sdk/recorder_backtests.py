@@ -76,6 +76,35 @@ class BacktestCalls:
         )
         return run
 
+    def record_failed_backtest(
+        self,
+        rule_version: RuleVersion,
+        *,
+        error_message: str,
+        dataset: str,
+        periods_per_year: float,
+        kind: str = "single",
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        run_id: uuid.UUID | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> BacktestRun:
+        """Store a backtest run that failed (status ``failed``, no metrics): it feeds the
+        "Backtest failed" annotation and the ``BacktestFailed`` alert. Re-sending a ``run_id``
+        stores and counts nothing."""
+        run, _created = self.ingest.record_failed_backtest(
+            rule_version,
+            error_message=error_message,
+            dataset=dataset,
+            periods_per_year=periods_per_year,
+            kind=kind,
+            started_at=started_at,
+            finished_at=finished_at,
+            run_id=run_id,
+            config=config,
+        )
+        return run
+
     def walk_forward(
         self,
         rule_version: RuleVersion,

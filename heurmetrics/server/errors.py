@@ -116,8 +116,8 @@ _CODE_BY_HTTP_STATUS: Final[dict[int, ErrorCode]] = {
 
 #: Never "nothing was written": a commit whose answer was lost may have stored the batch.
 STORE_UNAVAILABLE_DETAIL: Final = (
-    "the store is unavailable or did not confirm the write; re-send the same request later "
-    "(it is stored and counted exactly once)"
+    "the store is unavailable or did not confirm the write; re-send the same request later with "
+    "the same Idempotency-Key (it is then stored and counted exactly once)"
 )
 
 #: Ingest routes whose invalid requests also count their event as rejected (ingested_events_total).

@@ -3,7 +3,7 @@
 ``execution_rollups`` (minute), ``execution_rollups_hour`` and ``execution_rollups_day`` each hold
 one row per (rule version, bucket, mode, status, outcome) with the execution count, the duration
 sum, the cumulative duration-histogram counts (the Prometheus histogram's bounds,
-:data:`heurmetrics.metrics.definitions.EXECUTION_DURATION_BUCKETS`) and the confidence count and
+:data:`heurmetrics.buckets.EXECUTION_DURATION_BUCKETS`) and the confidence count and
 sum. A range is answered from whole UTC days, whole hours inside it and minutes at its edges
 (:func:`segments`; on PostgreSQL also the SQL function ``execution_rollups_between``), so its cost
 follows days + 46 hours + 118 minutes at most, not the number of minutes.

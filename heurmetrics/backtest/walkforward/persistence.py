@@ -193,7 +193,7 @@ def _store_failed(
     """Store the run as ``failed`` (its recorded executions point to it) and count it."""
     message = f"fold {failure.fold_index}: {type(failure.cause).__name__}: {failure.cause}"[:4000]
     with contextlib.suppress(HeurmetricsError):  # the fold's error is the one to report
-        recorder.ingest.record_failed_backtest(
+        recorder.record_failed_backtest(
             rv,
             error_message=message,
             dataset=dataset[:256] or "unknown",

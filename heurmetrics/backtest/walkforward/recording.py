@@ -2,7 +2,7 @@
 
 The runner is a layer below the SDK (the SDK's ``Recorder.walk_forward`` calls it), so it names
 the few recorder calls it makes here instead of importing ``Recorder``: the executions of each
-fold, the finished run, a failed run, and the flush that makes them durable.
+fold, the finished run, and a failed run.
 """
 
 from __future__ import annotations
@@ -17,29 +17,8 @@ import pandas as pd
 from heurmetrics.domain import BacktestFold, BacktestRun, RuleVersion
 
 
-class FailedRunWriter(Protocol):
-    """Stores a run that failed (the SDK's ingest service)."""
-
-    def record_failed_backtest(
-        self,
-        rv: RuleVersion,
-        *,
-        error_message: str,
-        dataset: str,
-        periods_per_year: float,
-        kind: str = ...,
-        started_at: datetime | None = ...,
-        finished_at: datetime | None = ...,
-        run_id: uuid.UUID | None = ...,
-        config: dict[str, Any] | None = ...,
-    ) -> tuple[BacktestRun, bool]: ...
-
-
 class RunRecorder(Protocol):
     """The recorder a walk-forward run is stored through (:class:`heurmetrics.Recorder`)."""
-
-    @property
-    def ingest(self) -> FailedRunWriter: ...
 
     def record_executions(
         self,
@@ -69,4 +48,16 @@ class RunRecorder(Protocol):
         fold_equity: dict[int, pd.Series] | None = ...,
     ) -> BacktestRun: ...
 
-    def flush(self, timeout: float | None = ...) -> Any: ...
+    def record_failed_backtest(
+        self,
+        rule_version: RuleVersion,
+        *,
+        error_message: str,
+        dataset: str,
+        periods_per_year: float,
+        kind: str = ...,
+        started_at: datetime | None = ...,
+        finished_at: datetime | None = ...,
+        run_id: uuid.UUID | None = ...,
+        config: dict[str, Any] | None = ...,
+    ) -> BacktestRun: ...
