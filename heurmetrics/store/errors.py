@@ -49,6 +49,20 @@ def _rejects(exc: BaseException) -> bool:
     )
 
 
+#: SQLite's generic error code: a bad statement (no such table or column, a syntax error), not an
+#: unreachable database, although Python raises it as an OperationalError too.
+_SQLITE_ERROR = 1
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if not isinstance(exc, _UNAVAILABLE + _psycopg("OperationalError", "InterfaceError")):
+        return False
+    sqlite_error = getattr(exc, "orig", exc)
+    code = getattr(sqlite_error, "sqlite_errorcode", None) if isinstance(sqlite_error, sqlite3.Error) else None
+    # Busy, locked, I/O, full, cannot open…: the database cannot be used now. A query bug is not that.
+    return code is None or (code & 0xFF) != _SQLITE_ERROR
+
+
 @contextmanager
 def translated(what: str, *, unavailable: str | None = None) -> Iterator[None]:
     """Run a store operation; a driver failure leaves it as a domain error naming ``what`` failed.
@@ -58,7 +72,7 @@ def translated(what: str, *, unavailable: str | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, _UNAVAILABLE + _psycopg("OperationalError", "InterfaceError")):
+        if _unavailable(exc):
             raise StoreUnavailable(f"{unavailable or what + ' failed'}: {reason(exc)}") from exc
         if isinstance(exc, (sa_exc.SQLAlchemyError, UnicodeError, *_psycopg("Error"))) and _rejects(exc):
             raise StoreRejectedData(f"{what}: the database refused the data: {reason(exc)}") from exc
