@@ -60,7 +60,7 @@ from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import digests, migrations, partitions, retention, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions
+from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions, _execution_tuple
 from heurmetrics.store.sql_store import SqlStore
 
 OLD_COLUMNS = ("event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
@@ -341,6 +341,15 @@ def _measure(
 
 # --- ingest cost of the rollups --------------------------------------------------------------
 class _NoRollupExecutions(SqlExecutions):
+    """The same insert path with no rollup work: rows built alone, no aggregation, no upserts."""
+
+    @staticmethod
+    def _rows_and_rollups(events: Sequence[ExecutionEvent]) -> tuple[dict[Any, list[Any]], list[tuple[Any, ...]]]:
+        return {}, [_execution_tuple(e, datetime.fromtimestamp(e.started_at, UTC)) for e in events]
+
+    def _write_rollups(self, *_args: object) -> None:
+        return None
+
     def _add_rollups(self, *_args: object) -> None:
         return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,19 @@ def test_old_performance_command_name_still_runs_the_live_commands() -> None:
         assert command in live.output and command in old.output
     listing = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
     assert "│ live " in listing and "│ performance " not in listing  # hidden from the listing
+
+
+def test_serving_freezes_the_start_up_heap_and_collects_young_objects_less_often() -> None:
+    # In a child interpreter: freezing is process-wide, and this test process must keep its defaults.
+    code = (
+        "import gc; from heurmetrics.cli.main import SERVING_GC_THRESHOLD0, tune_gc_for_serving\n"
+        "before = gc.get_threshold()\n"
+        "tune_gc_for_serving()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold() == (SERVING_GC_THRESHOLD0, *before[1:]), gc.get_threshold()\n"
+        "assert gc.isenabled()\n"
+        "x = []; x.append(x); del x\n"  # cyclic garbage made after start-up is still collected
+        "assert gc.collect() >= 1\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import sys
@@ -156,6 +157,7 @@ def serve(
         raise _fail(str(exc), EXIT_ERROR) from None
     except Exception as exc:  # a driver error: one line, no traceback
         raise _fail(f"cannot open database {redact_url(settings.database_url)}: {exc}", EXIT_ERROR) from None
+    tune_gc_for_serving()
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False, log_config=None)
 
 
@@ -185,6 +187,27 @@ def demo(
         run_demo(url, days=days, seed=seed, console=console)
     except HeurmetricsError as exc:
         raise _fail(str(exc), EXIT_ERROR) from None
+
+
+#: Allocations (minus deallocations) between young-generation collections while serving.
+SERVING_GC_THRESHOLD0 = 20_000
+
+
+def tune_gc_for_serving() -> None:
+    """The exporter's process owns its garbage collector: freeze what start-up built, and collect
+    the young generation less often.
+
+    A batch of 1,000 executions allocates tens of thousands of short-lived objects; with the
+    default thresholds every collection that reaches the oldest generation walked the whole
+    start-up heap (FastAPI, pandas, SciPy: hundreds of thousands of objects). ``gc.freeze()`` moves
+    those to a permanent generation the collector never scans; a young threshold of 20,000
+    instead of 700 halves the collections of a batch. Together ~9 µs less CPU per execution
+    (docs/benchmarks.md, issue 11). Cyclic garbage is still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(SERVING_GC_THRESHOLD0, gen1, gen2)
 
 
 def _is_loopback(host: str) -> bool:

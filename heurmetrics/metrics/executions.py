@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
+from heurmetrics.domain import ExecutionEvent
 from heurmetrics.metrics import definitions as d
 
 _INF = float("inf")
@@ -112,6 +113,40 @@ class ExecutionMetrics(Collector):
             hist.counts[i] += 1
             hist.sum += confidence
             hist.exemplars[i] = (event_id, confidence, now)
+
+    def observe_events(self, events: Iterable[ExecutionEvent]) -> None:
+        """Count a committed batch: :meth:`observe` per event, inlined, with one shard lookup and
+        one clock read per batch (the exemplars of a batch share its timestamp)."""
+        try:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._new_shard()
+        now = time.time()
+        latency, no_outcome = _LATENCY_MODES, d.NO_OUTCOME
+        dbounds, cbounds, get = self._duration_bounds, self._confidence_bounds, shard.get
+        for e in events:
+            rv = e.rule_version
+            key = (rv.rule, rv.version, e.mode, e.status, e.outcome or no_outcome)
+            cell = get(key)
+            if cell is None:
+                cell = shard[key] = _Cell()
+            event_id = e.event_id
+            cell.count += 1
+            cell.exemplar = (event_id, now)
+            if e.mode in latency:
+                duration = e.duration_seconds
+                hist = cell.duration
+                i = bisect_left(dbounds, duration)
+                hist.counts[i] += 1
+                hist.sum += duration
+                hist.exemplars[i] = (event_id, duration, now)
+            confidence = e.confidence
+            if confidence is not None:
+                hist = cell.confidence
+                i = bisect_left(cbounds, confidence)
+                hist.counts[i] += 1
+                hist.sum += confidence
+                hist.exemplars[i] = (event_id, confidence, now)
 
     # --- scrape side ------------------------------------------------------------------------------
     def _merged(self) -> dict[CellKey, list[_Cell]]:

@@ -8,6 +8,7 @@ SDK hot path. Everything else is a plain prometheus_client metric.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -34,8 +35,9 @@ def build_metric(spec: d.MetricSpec, registry: CollectorRegistry) -> Any:
 class PipelineMetrics:
     """The metrics ingest updates: executions, backtests and the pipeline's own health.
 
-    One instance per registry. :meth:`observe_execution` is called exactly once per event that is
-    new to the store (or, in the SDK, per event whose id cannot collide), so counts equal rows.
+    One instance per registry. Every event new to the store (or, in the SDK, every event whose id
+    cannot collide) is counted exactly once — by :meth:`observe_execution`, or within a committed
+    batch by :meth:`observe_executions` — so counts equal rows.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -82,6 +84,10 @@ class PipelineMetrics:
             event.confidence,
             event.event_id,
         )
+
+    def observe_executions(self, events: Iterable[ExecutionEvent]) -> None:
+        """Count a committed batch of executions (one call per batch, not per event)."""
+        self.executions.observe_events(events)
 
     def observe_backtest(self, run: BacktestRun) -> None:
         rv = run.rule_version

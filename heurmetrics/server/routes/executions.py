@@ -15,7 +15,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
+from heurmetrics.execution_builder import build_execution
 from heurmetrics.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.ingest import Ingest
 from heurmetrics.server.errors import Refusal, field_error
@@ -67,30 +69,29 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                 f"batch of {len(items)} executions exceeds the limit of "
                 f"{MAX_EXECUTIONS_PER_REQUEST} per request; split it",
             )
-        events = []
-        make = ingest.make_execution
+        events: list[ExecutionEvent] = []
+        append = events.append
+        versions: dict[tuple[str, str], RuleVersion] = {}  # a batch names a handful of versions: look each up once
+        new_id = uuid.uuid4
         for i, item in enumerate(items):
+            key = (item.rule, item.rule_version)
+            rv = versions.get(key)
+            if rv is None:
+                try:
+                    rv = versions[key] = ingest.rule_version(item.rule, item.rule_version)
+                except UnknownRuleVersion as exc:
+                    ingest.count_rejected("execution", len(items))
+                    raise unknown_rule_version(f"executions[{i}].rule_version", exc) from None
+            started_at = item.started_at
             try:
-                rv = ingest.rule_version(item.rule, item.rule_version)
-            except UnknownRuleVersion as exc:
-                ingest.count_rejected("execution", len(items))
-                raise unknown_rule_version(f"executions[{i}].rule_version", exc) from None
-            try:
-                events.append(
-                    make(
-                        rv,
-                        duration_seconds=item.duration_seconds,
-                        status=item.status,
-                        outcome=item.outcome,
-                        signal=item.signal,
-                        confidence=item.confidence,
-                        mode=item.mode,
-                        started_at=None if item.started_at is None else item.started_at.timestamp(),
-                        error_type=item.error_type,
-                        event_id=item.event_id,
-                        backtest_run_id=item.backtest_run_id,
+                # The one builder, called positionally (this loop runs once per execution).
+                append(
+                    build_execution(
+                        rv, item.duration_seconds, item.status, item.outcome, item.signal, item.confidence,
+                        item.mode, None if started_at is None else started_at.timestamp(), item.error_type,
+                        item.event_id, item.backtest_run_id, new_id,
                     )
-                )
+                )  # fmt: skip
             except InvalidEvent as exc:
                 ingest.count_rejected("execution", len(items))
                 raise exc.at(f"executions[{i}]") from None
