@@ -79,9 +79,9 @@ from _common import (
 from prometheus_client import CollectorRegistry
 
 from heurmetrics.domain import ExecutionEvent, RuleVersion
+from heurmetrics.ids import EventIds
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics.pipeline import PipelineMetrics
-from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import migrations
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES

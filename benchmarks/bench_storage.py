@@ -48,6 +48,7 @@ from sqlalchemy import text
 
 from heurmetrics.audit import queries
 from heurmetrics.domain import ExecutionEvent, RuleVersion
+from heurmetrics.ids import EventIds
 from heurmetrics.monitoring import sqlq
 from heurmetrics.monitoring.config import MonitoringConfig
 from heurmetrics.monitoring.dash_rule_versions import (
@@ -55,7 +56,6 @@ from heurmetrics.monitoring.dash_rule_versions import (
     LIVE_VS_BACKTEST_SQL,
     versions_sql,
 )
-from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder import Recorder
 from heurmetrics.store import digests, migrations, partitions, retention, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES

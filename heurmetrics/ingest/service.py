@@ -35,6 +35,7 @@ from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, Ingest
 from heurmetrics.errors import CardinalityBudgetExceeded, InvalidEvent, StoreUnavailable, UnknownRuleVersion
 from heurmetrics.execution_builder import build_execution
 from heurmetrics.exporter.store_collector import StoreCollector
+from heurmetrics.ids import new_id
 from heurmetrics.ingest.claims import Claim, Claims
 from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
@@ -249,7 +250,7 @@ class Ingest:
         """
         return build_execution(
             rv, duration_seconds, status, outcome, signal, confidence, mode, started_at, error_type, event_id,
-            backtest_run_id, uuid.uuid4,
+            backtest_run_id, new_id,
         )  # fmt: skip
 
     def write_executions(

@@ -58,8 +58,8 @@ from prometheus_client import CollectorRegistry
 from tenacity import RetryCallState
 
 from heurmetrics.errors import HeurmetricsError
+from heurmetrics.ids import new_id
 from heurmetrics.metrics import definitions as d
-from heurmetrics.sdk.ids import new_id
 from heurmetrics.sdk.retry import RetryLater as RetryLater  # raised by sinks; kept importable from here
 from heurmetrics.sdk.retry import RetryPolicy
 from heurmetrics.sdk.spool import Spool, SpoolError, SpoolFull

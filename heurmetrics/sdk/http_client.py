@@ -45,6 +45,7 @@ from heurmetrics.canonical import content_hash
 from heurmetrics.errors import HeurmetricsError, InvalidEvent, StoreUnavailable, VersionConflict
 from heurmetrics.execution_builder import as_uuid, start_time
 from heurmetrics.idempotency import IDEMPOTENCY_HEADER
+from heurmetrics.ids import EventIds
 from heurmetrics.sdk.delivery import (
     DEFAULT_BLOCK_TIMEOUT,
     DEFAULT_MAX_QUEUE,
@@ -58,7 +59,6 @@ from heurmetrics.sdk.delivery import (
     derived_delivery_id,
 )
 from heurmetrics.sdk.endpoints import EndpointPool, Poster, endpoint_urls
-from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.retry import RetryPolicy, before_deadline
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES, Spool
 from heurmetrics.validation import check_label_value

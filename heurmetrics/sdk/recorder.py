@@ -24,6 +24,7 @@ from heurmetrics.config import Settings, current_user
 from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, StoreUnavailable
 from heurmetrics.execution_builder import TimedExecution, as_uuid, build_execution
+from heurmetrics.ids import EventIds
 from heurmetrics.ingest import Ingest
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.sdk.delivery import (
@@ -33,7 +34,6 @@ from heurmetrics.sdk.delivery import (
     FlushResult,
     FullPolicy,
 )
-from heurmetrics.sdk.ids import EventIds
 from heurmetrics.sdk.recorder_backtests import BacktestCalls
 from heurmetrics.sdk.recorder_lifecycle import LifecycleCalls
 from heurmetrics.sdk.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES

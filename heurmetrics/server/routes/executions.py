@@ -19,6 +19,7 @@ from heurmetrics.domain import ExecutionEvent, RuleVersion
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.execution_builder import build_execution
 from heurmetrics.idempotency import IDEMPOTENCY_HEADER, idempotency_key
+from heurmetrics.ids import uuid7
 from heurmetrics.ingest import Ingest
 from heurmetrics.server.errors import Refusal, field_error
 from heurmetrics.server.models import (
@@ -72,7 +73,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         events: list[ExecutionEvent] = []
         append = events.append
         versions: dict[tuple[str, str], RuleVersion] = {}  # a batch names a handful of versions: look each up once
-        new_id = uuid.uuid4
+        new_id = uuid7  # ids the exporter gives items sent without one: time-ordered, as the SDK's
         for i, item in enumerate(items):
             key = (item.rule, item.rule_version)
             rv = versions.get(key)

@@ -13,7 +13,7 @@ import uuid
 
 from uuid_utils.compat import uuid7
 
-__all__ = ["EventIds", "new_id"]
+__all__ = ["EventIds", "new_id", "uuid7"]
 
 
 def new_id() -> uuid.UUID:
