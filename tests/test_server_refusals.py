@@ -212,6 +212,13 @@ CASES: dict[str, Case] = {
     "token: wrong (audit read)": Case(
         "GET", "/v1/rules", 401, "unauthorized", "unauthorized", headers={"Authorization": "Bearer nope"}
     ),
+    # The token is checked before the body or the query is read: anonymous and malformed is 401.
+    "token: missing, malformed body": Case(
+        "POST", "/v1/backtests", 401, "unauthorized", "unauthorized", content=b"{bad", headers={}
+    ),
+    "token: missing, unknown query parameter": Case(
+        "GET", "/v1/active?enviroment=live", 401, "unauthorized", "unauthorized", headers={}
+    ),
     "body over the size limit": Case("POST", "/v1/executions", 413, "too_large", "too_large", content=b" " * 5000),
     "unknown path": Case("GET", "/v1/nowhere", 404, "not_found", "invalid"),
     "method not allowed": Case("DELETE", "/v1/rule-versions", 405, "method_not_allowed", "invalid"),
@@ -375,3 +382,15 @@ def test_a_malformed_request_to_an_ingest_route_counts_its_event_as_rejected(
     assert ingested(client.get("/metrics").text, kind, "rejected") == before + 1
     if kind == "rule_version":  # FastAPI's own 400 for a body its JSON parser gives up on, answered as 422
         assert response.json()["detail"] == [{"field": "body", "message": "invalid JSON: nested too deeply"}]
+
+
+def test_an_anonymous_malformed_request_counts_no_rejected_event(client: TestClient) -> None:
+    """Refused at the token gate, before its body is parsed: it never was an event."""
+
+    def rejected_backtests() -> float:
+        return ingested(client.get("/metrics").text, "backtest", "rejected")
+
+    before = rejected_backtests()
+    assert client.post("/v1/backtests", content=b"{bad").status_code == 401
+    assert client.post("/v1/backtests", content=b"{bad", headers=AUTH).status_code == 422  # with the token: counted
+    assert rejected_backtests() == before + 1

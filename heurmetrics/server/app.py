@@ -23,7 +23,7 @@ from heurmetrics.exporter.store_collector import StoreCollector
 from heurmetrics.ingest import Ingest
 from heurmetrics.live.snapshot import PeriodicSnapshots
 from heurmetrics.metrics.pipeline import PipelineMetrics
-from heurmetrics.server.auth import bearer_authorization
+from heurmetrics.server.auth import BearerTokenGate, bearer_authorization
 from heurmetrics.server.errors import ANSWERS, Refusals
 from heurmetrics.server.limits import BodySizeLimit
 from heurmetrics.server.models import ErrorOut, ExecutionBatchIn
@@ -88,6 +88,13 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
         refusals.record(scope.get("method"), scope.get("path"), too_large.status, too_large.reason)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=on_body_too_large)
+    if token is not None:  # outermost: an anonymous request is refused before anything reads it
+        unauthorized = ANSWERS["unauthorized"]
+
+        def on_unauthorized(scope: dict[str, Any]) -> None:
+            refusals.record(scope.get("method"), scope.get("path"), unauthorized.status, unauthorized.reason)
+
+        app.add_middleware(BearerTokenGate, token=token, on_reject=on_unauthorized)
     app.include_router(exposition.build_router(registry, store_families))
     app.include_router(health.build_router(store))
     authorize = bearer_authorization(token)
