@@ -32,7 +32,13 @@ from heurmetrics.audit import lifecycle
 from heurmetrics.audit.model import LifecycleEvent
 from heurmetrics.backtest.record import build_backtest
 from heurmetrics.domain import BacktestFold, BacktestRun, ExecutionEvent, IngestResult, RuleVersion
-from heurmetrics.errors import CardinalityBudgetExceeded, InvalidEvent, StoreUnavailable, UnknownRuleVersion
+from heurmetrics.errors import (
+    CardinalityBudgetExceeded,
+    HeurmetricsError,
+    InvalidEvent,
+    StoreUnavailable,
+    UnknownRuleVersion,
+)
 from heurmetrics.execution_builder import build_execution
 from heurmetrics.exporter.store_collector import StoreCollector
 from heurmetrics.ids import new_id
@@ -93,7 +99,7 @@ class Ingest:
         description: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Register (idempotently) a rule version; see :meth:`SqlStore.register_rule_version`."""
-        try:
+        with self._refusing("rule_version"):
             check_label_value("rule", rule)
             check_label_value("version", version)
             params = check_json_object("params", {} if params is None else params)
@@ -112,9 +118,6 @@ class Ingest:
                     description=description,
                 ),
             )
-        except Exception:
-            self.metrics.ingested.labels("rule_version", "rejected").inc()
-            raise
         self._registered(rv, created)
         return rv, created
 
@@ -142,14 +145,11 @@ class Ingest:
         code_ref: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Register a version as a proposal with its lineage; counted as a ``rule_version``."""
-        try:
+        with self._refusing("rule_version"):
             rv, created = lifecycle.propose(
                 self.store, rule, version, params=params, source=source, created_by=created_by,
                 description=description, parent=parent, code_ref=code_ref,
             )  # fmt: skip
-        except Exception:
-            self.metrics.ingested.labels("rule_version", "rejected").inc()
-            raise
         self._registered(rv, created)
         return rv, created
 
@@ -177,11 +177,8 @@ class Ingest:
     @contextlib.contextmanager
     def _transition(self) -> Iterator[None]:
         """Count one lifecycle transition (``kind="lifecycle"``): accepted, or rejected when refused."""
-        try:
+        with self._refusing(d.KIND_LIFECYCLE):
             yield
-        except Exception:
-            self.metrics.ingested.labels(d.KIND_LIFECYCLE, "rejected").inc()
-            raise
         self.metrics.ingested.labels(d.KIND_LIFECYCLE, "accepted").inc()
         self._changed()  # rule_version_info{status} changes with the lifecycle
 
@@ -192,11 +189,8 @@ class Ingest:
     # --- outcome resolutions ------------------------------------------------------------------
     def resolve(self, items: Sequence[Resolution]) -> ResolutionResult:
         """Append resolutions (one transaction) and count them (``kind="resolution"``)."""
-        try:
+        with self._refusing(d.KIND_RESOLUTION, len(items)):
             result = self.store.live.insert_resolutions(items)
-        except Exception:
-            self.metrics.ingested.labels(d.KIND_RESOLUTION, "rejected").inc(len(items))
-            raise
         self.metrics.ingested.labels(d.KIND_RESOLUTION, "accepted").inc(result.accepted)
         self.metrics.ingested.labels(d.KIND_RESOLUTION, "duplicate").inc(result.duplicates)
         return result
@@ -339,7 +333,8 @@ class Ingest:
                 kind=kind,
                 fold_equity=fold_equity,
             )
-        created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
+        with self._refusing("backtest"):  # the database may refuse the rows themselves
+            created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
         if not created:  # a re-sent run: answer with what is stored, not with what was re-sent
             stored = self.store.backtest_metrics(run.run_id)
@@ -393,7 +388,8 @@ class Ingest:
             config=config,
             error_message=error_message,
         )
-        created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run))
+        with self._refusing("backtest"):
+            created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run))
         self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
         if created:
             self.metrics.observe_backtest(run)
@@ -403,12 +399,17 @@ class Ingest:
 
     # --- helpers ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _refusing(self, kind: str) -> Iterator[None]:
-        """Count an invalid value found here as one ``rejected`` event of ``kind``."""
+    def _refusing(self, kind: str, n: int = 1) -> Iterator[None]:
+        """Count a refusal raised here as ``n`` ``rejected`` events of ``kind``: the one rule of
+        every write. A refusal is any :class:`HeurmetricsError` (invalid, conflict, policy,
+        rejected data, over budget) except :class:`StoreUnavailable`: an outage refuses nothing,
+        and the retry that follows is counted when it lands."""
         try:
             yield
-        except InvalidEvent:
-            self.metrics.ingested.labels(kind, "rejected").inc()
+        except StoreUnavailable:
+            raise
+        except HeurmetricsError:
+            self.metrics.ingested.labels(kind, "rejected").inc(n)
             raise
 
     def _timed(self, operation: str, write: Callable[[], T]) -> T:
