@@ -21,6 +21,7 @@ from heurmetrics.live.resolution import (
     resolve_against_prices,
     signal_direction,
 )
+from heurmetrics.metrics import definitions as d
 from heurmetrics.store.schema import ExecutionResolutionRow
 from tests.walkforward_helpers import exporter
 
@@ -184,7 +185,7 @@ def test_resolve_from_prices_resolves_stored_live_signals_once(rec: Recorder, rv
     assert rec.resolve_from_prices(close, horizons=("1h", "4h")).accepted == 0  # nothing pending any more
     # Written through the ingest service, so counted like every other write.
     counted = rec.registry.get_sample_value(
-        "heurmetrics_ingested_events_total", {"kind": "resolution", "result": "accepted"}
+        d.INGESTED_EVENTS.sample_name, {d.KIND: d.KIND_RESOLUTION, d.RESULT: "accepted"}
     )
     assert counted == 6
 

@@ -17,6 +17,7 @@ import uuid
 
 from heurmetrics.domain import ExecutionEvent
 from heurmetrics.errors import StoreUnavailable
+from heurmetrics.metrics import definitions as d
 from heurmetrics.metrics.pipeline import PipelineMetrics
 from heurmetrics.store.sql_store import SqlStore
 
@@ -75,7 +76,7 @@ class Claims:
                 continue
             self.metrics.observe_executions(chosen)  # one call per batch (issue 11)
             counted += len(chosen)
-        self.metrics.ingested.labels("execution", "accepted").inc(counted)
+        self.metrics.ingested.labels(d.KIND_EXECUTION, "accepted").inc(counted)
         return True
 
     def _start_claimer(self) -> None:

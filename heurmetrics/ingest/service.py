@@ -99,7 +99,7 @@ class Ingest:
         description: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Register (idempotently) a rule version; see :meth:`SqlStore.register_rule_version`."""
-        with self._refusing("rule_version"):
+        with self._refusing(d.KIND_RULE_VERSION):
             check_label_value("rule", rule)
             check_label_value("version", version)
             params = check_json_object("params", {} if params is None else params)
@@ -124,7 +124,7 @@ class Ingest:
     def _registered(self, rv: RuleVersion, created: bool) -> None:
         with self._lock:
             self._versions[(rv.rule, rv.version)] = rv
-        self.metrics.ingested.labels("rule_version", "accepted" if created else "duplicate").inc()
+        self.metrics.ingested.labels(d.KIND_RULE_VERSION, "accepted" if created else "duplicate").inc()
         # The version is stored either way (an audit fact); over budget, its executions are refused.
         with contextlib.suppress(CardinalityBudgetExceeded):
             self.admit(rv)
@@ -145,7 +145,7 @@ class Ingest:
         code_ref: str | None = None,
     ) -> tuple[RuleVersion, bool]:
         """Register a version as a proposal with its lineage; counted as a ``rule_version``."""
-        with self._refusing("rule_version"):
+        with self._refusing(d.KIND_RULE_VERSION):
             rv, created = lifecycle.propose(
                 self.store, rule, version, params=params, source=source, created_by=created_by,
                 description=description, parent=parent, code_ref=code_ref,
@@ -275,20 +275,20 @@ class Ingest:
             fresh = [e for e in batch if e.event_id in uncounted] if uncounted else []
         if not fresh:  # all counted at record time (SDK-generated ids): nothing to claim
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
-            self.metrics.ingested.labels("execution", "accepted").inc(len(inserted))
+            self.metrics.ingested.labels(d.KIND_EXECUTION, "accepted").inc(len(inserted))
         else:
             self.claims.retry()
             stamp = deliveries.stamp(delivery_id or uuid.uuid4(), [e.event_id for e in fresh])
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp))
             # Committed: count what this delivery stored and nobody counted (this write's rows, and
             # those of an earlier attempt whose answer was lost).
-            self.metrics.ingested.labels("execution", "accepted").inc(
+            self.metrics.ingested.labels(d.KIND_EXECUTION, "accepted").inc(
                 len(inserted) - sum(1 for e in fresh if e.event_id in inserted) if len(fresh) < len(batch) else 0
             )
             self.claims.settle(Claim(stamp.delivery_id, uuid.uuid4(), fresh, stamp.digest))
         duplicates = len(events) - len(inserted)
         if duplicates:
-            self.metrics.ingested.labels("execution", "duplicate").inc(duplicates)
+            self.metrics.ingested.labels(d.KIND_EXECUTION, "duplicate").inc(duplicates)
         return IngestResult(len(inserted), duplicates, tuple(e.event_id for e in batch))
 
     def count_rejected(self, kind: str, n: int = 1) -> None:
@@ -317,7 +317,7 @@ class Ingest:
 
         Returns the run and whether it was new: re-sending a ``run_id`` stores and counts nothing.
         """
-        with self._refusing("backtest"):
+        with self._refusing(d.KIND_BACKTEST):
             run, points = build_backtest(
                 rv,
                 equity,
@@ -333,9 +333,9 @@ class Ingest:
                 kind=kind,
                 fold_equity=fold_equity,
             )
-        with self._refusing("backtest"):  # the database may refuse the rows themselves
+        with self._refusing(d.KIND_BACKTEST):  # the database may refuse the rows themselves
             created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run, points, folds))
-        self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
+        self.metrics.ingested.labels(d.KIND_BACKTEST, "accepted" if created else "duplicate").inc()
         if not created:  # a re-sent run: answer with what is stored, not with what was re-sent
             stored = self.store.backtest_metrics(run.run_id)
             run = dataclasses.replace(run, metrics=stored if stored is not None else run.metrics)
@@ -363,7 +363,7 @@ class Ingest:
         It feeds the "Backtest failed" annotation and the ``BacktestFailed`` alert like a failed
         SDK walk-forward. Re-sending a ``run_id`` stores and counts nothing.
         """
-        with self._refusing("backtest"):
+        with self._refusing(d.KIND_BACKTEST):
             check_text("error_message", error_message, 4000)
             check_text("dataset", dataset, 256)
             periods = check_finite("periods_per_year", periods_per_year, low=1e-9)
@@ -388,9 +388,9 @@ class Ingest:
             config=config,
             error_message=error_message,
         )
-        with self._refusing("backtest"):
+        with self._refusing(d.KIND_BACKTEST):
             created = self._timed(d.OP_INSERT_BACKTEST, lambda: self.store.insert_backtest(run))
-        self.metrics.ingested.labels("backtest", "accepted" if created else "duplicate").inc()
+        self.metrics.ingested.labels(d.KIND_BACKTEST, "accepted" if created else "duplicate").inc()
         if created:
             self.metrics.observe_backtest(run)
             if self.collector is not None:

@@ -43,9 +43,12 @@ OP_INSERT_EXECUTIONS: Final = "insert_executions"
 OP_INSERT_BACKTEST: Final = "insert_backtest"
 STORE_WRITE_OPERATIONS: Final = (OP_REGISTER_RULE_VERSION, OP_INSERT_EXECUTIONS, OP_INSERT_BACKTEST)
 #: Kinds and results of ``heurmetrics_ingested_events_total``.
+KIND_EXECUTION: Final = "execution"
+KIND_BACKTEST: Final = "backtest"
+KIND_RULE_VERSION: Final = "rule_version"
 KIND_LIFECYCLE: Final = "lifecycle"
 KIND_RESOLUTION: Final = "resolution"
-INGEST_KINDS: Final = ("execution", "backtest", "rule_version", KIND_LIFECYCLE, KIND_RESOLUTION)
+INGEST_KINDS: Final = (KIND_EXECUTION, KIND_BACKTEST, KIND_RULE_VERSION, KIND_LIFECYCLE, KIND_RESOLUTION)
 INGEST_RESULTS: Final = ("accepted", "duplicate", "rejected")
 #: Reasons of ``heurmetrics_rejected_requests_total``.
 REJECT_REASONS: Final = ("invalid", "unauthorized", "too_large", "over_budget", "unavailable", "conflict")

@@ -122,11 +122,11 @@ STORE_UNAVAILABLE_DETAIL: Final = (
 
 #: Ingest routes whose invalid requests also count their event as rejected (ingested_events_total).
 _EVENT_KIND_BY_PATH: Final = {
-    "/v1/executions": "execution",
-    "/v1/backtests": "backtest",
-    "/v1/backtests/failed": "backtest",
-    "/v1/rule-versions": "rule_version",
-    "/v1/walk-forward": "backtest",  # a walk-forward run is stored as a backtest
+    "/v1/executions": d.KIND_EXECUTION,
+    "/v1/backtests": d.KIND_BACKTEST,
+    "/v1/backtests/failed": d.KIND_BACKTEST,
+    "/v1/rule-versions": d.KIND_RULE_VERSION,
+    "/v1/walk-forward": d.KIND_BACKTEST,  # a walk-forward run is stored as a backtest
     "/v1/resolutions": d.KIND_RESOLUTION,
 }
 #: Why FastAPI could not parse a body (its undocumented 400), as a JSON error message.

@@ -167,12 +167,12 @@ class SqlExecutions:
                     acc, rows = self._rows_and_rollups(events)
                     new = self._insert_executions_pg(cursor, events, rows)
                     if len(new) != len(events):  # some were stored already: roll up the new ones only
-                        acc = rollups.aggregate([events[i] for i in new], [rows[i][0] for i in new])
+                        acc = rollups.aggregate([events[i] for i in new])
                     self._write_rollups(cursor, acc)
                 else:
                     started = [_utc(e.started_at) for e in events]
                     new = self._insert_executions_sqlite(cursor, events, started)
-                    self._add_rollups(cursor, events, started, new)
+                    self._add_rollups(cursor, events, new)
                 inserted = {events[i].event_id for i in new}
                 if delivery is not None:
                     deliveries.record(conn, delivery, inserted, len(events))
@@ -236,14 +236,9 @@ class SqlExecutions:
         """Upsert rollup increments into every level, in the insert's transaction."""
         rollups.write(cursor, acc, sqlite=self.dialect == "sqlite")
 
-    def _add_rollups(
-        self, cursor: Any, events: Sequence[ExecutionEvent], started: Sequence[datetime], new: Sequence[int]
-    ) -> None:
+    def _add_rollups(self, cursor: Any, events: Sequence[ExecutionEvent], new: Sequence[int]) -> None:
         """Add the inserted events (indexes ``new``) to the rollups (every level), same transaction."""
-        if len(new) == len(events):
-            acc = rollups.aggregate(events, started)
-        else:
-            acc = rollups.aggregate([events[i] for i in new], [started[i] for i in new])
+        acc = rollups.aggregate(events if len(new) == len(events) else [events[i] for i in new])
         self._write_rollups(cursor, acc)
 
     def _insert_executions_pg(

@@ -62,35 +62,17 @@ _N = len(_BOUNDS)
 Key = tuple[int, int, int, int, str]  # (rule_version_id, mode, minute, status, outcome)
 
 
-def aggregate(events: Iterable[ExecutionEvent], started: Iterable[datetime]) -> dict[Key, list[Any]]:
-    """Aggregate events (with the stored ``started_at`` of each) into rollup increments.
+def aggregate(events: Iterable[ExecutionEvent]) -> dict[Key, list[Any]]:
+    """Aggregate events into rollup increments (:func:`aggregate_rows` without the raw rows).
 
     Values per key: [executions, duration_sum, confidence_count, confidence_sum, per-bucket
     counts (not cumulative; the last one counts durations above every bound)].
     """
-    acc: dict[Key, list[Any]] = {}
-    # Locals and one attribute read per field: this loop runs once per ingested event.
-    statuses, modes, bounds, get = STATUS_CODES, MODE_CODES, _BOUNDS, acc.get
-    for e, t in zip(events, started, strict=True):
-        # The minute of the float start time, unless it is within a microsecond of the next minute:
-        # then the stored (rounded) datetime decides, exactly as the raw row will say.
-        x = e.started_at
-        minute = int(x) // 60 * 60
-        if x - minute > 59.999998:
-            minute = int(t.timestamp()) // 60 * 60
-        key = (e.rule_version.id, modes[e.mode], minute, statuses[e.status], e.outcome or NO_OUTCOME)
-        row = get(key)
-        if row is None:
-            row = acc[key] = [0, 0.0, 0, 0.0] + [0] * (_N + 1)
-        d = e.duration_seconds
-        row[0] += 1
-        row[1] += d
-        c = e.confidence
-        if c is not None:
-            row[2] += 1
-            row[3] += c
-        row[4 + bisect_left(bounds, d)] += 1
-    return acc
+    return aggregate_rows(events, _no_row)[0]
+
+
+def _no_row(_event: ExecutionEvent, _started: datetime) -> tuple[Any, ...]:
+    return ()
 
 
 def aggregate_rows(
@@ -101,7 +83,7 @@ def aggregate_rows(
     Returns the rollup increments of every event and ``make_row(event, started)`` of each, in
     order, where ``started`` is the stored (microsecond) datetime of its start. The insert path
     uses the increments as they are when every row was new (the common case), and re-aggregates
-    the new ones with :func:`aggregate` otherwise. Same bucket rule as :func:`aggregate`.
+    the new ones with :func:`aggregate` otherwise.
     """
     acc: dict[Key, list[Any]] = {}
     out: list[tuple[Any, ...]] = []
@@ -112,7 +94,9 @@ def aggregate_rows(
         t = fromtimestamp(x, UTC)
         append(make_row(e, t))
         minute = int(x) // 60 * 60
-        if x - minute > 59.999998:  # see aggregate(): the stored datetime decides near the edge
+        # The minute of the float start time, unless it is within a microsecond of the next minute:
+        # then the stored (rounded) datetime decides, exactly as the raw row will say.
+        if x - minute > 59.999998:
             minute = int(t.timestamp()) // 60 * 60
         key = (e.rule_version.id, modes[e.mode], minute, statuses[e.status], e.outcome or NO_OUTCOME)
         row = get(key)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Response
 
 from heurmetrics.errors import InvalidEvent, UnknownRuleVersion
 from heurmetrics.ingest import Ingest
+from heurmetrics.metrics import definitions as d
 from heurmetrics.server.models import (
     UNKNOWN_RULE_VERSION,
     BacktestFailureIn,
@@ -30,7 +31,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         try:
             return ingest.rule_version(rule, version)
         except UnknownRuleVersion as exc:
-            ingest.count_rejected("backtest")
+            ingest.count_rejected(d.KIND_BACKTEST)
             raise unknown_rule_version("rule_version", exc) from None
 
     @router.post(
@@ -45,7 +46,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         try:
             equity = equity_series("equity", body.equity)
         except InvalidEvent:  # refused before it reaches ingest: counted here
-            ingest.count_rejected("backtest")
+            ingest.count_rejected(d.KIND_BACKTEST)
             raise
         run, created = ingest.record_backtest(  # a refusal from here on is counted by ingest
             rv,

@@ -21,6 +21,7 @@ from heurmetrics.execution_builder import build_execution
 from heurmetrics.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from heurmetrics.ids import uuid7
 from heurmetrics.ingest import Ingest
+from heurmetrics.metrics import definitions as d
 from heurmetrics.server.errors import Refusal, field_error
 from heurmetrics.server.models import (
     MAX_EXECUTIONS_PER_REQUEST,
@@ -64,7 +65,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
     def ingest_batch(body: ExecutionBatchIn, delivery_id: uuid.UUID | None = None) -> ExecutionBatchOut:
         items = body.executions
         if len(items) > MAX_EXECUTIONS_PER_REQUEST:
-            ingest.count_rejected("execution", len(items))
+            ingest.count_rejected(d.KIND_EXECUTION, len(items))
             raise Refusal(
                 "too_large",
                 f"batch of {len(items)} executions exceeds the limit of "
@@ -81,7 +82,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                 try:
                     rv = versions[key] = ingest.rule_version(item.rule, item.rule_version)
                 except UnknownRuleVersion as exc:
-                    ingest.count_rejected("execution", len(items))
+                    ingest.count_rejected(d.KIND_EXECUTION, len(items))
                     raise unknown_rule_version(f"executions[{i}].rule_version", exc) from None
             started_at = item.started_at
             try:
@@ -94,7 +95,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                     )
                 )  # fmt: skip
             except InvalidEvent as exc:
-                ingest.count_rejected("execution", len(items))
+                ingest.count_rejected(d.KIND_EXECUTION, len(items))
                 raise exc.at(f"executions[{i}]") from None
         result = ingest.write_executions(events, delivery_id=delivery_id)
         return ExecutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)

@@ -197,12 +197,12 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
         try:
             rv = ingest.rule_version(body.rule, body.rule_version)
         except UnknownRuleVersion as exc:
-            ingest.count_rejected("backtest")
+            ingest.count_rejected(d.KIND_BACKTEST)
             raise unknown_rule_version("rule_version", exc) from None
         try:
             arguments, summary = _prepare(rv, body)
         except InvalidEvent:  # refused before it reaches ingest: counted here
-            ingest.count_rejected("backtest")
+            ingest.count_rejected(d.KIND_BACKTEST)
             raise
         run, created = ingest.record_backtest(rv, **arguments)  # a refusal from here on is counted by ingest
         response.status_code = 201 if created else 200
