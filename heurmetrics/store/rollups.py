@@ -144,37 +144,85 @@ def coarsen(acc: dict[Key, list[Any]], seconds: int) -> dict[Key, list[Any]]:
 
 
 def upsert_sql(placeholder: str, table: str = TABLE) -> str:
-    """``INSERT … ON CONFLICT DO UPDATE`` adding the increments (same text on PostgreSQL and SQLite)."""
-    sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in VALUE_COLUMNS)
+    """``INSERT … ON CONFLICT DO UPDATE`` adding the increments, one row per execution (SQLite)."""
     return (
         f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join([placeholder] * len(COLUMNS))}) "
-        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {sets}"
+        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {_increments(table)}"
     )
+
+
+def _increments(table: str) -> str:
+    return ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in VALUE_COLUMNS)
+
+
+#: PostgreSQL type of each of :data:`COLUMNS` (binary COPY into the staging table).
+_PG_TYPES = ("int4", "int2", "timestamptz", "int2", "text", "int4", "float8", "int4", "float8",
+             *(["int4"] * len(ROLLUP_BUCKET_COLUMNS)))  # fmt: skip
+#: Per-connection staging table of a batch's minute increments (PostgreSQL); emptied at commit.
+STAGE = "_hm_stage_rollups"
 
 
 def write(cursor: Any, acc: dict[Key, list[Any]], *, sqlite: bool = False) -> None:
     """Upsert minute aggregates ``acc`` into every level, on the caller's cursor (its transaction).
 
-    Levels are written finest first, each with keys sorted: concurrent writers take row locks in
-    the same order, so they never deadlock.
+    Levels are written finest first, each in key order: concurrent writers take row locks in the
+    same order, so they never deadlock.
+
+    On PostgreSQL the minute increments go in by binary COPY into a staging table, and one
+    ``INSERT … SELECT … ON CONFLICT`` per level adds them (the hour and day levels summed there
+    by :func:`coarsen_select`): four statements for any number of rollup rows. With mixed labels a
+    batch of 1,000 touches hundreds of rollup rows; a prepared statement run once per row cost
+    the driver and the server more than the raw rows' COPY (``docs/benchmarks.md``, issue 10).
     """
     if not acc:
         return
-    placeholder = "?" if sqlite else "%s"
-    work = [(upsert_sql(placeholder, table), rows(acc if seconds == 60 else coarsen(acc, seconds), sqlite=sqlite))
-            for _, table, seconds in ROLLUP_LEVELS]
     if sqlite:
-        for sql, params in work:
-            cursor.executemany(sql, params)
+        for _, table, seconds in ROLLUP_LEVELS:
+            params = rows(acc if seconds == 60 else coarsen(acc, seconds), sqlite=True)
+            cursor.executemany(upsert_sql("?", table), params)
         return
-    # One network round trip for the three levels (psycopg pipeline mode), not one per level.
+    _create_stage(cursor)
+    with cursor.copy(f"COPY {STAGE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_PG_TYPES)
+        for row in rows(acc):
+            copy.write_row(row)
+    apply_stage(cursor)
+
+
+def stage_from_raw(cursor: Any, start: datetime, end: datetime) -> None:
+    """Stage the minute aggregates of the raw rows with ``start <= started_at < end`` (PostgreSQL).
+
+    With :func:`apply_stage`, a roll-up job's work for a closed range (``bench_storage.py
+    --section ingest`` measures it against the same-transaction path).
+    """
+    _create_stage(cursor)
+    select = rebuild_select("heuristic_executions", where="WHERE started_at >= %s AND started_at < %s")
+    cursor.execute(f"INSERT INTO {STAGE} ({', '.join(COLUMNS)}) {select}", (start, end))
+
+
+def apply_stage(cursor: Any) -> None:
+    """Add the staged minute increments to every level (hour and day summed by :func:`coarsen_select`)."""
+    columns = ", ".join(COLUMNS)
+    # Byte order of the outcome (COLLATE "C"): the order Python's sort gave before, whatever the
+    # database's collation, so writers of either version lock rows in one order.
+    order = 'ORDER BY rule_version_id, mode, 3, status, outcome COLLATE "C"'
     with cursor.connection.pipeline():
-        for sql, params in work:
-            cursor.executemany(sql, params)
+        for level, table, _ in ROLLUP_LEVELS:
+            select = f"SELECT {columns} FROM {STAGE}" if level == "minute" else coarsen_select(level, source=STAGE)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) {select} {order} "
+                f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {_increments(table)}"
+            )
+        cursor.execute(f"DELETE FROM {STAGE}")  # the same transaction may write again
 
 
-def coarsen_select(level: str, *, sqlite: bool = False, where: str = "") -> str:
-    """``SELECT`` computing ``level`` rows (hour or day) from the minute rollups (migration, bulk loads)."""
+def _create_stage(cursor: Any) -> None:
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+
+
+def coarsen_select(level: str, *, sqlite: bool = False, where: str = "", source: str = TABLE) -> str:
+    """``SELECT`` computing ``level`` rows (hour or day) from minute rows of ``source`` (the minute
+    rollups: migration, bulk loads; a batch's staged increments: :func:`write`)."""
     if sqlite:
         bucket = ("substr(bucket_start, 1, 13) || ':00:00.000000'" if level == "hour"
                   else "substr(bucket_start, 1, 10) || ' 00:00:00.000000'")
@@ -182,7 +230,7 @@ def coarsen_select(level: str, *, sqlite: bool = False, where: str = "") -> str:
         bucket = f"date_trunc('{level}', bucket_start, 'UTC')"
     sums = ", ".join(f"sum({c})" for c in VALUE_COLUMNS)
     return (
-        f"SELECT rule_version_id, mode, {bucket}, status, outcome, {sums} FROM {TABLE} {where} "
+        f"SELECT rule_version_id, mode, {bucket}, status, outcome, {sums} FROM {source} {where} "
         f"GROUP BY rule_version_id, mode, {bucket}, status, outcome"
     )
 
