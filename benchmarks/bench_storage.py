@@ -57,10 +57,10 @@ from heurmetrics.monitoring.dash_rule_versions import (
     versions_sql,
 )
 from heurmetrics.sdk.recorder import Recorder
-from heurmetrics.store import digests, migrations, partitions, retention, rollups
+from heurmetrics.store import digests, migrations, partitions, retention, rollup_job, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.engine import create_store_engine
-from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions, _execution_tuple
+from heurmetrics.store.executions import _EXECUTION_COLUMNS, _EXECUTION_PG_TYPES, SqlExecutions
 from heurmetrics.store.sql_store import SqlStore
 
 OLD_COLUMNS = ("event_id", "rule_version_id", "started_at", "duration_seconds", "status", "outcome", "signal",
@@ -340,57 +340,56 @@ def _measure(
 
 
 # --- ingest cost of the rollups --------------------------------------------------------------
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 class _NoRollupExecutions(SqlExecutions):
-    """The same insert path with no rollup work: rows built alone, no aggregation, no upserts."""
+    """The insert path with no rollup work at all: no watermark, no aggregation, no upserts."""
 
-    @staticmethod
-    def _rows_and_rollups(events: Sequence[ExecutionEvent]) -> tuple[dict[Any, list[Any]], list[tuple[Any, ...]]]:
-        return {}, [_execution_tuple(e, datetime.fromtimestamp(e.started_at, UTC)) for e in events]
-
-    def _write_rollups(self, *_args: object) -> None:
-        return None
-
-    def _add_rollups(self, *_args: object) -> None:
-        return None
-
-
-class _NoRollups(SqlStore):
     def __init__(self, engine: Any) -> None:
         super().__init__(engine)
-        self.executions = _NoRollupExecutions(engine)
+        self._roll_up = rollup_job.Schedule(engine, interval=math.inf)
+
+    def _watermark(self, cursor: Any) -> datetime | None:
+        cursor.execute("SAVEPOINT hm_direct_copy")  # what the shipped _watermark sets up, without the lock
+        return _NEVER  # no row is ever "late"
 
 
-class _MinuteJobRollups(_NoRollups):
-    """Insert without rollups; a roll-up job adds each closed minute's raw rows to every level once.
+class _SameTransactionExecutions(_NoRollupExecutions):
+    """Every batch rolls up all its rows in its own transaction (no watermark: SQLite's way)."""
 
-    The work a watermark job would do (``rollups.stage_from_raw`` + ``rollups.apply_stage``), run
-    whenever the event time passes a minute, and for the rest at :meth:`finish`. The locking that
-    would make it exact against late rows is not part of it (see ``docs/storage.md``).
-    """
+    def _watermark(self, cursor: Any) -> datetime | None:
+        super()._watermark(cursor)
+        return None
 
-    through: datetime | None = None
 
-    def insert_executions(self, events: Sequence[ExecutionEvent]) -> set[uuid.UUID]:
-        new = super().insert_executions(events)
-        first = datetime.fromtimestamp(min(e.started_at for e in events), UTC).replace(second=0, microsecond=0)
-        if self.through is None:
-            self.through = first
+class _JobExecutions(SqlExecutions):
+    """The shipped path (watermark under the writers' lock, late rows only), with the roll-up job run
+    whenever the event time closes a minute instead of on the wall clock, and for the rest at
+    :meth:`finish`."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self._roll_up = rollup_job.Schedule(engine, interval=math.inf)
+        self.closed: datetime | None = None
+
+    def insert_executions(self, events: Sequence[ExecutionEvent], **kwargs: Any) -> set[uuid.UUID]:
+        new = super().insert_executions(events, **kwargs)
         closed = datetime.fromtimestamp(max(e.started_at for e in events), UTC).replace(second=0, microsecond=0)
-        if closed > self.through:
-            self._roll_up(closed)
+        if self.closed is not None and closed > self.closed:
+            rollup_job.advance(self.engine, closed)
+        self.closed = closed
         return new
 
     def finish(self) -> None:
-        if self.through is not None:
-            self._roll_up(self.through + timedelta(days=1))
+        assert self.closed is not None
+        rollup_job.advance(self.engine, self.closed + timedelta(minutes=1))
 
-    def _roll_up(self, until: datetime) -> None:
-        assert self.through is not None
-        with self.engine.begin() as conn:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            rollups.stage_from_raw(cursor, self.through, until)
-            rollups.apply_stage(cursor)
-        self.through = until
+
+def _store_with(url: str, executions: type[SqlExecutions]) -> SqlStore:
+    store = SqlStore.open(url)
+    store.executions = executions(store.engine)
+    return store
 
 
 def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0) -> list[tuple[str, ...]]:
@@ -402,9 +401,12 @@ def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0
         migrations.upgrade(engine)
         engine.dispose()
         versions = _register(url, n_versions)
-        job, job_name = _MinuteJobRollups.open(url), "without, then a roll-up job per closed minute"
-        stores = {"with rollups (same transaction)": SqlStore.open(url), "without rollups": _NoRollups.open(url),
-                  job_name: job}
+        job_name = "writer (late rows) + roll-up job per closed minute (shipped)"
+        stores = {"same transaction, every row": _store_with(url, _SameTransactionExecutions),
+                  "without rollups": _store_with(url, _NoRollupExecutions),
+                  job_name: _store_with(url, _JobExecutions)}
+        job = stores[job_name].executions
+        assert isinstance(job, _JobExecutions)
         ids, rng = EventIds(), random.Random(4)
         outcomes = ["bullish", "bearish", "neutral", None]
 
@@ -422,9 +424,11 @@ def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0
         start = {name: time.time() - 30 * 86400 + i * 86400 for i, name in enumerate(stores)}
         n_batches = n // batch
         work = {name: [events(k, start[name]) for k in range(n_batches)] for name in stores}
-        for name, store in stores.items():  # warm-up: connections, staging, plans, partitions
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:  # the job path starts at the watermark
+            conn.execute("UPDATE rollup_watermark SET through = %s",
+                         (datetime.fromtimestamp(start[job_name], UTC).replace(second=0, microsecond=0),))
+        for name, store in stores.items():  # warm-up: connections, staging, plans, partitions (late rows)
             store.insert_executions(events(0, start[name] - 3600))
-        job.through = None
         samples: dict[str, list[float]] = {name: [] for name in stores}
         for k in range(n_batches):  # interleaved, rotating order: same conditions for every path
             order = list(stores)
@@ -439,8 +443,7 @@ def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0
         with psycopg.connect(libpq_url(url)) as conn:  # every path's rows are in the rollups exactly once
             raw = conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0]
             rolled = conn.execute("SELECT sum(executions) FROM execution_rollups").fetchone()[0]
-            warm_only = batch * (len(stores) - 1)  # the warm-ups of the paths without same-transaction rollups
-            if raw - rolled != n_batches * batch + warm_only:
+            if raw - rolled != (n_batches + 1) * batch:  # the rows of the path without rollups, warm-up included
                 raise SystemExit(f"rollups do not cover the rows: raw {raw}, rolled up {rolled}")
         for store in stores.values():
             store.close()

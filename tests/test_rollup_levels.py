@@ -236,14 +236,14 @@ def test_rollup_levels_refuse_delete(store: SqlStore) -> None:
 
 
 def test_migration_and_schema_define_the_same_function() -> None:
-    """``create_all`` (tests, fresh schemas) and migration 0007 install the same SQL function."""
+    """``create_all`` (tests, fresh schemas) and the latest migration (0009) install the same SQL function."""
     import importlib.util
     from pathlib import Path
 
     from heurmetrics.store.schema import ROLLUPS_BETWEEN_FUNCTION
 
-    path = Path(migrations.migrations_dir()) / "versions" / "0007_rollup_levels.py"
-    spec = importlib.util.spec_from_file_location("m0007", path)
+    path = Path(migrations.migrations_dir()) / "versions" / "0009_rollup_watermark.py"
+    spec = importlib.util.spec_from_file_location("m0009", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

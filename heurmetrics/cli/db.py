@@ -1,4 +1,4 @@
-"""``heurmetrics db partitions`` and ``heurmetrics db retention``: the storage commands.
+"""``heurmetrics db partitions``, ``db retention`` and ``db rollup``: the storage commands.
 
 Mounted on the ``db`` sub-app by :mod:`heurmetrics.cli.main`; the work is done by
 ``SqlStore.maintenance``. Errors print one line naming the problem, no traceback: a refused
@@ -143,6 +143,26 @@ def retention_cmd(
     for e in events:
         console.print(f"{e.partition_name}: {e.row_count:,} rows dropped; retention event {e.id} at chain position "
                       f"{e.chain_position}, content digest {e.content_digest}")
+
+
+def rollup_cmd(
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Roll up every execution of the minutes closed a minute ago into the rollup tables, and show
+    the watermark (PostgreSQL; writers also run this every few seconds, see docs/storage.md)."""
+    url = checked_database_url(database_url)
+    with _store(url) as store:
+        before = store.maintenance.rollup_watermark()
+        after = store.maintenance.roll_up()
+    if as_json:
+        console.print_json(json.dumps({"before": before.isoformat() if before else None,
+                                       "through": after.isoformat() if after else None}))
+        return
+    if after is None:
+        console.print("every execution is rolled up in the transaction that stores it (no roll-up job here)")
+        return
+    console.print(f"executions started before {_time(after)} are in the rollups (was {_time(before)})")
 
 
 @contextmanager

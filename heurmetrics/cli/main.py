@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from heurmetrics.cli.db import partitions_cmd, retention_cmd
+from heurmetrics.cli.db import partitions_cmd, retention_cmd, rollup_cmd
 from heurmetrics.cli.lazy import LazyCommand, LazyGroup
 from heurmetrics.cli.options import (
     EXIT_ERROR,
@@ -68,10 +68,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema, partitions and retention.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema, partitions, rollups and retention.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 db_app.command("partitions")(partitions_cmd)
 db_app.command("retention")(retention_cmd)
+db_app.command("rollup")(rollup_cmd)
 
 
 @app.callback()

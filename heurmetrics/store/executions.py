@@ -4,8 +4,9 @@ Writes are batched, never row by row. On PostgreSQL executions go through psycop
 (straight into the table; on a collision into a per-connection staging table followed by one
 ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``: idempotent on the event id at near-COPY
 speed); on SQLite one ``executemany`` per batch. The ids returned are exactly the rows that were
-new, which is what keeps Prometheus counts equal to stored rows. The new rows' rollup increments
-and the batch's delivery record are written in the same transaction.
+new, which is what keeps Prometheus counts equal to stored rows. The batch's delivery record is
+written in the same transaction, and so are the rollup increments of its late rows (all rows on
+SQLite); the roll-up job (:mod:`heurmetrics.store.rollup_job`) adds the rest, once per minute.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 
 from heurmetrics.domain import ExecutionEvent
-from heurmetrics.store import deliveries, partitions, rollups
+from heurmetrics.store import deliveries, partitions, rollup_job, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.errors import translated
 from heurmetrics.store.schema import ExecutionRow
@@ -55,6 +56,7 @@ _EXECUTION_PG_TYPES = (
 )
 
 
+_SAVEPOINT = "SAVEPOINT hm_direct_copy"
 _SQLITE_INSERT_EXECUTIONS = (
     f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
@@ -116,6 +118,11 @@ class SqlExecutions:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._partitions = partitions.PartitionCache(engine)
+        self._roll_up = rollup_job.Schedule(engine)
+
+    def close(self) -> None:
+        """Let a roll-up run in progress finish (bounded: an unfinished one rolls back with its connection)."""
+        self._roll_up.join(timeout=10.0)
 
     def prepare_partitions(self) -> list[str]:
         """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
@@ -144,8 +151,10 @@ class SqlExecutions:
         """Insert a batch in one transaction; returns the ids that were new.
 
         Ids already stored (a retry: same ``event_id`` and ``started_at``) or repeated inside the
-        batch are skipped, never duplicated. The new rows' rollup increments are written in the
-        same transaction (:mod:`heurmetrics.store.rollups`), so rollups stay exact. With
+        batch are skipped, never duplicated. New rows below the roll-up watermark (all of them
+        where there is none) get their rollup increments in the same transaction, the others are
+        the roll-up job's, run here at most every few seconds after the commit
+        (:mod:`heurmetrics.store.rollup_job`): rollups stay exact either way. With
         ``delivery``, the batch's delivery record is written in the same transaction too (see
         :mod:`heurmetrics.store.deliveries`).
         """
@@ -163,12 +172,13 @@ class SqlExecutions:
                 if any(e.started_at_defaulted for e in events):
                     events = self._claim_start_times(cursor, events)
                 if self.dialect == "postgresql":
-                    # Rows and rollup increments in one pass over the batch (issue 10).
-                    acc, rows = self._rows_and_rollups(events)
+                    rows = [_execution_tuple(e, datetime.fromtimestamp(e.started_at, UTC)) for e in events]
+                    through = self._watermark(cursor)
                     new = self._insert_executions_pg(cursor, events, rows)
-                    if len(new) != len(events):  # some were stored already: roll up the new ones only
-                        acc = rollups.aggregate([events[i] for i in new])
-                    self._write_rollups(cursor, acc)
+                    # Late rows only (below the roll-up job's watermark): the job rolls up the rest.
+                    late = new if through is None else [i for i in new if rows[i][0] < through]
+                    if late:
+                        self._write_rollups(cursor, rollups.aggregate([events[i] for i in late]))
                 else:
                     started = [_utc(e.started_at) for e in events]
                     new = self._insert_executions_sqlite(cursor, events, started)
@@ -176,7 +186,9 @@ class SqlExecutions:
                 inserted = {events[i].event_id for i in new}
                 if delivery is not None:
                     deliveries.record(conn, delivery, inserted, len(events))
-                return inserted
+        if self.dialect == "postgresql":
+            self._roll_up.maybe_run()
+        return inserted
 
     def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
         """See :func:`heurmetrics.store.deliveries.claim`."""
@@ -225,12 +237,14 @@ class SqlExecutions:
             for e in events
         ]
 
-    @staticmethod
-    def _rows_and_rollups(
-        events: Sequence[ExecutionEvent],
-    ) -> tuple[dict[rollups.Key, list[Any]], list[tuple[Any, ...]]]:
-        """The COPY rows of ``events`` and their rollup increments, in one pass (PostgreSQL)."""
-        return rollups.aggregate_rows(events, _execution_tuple)
+    def _watermark(self, cursor: Any) -> datetime | None:
+        """The roll-up watermark under the writers' shared lock (:mod:`heurmetrics.store.rollup_job`),
+        and the savepoint :meth:`_insert_executions_pg` starts from: one round trip for both."""
+        reader = cursor.connection.cursor()
+        with cursor.connection.pipeline():
+            rollup_job.request_writer_watermark(reader)
+            cursor.execute(_SAVEPOINT)
+        return rollup_job.fetch_watermark(reader)
 
     def _write_rollups(self, cursor: Any, acc: dict[rollups.Key, list[Any]]) -> None:
         """Upsert rollup increments into every level, in the insert's transaction."""
@@ -248,8 +262,8 @@ class SqlExecutions:
 
         # New events are the common case: COPY straight into the table (raw COPY speed). A
         # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
-        # savepoint, and the batch takes the idempotent staging path below.
-        cursor.execute("SAVEPOINT hm_direct_copy")
+        # savepoint (made by _watermark, in its round trip), and the batch takes the idempotent
+        # staging path below.
         try:
             _copy_rows(cursor, "heuristic_executions", rows)
         except psycopg.errors.UniqueViolation:

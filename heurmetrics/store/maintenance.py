@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from heurmetrics.errors import StoreError
-from heurmetrics.store import digests, partitions, retention
+from heurmetrics.store import digests, partitions, retention, rollup_job
 from heurmetrics.store.errors import reason, translated
 
 
@@ -44,6 +44,17 @@ class SqlMaintenance:
     def list_partitions(self) -> list[partitions.Partition]:
         with self._translated():
             return partitions.list_partitions(self.engine)
+
+    def roll_up(self, until: datetime | None = None) -> datetime | None:
+        """Run the roll-up job to ``until`` (default: the minutes closed a grace period ago); see
+        :func:`heurmetrics.store.rollup_job.advance`. Returns the watermark (``None``: no job here)."""
+        with self._translated():
+            return rollup_job.advance(self.engine, until)
+
+    def rollup_watermark(self) -> datetime | None:
+        """Every execution started before this is in the rollup tables (``None``: every execution)."""
+        with self._translated(), self.engine.connect() as conn:
+            return rollup_job.watermark(conn)
 
     def retention_plan(self, policy: retention.Policy, *, now: datetime | None = None) -> list[retention.Candidate]:
         with self._translated():

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection
 
 from heurmetrics import hashchain
 from heurmetrics.errors import HeurmetricsError
-from heurmetrics.store import chain, digests, partitions, rollups
+from heurmetrics.store import chain, digests, partitions, rollup_job, rollups
 from heurmetrics.store.codes import MODE_CODES, MODE_NAMES
 from heurmetrics.store.engine import lift_bounds_for_transaction
 from heurmetrics.store.schema import RetentionEventRow
@@ -161,6 +161,8 @@ def drop_partition(
     digests.check(digest)
     p = candidate.partition
     assert p.start is not None and p.end is not None
+    # The rollups must hold the whole partition: let the roll-up job reach its end first.
+    rollup_job.advance(engine, min(p.end, rollup_job.closed_until()))
     # Counting and digesting a month of rows can outlast the statement timeout and the checkout
     # bound of ordinary connections (docs/reliability.md): lift them for this one transaction.
     with chain.chain_transaction(engine) as conn:
@@ -177,8 +179,14 @@ def drop_partition(
             raise RetentionError(
                 f"{p.name}: now holds {', '.join(modes)} executions, kept {window.days} days; nothing was dropped"
             )
+        through = rollup_job.watermark(conn)
+        if through is not None and through < p.end:
+            raise RetentionError(
+                f"{p.name}: the roll-up job has rolled up executions only until {through.isoformat()}, not to "
+                f"the partition's end {p.end.isoformat()}; run `heurmetrics db rollup`; nothing was dropped"
+            )
         raw, content_digest = scan(conn, p.name, digest)
-        rolled = {str(v): n for v, n in rollups.counts_per_version(conn, p.start, p.end).items()}
+        rolled = {str(v): n for v, n in rollups.counts_per_version(conn, p.start, p.end, rollups_only=True).items()}
         if raw != rolled:
             diff = {v: (raw.get(v, 0), rolled.get(v, 0)) for v in sorted(set(raw) | set(rolled))
                     if raw.get(v, 0) != rolled.get(v, 0)}

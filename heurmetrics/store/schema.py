@@ -283,6 +283,24 @@ class ExecutionRollupDayRow(_RollupColumns, Base):
     __table_args__ = (Index("ix_execution_rollups_day_bucket_start", "bucket_start"),)
 
 
+class RollupWatermarkRow(Base):
+    """Where the roll-up job stands: every execution with ``started_at < through`` is in the rollups.
+
+    One row. On PostgreSQL (migration 0009) writers read it under a shared advisory lock and roll
+    up in their own transaction only their rows below it (late rows); the roll-up job
+    (:mod:`heurmetrics.store.rollup_job`) adds the rows at or above it once per closed minute and
+    moves it, under the exclusive lock. ``through`` is ``NULL`` where no job runs (SQLite): then
+    every execution is rolled up in the transaction that inserts it. Readers add the raw rows at
+    or above ``through`` to the rollups, in the same statement, so their counts stay exact.
+    """
+
+    __tablename__ = "rollup_watermark"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    through: Mapped[datetime | None]
+
+
 #: Rollup levels, finest first: (name, table, bucket width in seconds).
 ROLLUP_LEVELS: tuple[tuple[str, str, int], ...] = (
     ("minute", "execution_rollups", 60),
@@ -323,19 +341,41 @@ def _rollups_between_sql() -> str:
         f"SELECT x.* FROM {table} AS x WHERE x.bucket_start >= {lo} AND x.bucket_start < {hi}"
         for table, lo, hi in branches
     )
+    # Minutes at or above the watermark are not rolled up yet: aggregated from the raw rows. The
+    # rollup branches hold only minutes below it, so nothing is counted twice; one statement, one
+    # snapshot, so a job moving the watermark meanwhile changes nothing. No watermark (NULL): none.
+    body += "\nUNION ALL\n" + raw_minutes_select(
+        f"WHERE x.started_at >= (SELECT w.through FROM rollup_watermark AS w) AND x.started_at >= {a} "
+        f"AND x.started_at < {b}"
+    )
     return (
         "CREATE OR REPLACE FUNCTION execution_rollups_between(lo timestamptz, hi timestamptz)\n"
         f"RETURNS SETOF execution_rollups LANGUAGE sql STABLE PARALLEL SAFE AS $fn$\n{body}\n$fn$\n"
     )
 
 
+def raw_minutes_select(where: str) -> str:
+    """Raw executions (alias ``x``) aggregated per minute, in the row type of ``execution_rollups``."""
+    buckets = ", ".join(
+        f"(count(*) FILTER (WHERE x.duration_seconds <= {b!r}))::int4" for b in EXECUTION_DURATION_BUCKETS
+    )
+    return (
+        "SELECT x.rule_version_id, x.mode, date_trunc('minute', x.started_at, 'UTC'), x.status, "
+        "coalesce(x.outcome, '')::varchar(64), count(*)::int4, sum(x.duration_seconds), "
+        f"count(x.confidence)::int4, coalesce(sum(x.confidence), 0), {buckets} "
+        f"FROM heuristic_executions AS x {where} GROUP BY 1, 2, 3, 4, 5"
+    )
+
+
 ROLLUPS_BETWEEN_FUNCTION = _rollups_between_sql()
-# After every table (the function's body is checked against the three rollup tables).
+# After every table (the function's body is checked against the rollup and watermark tables).
 event.listen(
     Base.metadata,
     "after_create",
     DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),
 )
+# A schema made by ``create_all`` (tests) rolls up in the insert transaction: no watermark.
+event.listen(Base.metadata, "after_create", DDL("INSERT INTO rollup_watermark (id, through) VALUES (1, NULL)"))
 
 
 class RetentionEventRow(Base):

@@ -111,6 +111,7 @@ class SqlStore:
             return migrations.current_revision(self.engine), migrations.head_revision()
 
     def close(self) -> None:
+        self.executions.close()
         self.engine.dispose()
 
     def ping(self) -> None:
