@@ -14,14 +14,19 @@ Three sections, each in a scratch PostgreSQL database of its own (dropped at the
             SQL panel that reads executions (all versions selected; 24 h and 30 day windows), of
             ``audit executions`` for one version (24 h, 30 days; counts only and with 100 rows),
             and one retention run dropping the oldest month.
-``ingest``  ``SqlStore.insert_executions`` with its same-transaction rollups against the same path
-            with the rollup step removed, and against "insert, then a roll-up job over the batch's
-            range" (the watermark design's work per batch), batches interleaved in one run.
+``ingest``  ``SqlStore.insert_executions`` three ways, batches interleaved in one run: the shipped
+            path (the writer's lock and watermark read; the roll-up job run whenever the event
+            time closes a minute, serially in the same thread, so its cost counts), every batch
+            rolling up all its rows in its own transaction (no watermark, SQLite's way), and no
+            rollups at all (the baseline). ``--ingest-versions 200`` spreads executions over 200
+            versions with mixed statuses, modes and outcomes (the label set decides how many
+            rollup rows a batch touches).
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_storage.py                  # everything (20 M rows: long)
     .venv/bin/python benchmarks/bench_storage.py --section volume --events 5000000
+    .venv/bin/python benchmarks/bench_storage.py --section ingest --ingest-versions 200 --ingest-batch 1000
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ COMMANDS: dict[str, list[str]] = {
     "db current": ["db", "current"],
     "db partitions": ["db", "partitions"],
     "db retention": ["db", "retention", "--dry-run"],
+    "db rollup": ["db", "rollup"],
     "serve": ["serve"],
     "demo": ["demo", "--days", "60"],
     "audit rules": ["audit", "rules"],

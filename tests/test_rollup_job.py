@@ -242,3 +242,27 @@ def test_the_sqlite_store_has_no_job(sqlite_url: str) -> None:
         assert rollup_job.advance(engine, W0) is None
     finally:
         engine.dispose()
+
+
+def test_db_rollup_moves_the_watermark_and_says_so(pg: SqlStore, versions: list[RuleVersion], sqlite_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from heurmetrics.cli import app
+
+    pg.insert_executions(_events(versions, [W0 + timedelta(minutes=2, seconds=5)]))
+    url = pg.engine.url.render_as_string(hide_password=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "rollup", "--database-url", url, "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert datetime.fromisoformat(answer["before"]) == W0
+    through = datetime.fromisoformat(answer["through"])
+    assert through == rollup_job.closed_until() or through == rollup_job.closed_until() - timedelta(minutes=1)
+    assert _rolled_total(pg) == 1
+    engine = create_store_engine(sqlite_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    plain = runner.invoke(app, ["db", "rollup", "--database-url", sqlite_url])
+    assert plain.exit_code == 0 and "no roll-up job" in plain.output

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,41 +67,20 @@ Key = tuple[int, int, int, int, str]  # (rule_version_id, mode, minute, status, 
 
 
 def aggregate(events: Iterable[ExecutionEvent]) -> dict[Key, list[Any]]:
-    """Aggregate events into rollup increments (:func:`aggregate_rows` without the raw rows).
+    """Aggregate events into minute rollup increments (a writer's late rows; every row on SQLite).
 
     Values per key: [executions, duration_sum, confidence_count, confidence_sum, per-bucket
     counts (not cumulative; the last one counts durations above every bound)].
     """
-    return aggregate_rows(events, _no_row)[0]
-
-
-def _no_row(_event: ExecutionEvent, _started: datetime) -> tuple[Any, ...]:
-    return ()
-
-
-def aggregate_rows(
-    events: Iterable[ExecutionEvent], make_row: Callable[[ExecutionEvent, datetime], tuple[Any, ...]]
-) -> tuple[dict[Key, list[Any]], list[tuple[Any, ...]]]:
-    """:func:`aggregate` fused with building the raw rows: one pass over a batch (issue 10).
-
-    Returns the rollup increments of every event and ``make_row(event, started)`` of each, in
-    order, where ``started`` is the stored (microsecond) datetime of its start. The insert path
-    uses the increments as they are when every row was new (the common case), and re-aggregates
-    the new ones with :func:`aggregate` otherwise.
-    """
     acc: dict[Key, list[Any]] = {}
-    out: list[tuple[Any, ...]] = []
-    append, fromtimestamp = out.append, datetime.fromtimestamp
     statuses, modes, bounds, get = STATUS_CODES, MODE_CODES, _BOUNDS, acc.get
     for e in events:
         x = e.started_at
-        t = fromtimestamp(x, UTC)
-        append(make_row(e, t))
         minute = int(x) // 60 * 60
         # The minute of the float start time, unless it is within a microsecond of the next minute:
         # then the stored (rounded) datetime decides, exactly as the raw row will say.
         if x - minute > 59.999998:
-            minute = int(t.timestamp()) // 60 * 60
+            minute = int(datetime.fromtimestamp(x, UTC).timestamp()) // 60 * 60
         key = (e.rule_version.id, modes[e.mode], minute, statuses[e.status], e.outcome or NO_OUTCOME)
         row = get(key)
         if row is None:
@@ -114,7 +93,7 @@ def aggregate_rows(
             row[2] += 1
             row[3] += c
         row[4 + bisect_left(bounds, d)] += 1
-    return acc, out
+    return acc
 
 
 def rows(acc: dict[Key, list[Any]], *, sqlite: bool = False) -> list[tuple[Any, ...]]:
