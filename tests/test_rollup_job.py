@@ -266,3 +266,26 @@ def test_db_rollup_moves_the_watermark_and_says_so(pg: SqlStore, versions: list[
     engine.dispose()
     plain = runner.invoke(app, ["db", "rollup", "--database-url", sqlite_url])
     assert plain.exit_code == 0 and "no roll-up job" in plain.output
+
+
+def test_retention_runs_the_job_up_to_the_partition_it_drops(pg: SqlStore, versions: list[RuleVersion]) -> None:
+    """Rows of an old month still above the watermark: retention rolls them up first, then drops."""
+    from heurmetrics.store import retention
+
+    month = datetime(2024, 3, 1, tzinfo=UTC)
+    _set_watermark(pg, month)  # nothing of March 2024 is rolled up yet
+    times = [month + timedelta(days=d, minutes=m, seconds=3) for d in range(0, 28, 3) for m in (0, 61)]
+    pg.insert_executions(_events(versions, times))
+    assert _rolled_total(pg) == 0
+    before = _raw_per_version(pg, month, month + timedelta(days=31))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    policy = retention.parse_policy(f"live={(now - datetime(2024, 4, 1, tzinfo=UTC)).days}d,"
+                                    f"backtest={(now - datetime(2024, 4, 1, tzinfo=UTC)).days}d")
+    [event] = retention.apply(pg.engine, policy, actor="ops", now=now)
+    assert event.partition_name == "heuristic_executions_p2024_03" and event.row_count == len(times)
+    assert event.counts == {str(v): n for v, n in before.items()}
+    through = pg.maintenance.rollup_watermark()
+    assert through is not None and through >= datetime(2024, 4, 1, tzinfo=UTC)
+    assert _raw_per_version(pg, month, month + timedelta(days=31)) == {}  # dropped
+    with pg.engine.connect() as conn:  # the counts survive in the rollups
+        assert rollups.counts_per_version(conn, month, datetime(2024, 4, 1, tzinfo=UTC), rollups_only=True) == before
