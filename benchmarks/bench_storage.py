@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -434,17 +435,23 @@ def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0
                          (datetime.fromtimestamp(start[job_name], UTC).replace(second=0, microsecond=0),))
         for name, store in stores.items():  # warm-up: connections, staging, plans, partitions (late rows)
             store.insert_executions(events(0, start[name] - 3600))
+        backends = {name: _backend_pid(store) for name, store in stores.items()}
         samples: dict[str, list[float]] = {name: [] for name in stores}
+        cpu = dict.fromkeys(stores, 0.0)  # client thread + the path's PostgreSQL backend, seconds
+
+        def timed(name: str, call: Callable[[], object]) -> float:
+            c0, b0, t = time.thread_time(), _cpu_seconds(backends[name]), time.perf_counter()
+            call()
+            wall = time.perf_counter() - t
+            cpu[name] += time.thread_time() - c0 + _cpu_seconds(backends[name]) - b0
+            return wall
+
         for k in range(n_batches):  # interleaved, rotating order: same conditions for every path
             order = list(stores)
             order = order[k % len(order):] + order[: k % len(order)]
             for name in order:
-                t = time.perf_counter()
-                stores[name].insert_executions(work[name][k])
-                samples[name].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        job.finish()  # the job's share of the last, still open minute
-        samples[job_name][-1] += time.perf_counter() - t
+                samples[name].append(timed(name, lambda: stores[name].insert_executions(work[name][k])))  # noqa: B023
+        samples[job_name][-1] += timed(job_name, job.finish)  # the job's share of the last, still open minute
         with psycopg.connect(libpq_url(url)) as conn:  # every path's rows are in the rollups exactly once
             raw = conn.execute("SELECT count(*) FROM heuristic_executions").fetchone()[0]
             rolled = conn.execute("SELECT sum(executions) FROM execution_rollups").fetchone()[0]
@@ -463,8 +470,22 @@ def ingest_section(n: int, batch: int, n_versions: int = 1, rate: float = 2000.0
         # The job's cost falls on the batches that close a minute: only its mean is meaningful.
         per_batch = "-" if name == job_name else f"{batch / median(s):,.0f}"
         ratio = "-" if name == job_name else f"{base_median / median(s):.2f}x"
-        rows.append((name, f"{batch / mean:,.0f}", per_batch, f"{base / mean:.2f}x", ratio))
+        per_event = cpu[name] / (n_batches * batch) * 1e6
+        rows.append((name, f"{batch / mean:,.0f}", per_batch, f"{base / mean:.2f}x", ratio, f"{per_event:.2f}",
+                     f"{cpu['without rollups'] / cpu[name]:.2f}x"))
     return rows
+
+
+def _backend_pid(store: SqlStore) -> int:
+    """The PostgreSQL backend of the store's (one, reused) pooled connection: used one call at a time."""
+    with store.engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a local process so far (/proc; 10 ms ticks, summed over many calls)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -488,7 +509,8 @@ def main() -> int:
         print_table(("table", "rows", "bytes", "bytes/row", "rollup bytes"), bytes_section(100_000),
                     title="Bytes per execution row (heap + indexes + TOAST, all partitions)")
     if args.section in ("all", "ingest"):
-        print_table(("path", "mean ev/s", "median-batch ev/s", "mean vs without", "median vs without"),
+        print_table(("path", "mean ev/s", "median-batch ev/s", "mean vs without", "median vs without",
+                     "CPU µs/ev (client+backend)", "CPU vs without"),
                     ingest_section(args.ingest_events, args.ingest_batch, args.ingest_versions),
                     title=f"Ingest cost of the rollups (PostgreSQL, batches of {args.ingest_batch:,}, "
                           f"{args.ingest_versions} rule version(s), interleaved)")
