@@ -100,6 +100,13 @@ def _first_of_each(
     return new
 
 
+_PG_CLAIM_STARTS = (
+    "WITH new AS (INSERT INTO execution_start_claims (event_id, started_at) "
+    "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT count(*) FROM new"
+)
+
+
 def _sqlite_time(value: datetime) -> str:
     """A UTC datetime the way SQLAlchemy's SQLite DateTime stores it (naive, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -151,36 +158,115 @@ class SqlExecutions:
         """
         if not events:
             return set()
-        if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
+        ids = {e.event_id for e in events}
+        if len(ids) != len(events):  # an id repeated in the batch: first wins
             events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
         with translated(f"writing {len(events)} executions"):
             if self.dialect == "postgresql":
-                times = [e.started_at for e in events]
-                if not self._partitions.covers(_utc(min(times)), _utc(max(times))):
-                    self._partitions.ensure({_utc(t) for t in times})
+                return self._insert_pg(events, ids, delivery)
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
                     events = self._claim_start_times(cursor, events)
-                if self.dialect == "postgresql":
-                    # Rows and rollup increments in one pass over the batch (issue 10).
-                    acc, rows = self._rows_and_rollups(events)
-                    new = self._insert_executions_pg(cursor, events, rows)
-                    if len(new) != len(events):  # some were stored already: roll up the new ones only
-                        acc = rollups.aggregate([events[i] for i in new])
-                    self._write_rollups(cursor, acc)
-                else:
-                    started = [_utc(e.started_at) for e in events]
-                    new = self._insert_executions_sqlite(cursor, events, started)
-                    self._add_rollups(cursor, events, new)
+                started = [_utc(e.started_at) for e in events]
+                new = self._insert_executions_sqlite(cursor, events, started)
+                self._add_rollups(cursor, events, new)
                 inserted = {events[i].event_id for i in new}
                 if delivery is not None:
                     deliveries.record(conn, delivery, inserted, len(events))
                 return inserted
 
+    def _insert_pg(
+        self, events: Sequence[ExecutionEvent], ids: set[uuid.UUID], delivery: deliveries.DeliveryStamp | None
+    ) -> set[uuid.UUID]:
+        """The PostgreSQL write (issue 11: few round trips, one pass over the batch).
+
+        The common case -- every event new -- is one transaction of five round trips: the
+        start-time claims and the delivery record in one pipeline (the record can be written
+        before the COPY: a direct COPY that succeeds inserted every event), the direct COPY, the
+        rollup upserts, the commit. A collision (a re-sent batch, or an event stored already)
+        makes the direct COPY fail: the transaction is rolled back whole and the batch is
+        written again through the idempotent staging path, which records exactly what it inserted.
+        """
+        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
+
+        # Rows and rollup increments in one pass over the batch (issue 10); the start-time claims
+        # reuse the rows' datetimes (the very values the rows store).
+        acc, rows = self._rows_and_rollups(events)
+        times = [r[0] for r in rows]
+        lo, hi = min(times), max(times)
+        if not self._partitions.covers(lo, hi):
+            self._partitions.ensure(set(times))
+        with self.engine.begin() as conn:
+            driver = conn.connection.driver_connection
+            cursor = driver.cursor()  # type: ignore[union-attr]
+            try:
+                with driver.pipeline():  # type: ignore[union-attr]
+                    claimed = self._send_start_claims(cursor, events, rows)
+                    if delivery is not None:
+                        deliveries.record(conn, delivery, None, len(events))
+                if claimed is not None:
+                    stored = self._claimed_start_times(cursor, events, rows, claimed)
+                    if stored is not None:  # some ids were received before: their first start time
+                        events = stored
+                        acc, rows = self._rows_and_rollups(events)
+                _copy_rows(cursor, "heuristic_executions", rows)
+            except psycopg.errors.UniqueViolation:
+                driver.rollback()  # type: ignore[union-attr]  # the whole transaction; SQLAlchemy commits the next
+            else:
+                self._write_rollups(cursor, acc)
+                return ids  # every event was new
+            # A collision: the idempotent path, in a fresh transaction on the same connection.
+            if any(e.started_at_defaulted for e in events):
+                events = self._claim_start_times(cursor, events)
+                acc, rows = self._rows_and_rollups(events)
+            new = self._insert_staged(cursor, events, rows)
+            if len(new) != len(events):  # some were stored already: roll up the new ones only
+                acc = rollups.aggregate([events[i] for i in new])
+            self._write_rollups(cursor, acc)
+            inserted = {events[i].event_id for i in new}
+            if delivery is not None:
+                deliveries.record(conn, delivery, inserted, len(events))
+            return inserted
+
     def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
         """See :func:`heurmetrics.store.deliveries.claim`."""
         return deliveries.claim(self.engine, delivery_id, token)
+
+    @staticmethod
+    def _send_start_claims(
+        cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]
+    ) -> int | None:
+        """Queue the start-time claims of the events received without ``started_at`` (in the
+        caller's pipeline); returns how many were sent, None when there are none."""
+        if all(e.started_at_defaulted for e in events):  # the common case: ids without start times
+            ids, times = [r[1] for r in rows], [r[0] for r in rows]
+        else:
+            picked = [r for e, r in zip(events, rows, strict=True) if e.started_at_defaulted]
+            if not picked:
+                return None
+            ids, times = [r[1] for r in picked], [r[0] for r in picked]
+        # One statement over two arrays, not executemany: a row per round in the driver's
+        # pipeline cost more CPU than everything else on the ingest path (issue 11).
+        cursor.execute(_PG_CLAIM_STARTS, (ids, times))
+        return len(ids)
+
+    @staticmethod
+    def _claimed_start_times(
+        cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]], sent: int
+    ) -> list[ExecutionEvent] | None:
+        """None when every claim sent was ours (the events keep their times); otherwise the
+        events, those without ``started_at`` given the start time of their id's first receipt."""
+        if cursor.fetchone()[0] == sent:
+            return None
+        ids = [r[1] for e, r in zip(events, rows, strict=True) if e.started_at_defaulted]
+        # A separate statement: it sees the claims a concurrent first receipt committed.
+        cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
+        stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+        return [
+            e._replace(started_at=stored[e.event_id], started_at_defaulted=False) if e.started_at_defaulted else e
+            for e in events
+        ]
 
     def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> list[ExecutionEvent]:
         """The events, those received without ``started_at`` given the start time of their id's
@@ -191,23 +277,12 @@ class SqlExecutions:
         """
         claims = [e for e in events if e.started_at_defaulted]
         if self.dialect == "postgresql":
-            ids = [e.event_id for e in claims]
-            times = [_utc(e.started_at) for e in claims]
-            # One statement over two arrays, not executemany: a row per round in the driver's
-            # pipeline cost more CPU than everything else on the ingest path (issue 11).
-            cursor.execute(
-                "WITH new AS (INSERT INTO execution_start_claims (event_id, started_at) "
-                "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
-                "SELECT count(*) FROM new",
-                (ids, times),
-            )
-            if cursor.fetchone()[0] == len(claims):  # every claim is ours: the times we sent
-                # The events as they are: nothing after the claims reads started_at_defaulted, and
-                # a _replace per event cost ~1 µs (issue 11).
+            rows = [(_utc(e.started_at), e.event_id) for e in claims]
+            sent = self._send_start_claims(cursor, claims, rows)
+            stored_events = self._claimed_start_times(cursor, claims, rows, sent or 0)
+            if stored_events is None:  # every claim is ours: the times we sent
                 return list(events)
-            # A separate statement: it sees the claims a concurrent first receipt committed.
-            cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
-            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+            stored = {e.event_id: e.started_at for e in stored_events}
         else:
             if not cursor.connection.in_transaction:
                 cursor.execute("BEGIN")
@@ -241,22 +316,10 @@ class SqlExecutions:
         acc = rollups.aggregate(events if len(new) == len(events) else [events[i] for i in new])
         self._write_rollups(cursor, acc)
 
-    def _insert_executions_pg(
-        self, cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]
-    ) -> list[int]:
-        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
-
-        # New events are the common case: COPY straight into the table (raw COPY speed). A
-        # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
-        # savepoint, and the batch takes the idempotent staging path below.
-        cursor.execute("SAVEPOINT hm_direct_copy")
-        try:
-            _copy_rows(cursor, "heuristic_executions", rows)
-        except psycopg.errors.UniqueViolation:
-            cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
-        else:
-            cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
-            return list(range(len(events)))
+    @staticmethod
+    def _insert_staged(cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """The idempotent insert: COPY into a per-connection staging table, then one
+        ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``; the indexes of the new events."""
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
