@@ -34,7 +34,8 @@ from heurmetrics.store.errors import translated
 
 def digest(event_ids: Iterable[uuid.UUID]) -> bytes:
     """16 bytes identifying a set of event ids (order does not matter)."""
-    return hashlib.sha256(b"".join(sorted([e.bytes for e in event_ids]))).digest()[:16]
+    # Sorted as integers: the same order as their 16 big-endian bytes, and cheaper than .bytes.
+    return hashlib.sha256(b"".join([i.to_bytes(16, "big") for i in sorted([e.int for e in event_ids])])).digest()[:16]
 
 
 @dataclass(frozen=True)

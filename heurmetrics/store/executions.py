@@ -192,6 +192,7 @@ class SqlExecutions:
 
         # Rows and rollup increments in one pass over the batch (issue 10); the start-time claims
         # reuse the rows' datetimes (the very values the rows store).
+        received = events  # as received: a rolled-back attempt's start-time claims are undone too
         acc, rows = self._rows_and_rollups(events)
         times = [r[0] for r in rows]
         lo, hi = min(times), max(times)
@@ -217,6 +218,7 @@ class SqlExecutions:
                 self._write_rollups(cursor, acc)
                 return ids  # every event was new
             # A collision: the idempotent path, in a fresh transaction on the same connection.
+            events = received
             if any(e.started_at_defaulted for e in events):
                 events = self._claim_start_times(cursor, events)
                 acc, rows = self._rows_and_rollups(events)

@@ -1,0 +1,84 @@
+"""The PostgreSQL batch write of issue 11 keeps its guarantees (real PostgreSQL).
+
+- The delivery claim runs as one autocommit statement: the pooled connection goes back to the
+  pool in transaction mode, so the next write on it is still one transaction (a failure in it
+  leaves nothing behind).
+- The direct COPY has no savepoint any more: a collision rolls the whole transaction back and the
+  batch is written through the staging path. Rows, start-time claims, rollups and the delivery
+  record then say exactly what was inserted, whatever part of the batch was stored before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from heurmetrics.domain import ExecutionEvent, RuleVersion
+from heurmetrics.ingest import Ingest
+from heurmetrics.store import deliveries
+from heurmetrics.store.sql_store import SqlStore
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[SqlStore]:
+    from heurmetrics.store import migrations
+    from heurmetrics.store.engine import create_store_engine
+
+    engine = create_store_engine(postgres_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    s = SqlStore.open(postgres_url, pool_size=1, max_overflow=0)  # one pooled connection: the claim's
+    yield s
+    s.close()
+
+
+def _events(rv: RuleVersion, n: int) -> list[ExecutionEvent]:
+    # Ids without start times: the start-time claims path, as HTTP clients send them.
+    return [Ingest.make_execution(rv, duration_seconds=0.01, outcome="up", event_id=uuid.uuid4()) for _ in range(n)]
+
+
+def _scalar(store: SqlStore, sql: str) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def test_the_claim_hands_its_connection_back_in_transaction_mode(pg_store: SqlStore) -> None:
+    rv = pg_store.register_rule_version("fast", "1", params={}, source="", created_by="t")[0]
+    batch = _events(rv, 5)
+    key = uuid.uuid4()
+    pg_store.insert_executions(batch, delivery=deliveries.stamp(key, [e.event_id for e in batch]))
+    (record,) = pg_store.claim_delivery(key, uuid.uuid4())
+    assert record.event_ids is None
+    with pg_store.engine.connect() as conn:  # the very connection the claim used (pool of one)
+        assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+        with pytest.raises(RuntimeError), conn.begin():
+            conn.exec_driver_sql("DELETE FROM heuristic_deliveries")
+            raise RuntimeError("a write that fails half-way")
+    assert _scalar(pg_store, "SELECT count(*) FROM heuristic_deliveries") == 1  # rolled back whole
+
+
+def test_a_collision_takes_the_staging_path_and_records_exactly_what_it_inserted(pg_store: SqlStore) -> None:
+    rv = pg_store.register_rule_version("fast", "2", params={}, source="", created_by="t")[0]
+    first = _events(rv, 40)
+    assert pg_store.insert_executions(first) == {e.event_id for e in first}
+    fresh = _events(rv, 25)
+    resent = [*first[10:30], *fresh]  # re-sent ids (their first start time applies) and new ones
+    key = uuid.uuid4()
+    stamp = deliveries.stamp(key, [e.event_id for e in resent])
+    assert pg_store.insert_executions(resent, delivery=stamp) == {e.event_id for e in fresh}
+    assert _scalar(pg_store, "SELECT count(*) FROM heuristic_executions") == 65
+    assert _scalar(pg_store, "SELECT count(*) FROM execution_start_claims") == 65
+    for table in ("execution_rollups", "execution_rollups_hour", "execution_rollups_day"):
+        assert _scalar(pg_store, f"SELECT sum(executions) FROM {table}") == 65
+    (record,) = pg_store.claim_delivery(key, uuid.uuid4())
+    assert record.event_ids == {e.event_id for e in fresh}
+    # And the same batch once more: nothing new, no record, nothing counted.
+    again = deliveries.stamp(uuid.uuid4(), [e.event_id for e in resent])
+    assert pg_store.insert_executions(resent, delivery=again) == set()
+    assert pg_store.claim_delivery(again.delivery_id, uuid.uuid4()) == []
+    assert _scalar(pg_store, "SELECT count(*) FROM heuristic_executions") == 65
