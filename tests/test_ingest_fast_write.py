@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -82,3 +83,24 @@ def test_a_collision_takes_the_staging_path_and_records_exactly_what_it_inserted
     assert pg_store.insert_executions(resent, delivery=again) == set()
     assert pg_store.claim_delivery(again.delivery_id, uuid.uuid4()) == []
     assert _scalar(pg_store, "SELECT count(*) FROM heuristic_executions") == 65
+
+
+def test_the_claims_arrays_are_byte_for_byte_what_psycopg_sends(postgres_url: str) -> None:
+    import psycopg
+    from psycopg.adapt import PyFormat, Transformer
+
+    from heurmetrics.store import pg_arrays
+
+    ids = [uuid.uuid4() for _ in range(50)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    times = [datetime.fromtimestamp(t, UTC) for t in (946_684_800.0, 1.7e9 + 0.5, 1_764_547_200.999999, 2e9)]
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        cursor = conn.cursor()
+        pg_arrays.register(cursor)
+        for i, t in ((ids, times), (ids[:1], times[:1]), ([], [])):
+            expected = Transformer(conn).dump_sequence((i, t), (PyFormat.BINARY, PyFormat.BINARY))
+            ours = (pg_arrays.uuid_array(i), pg_arrays.timestamptz_array(cursor, t))
+            if i:  # psycopg sends an empty list untyped; ours is an empty typed array
+                assert [bytes(b) for b in expected] == [bytes(b) for b in ours]
+            # And the server reads them back as the same values.
+            cursor.execute("SELECT %b::uuid[], %b::timestamptz[]", ours)
+            assert cursor.fetchone() == (i, t)

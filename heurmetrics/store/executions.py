@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 
 from heurmetrics.domain import ExecutionEvent
-from heurmetrics.store import deliveries, partitions, rollups
+from heurmetrics.store import deliveries, partitions, pg_arrays, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.errors import translated
 from heurmetrics.store.schema import ExecutionRow
@@ -250,7 +250,9 @@ class SqlExecutions:
             ids, times = [r[1] for r in picked], [r[0] for r in picked]
         # One statement over two arrays, not executemany: a row per round in the driver's
         # pipeline cost more CPU than everything else on the ingest path (issue 11).
-        cursor.execute(_PG_CLAIM_STARTS, (ids, times))
+        # The arrays built in one pass each (pg_arrays): psycopg's list dumper cost 0.3-0.5 µs per id.
+        pg_arrays.register(cursor)
+        cursor.execute(_PG_CLAIM_STARTS, (pg_arrays.uuid_array(ids), pg_arrays.timestamptz_array(cursor, times)))
         return len(ids)
 
     @staticmethod
