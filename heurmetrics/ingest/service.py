@@ -267,7 +267,7 @@ class Ingest:
         the SDK counts the ids it generated at record time and passes the caller-given ones).
         """
         ids = [e.event_id for e in events]
-        if len(set(ids)) == len(ids):  # the common case: no id repeated in the batch
+        if len({u.int for u in ids}) == len(ids):  # the common case: no id repeated (ints: C hashing)
             batch = events if isinstance(events, list) else list(events)
         else:
             unique: dict[uuid.UUID, ExecutionEvent] = {}

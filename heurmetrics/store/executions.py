@@ -39,10 +39,13 @@ _EXECUTION_COLUMNS = (
     "error_type",
     "backtest_run_id",
 )
-# Binary COPY needs the Postgres type of every column, in order.
+# Binary COPY needs the Postgres type of every column, in order: the type psycopg dumps each value
+# with. The server reads every field with its *column's* type, so the two uuid columns travel as
+# bytea of their 16 bytes (what uuid_send writes): psycopg's C bytea dumper instead of its Python
+# UUID dumper per row (issue 11). _execution_tuple gives those columns as bytes accordingly.
 _EXECUTION_PG_TYPES = (
     "timestamptz",
-    "uuid",
+    "bytea",
     "float8",
     "float8",
     "float8",
@@ -51,7 +54,7 @@ _EXECUTION_PG_TYPES = (
     "int2",
     "text",
     "text",
-    "uuid",
+    "bytea",
 )
 
 
@@ -62,10 +65,12 @@ _SQLITE_INSERT_EXECUTIONS = (
 
 
 def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tuple[Any, ...]:
-    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and mode)."""
+    """One COPY row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and
+    mode, the uuids as their 16 bytes: see ``_EXECUTION_PG_TYPES``)."""
+    run = e.backtest_run_id
     return (
         _utc(e.started_at) if started is None else started,
-        e.event_id,
+        e.event_id.int.to_bytes(16, "big"),
         e.duration_seconds,
         e.signal,
         e.confidence,
@@ -74,7 +79,7 @@ def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tupl
         MODE_CODES[e.mode],
         e.outcome,
         e.error_type,
-        e.backtest_run_id,
+        None if run is None else run.int.to_bytes(16, "big"),
     )
 
 
@@ -158,12 +163,11 @@ class SqlExecutions:
         """
         if not events:
             return set()
-        ids = {e.event_id for e in events}
-        if len(ids) != len(events):  # an id repeated in the batch: first wins
+        if len({e.event_id.int for e in events}) != len(events):  # an id repeated in the batch: first wins
             events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
         with translated(f"writing {len(events)} executions"):
             if self.dialect == "postgresql":
-                return self._insert_pg(events, ids, delivery)
+                return self._insert_pg(events, delivery)
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
@@ -176,9 +180,7 @@ class SqlExecutions:
                     deliveries.record(conn, delivery, inserted, len(events))
                 return inserted
 
-    def _insert_pg(
-        self, events: Sequence[ExecutionEvent], ids: set[uuid.UUID], delivery: deliveries.DeliveryStamp | None
-    ) -> set[uuid.UUID]:
+    def _insert_pg(self, events: Sequence[ExecutionEvent], delivery: deliveries.DeliveryStamp | None) -> set[uuid.UUID]:
         """The PostgreSQL write (issue 11: few round trips, one pass over the batch).
 
         The common case -- every event new -- is one transaction of five round trips: the
@@ -216,7 +218,7 @@ class SqlExecutions:
                 driver.rollback()  # type: ignore[union-attr]  # the whole transaction; SQLAlchemy commits the next
             else:
                 self._write_rollups(cursor, acc)
-                return ids  # every event was new
+                return {e.event_id for e in events}  # every event was new
             # A collision: the idempotent path, in a fresh transaction on the same connection.
             events = received
             if any(e.started_at_defaulted for e in events):
@@ -249,8 +251,9 @@ class SqlExecutions:
                 return None
             ids, times = [r[1] for r in picked], [r[0] for r in picked]
         # One statement over two arrays, not executemany: a row per round in the driver's
-        # pipeline cost more CPU than everything else on the ingest path (issue 11).
-        # The arrays built in one pass each (pg_arrays): psycopg's list dumper cost 0.3-0.5 µs per id.
+        # pipeline cost more CPU than everything else on the ingest path (issue 11). The arrays
+        # are built in one pass each from the rows' values (pg_arrays): psycopg's list dumper
+        # cost 0.3-0.5 µs per id.
         pg_arrays.register(cursor)
         cursor.execute(_PG_CLAIM_STARTS, (pg_arrays.uuid_array(ids), pg_arrays.timestamptz_array(cursor, times)))
         return len(ids)
@@ -263,7 +266,7 @@ class SqlExecutions:
         events, those without ``started_at`` given the start time of their id's first receipt."""
         if cursor.fetchone()[0] == sent:
             return None
-        ids = [r[1] for e, r in zip(events, rows, strict=True) if e.started_at_defaulted]
+        ids = [e.event_id for e in events if e.started_at_defaulted]
         # A separate statement: it sees the claims a concurrent first receipt committed.
         cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
         stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
@@ -281,7 +284,7 @@ class SqlExecutions:
         """
         claims = [e for e in events if e.started_at_defaulted]
         if self.dialect == "postgresql":
-            rows = [(_utc(e.started_at), e.event_id) for e in claims]
+            rows = [(_utc(e.started_at), e.event_id.int.to_bytes(16, "big")) for e in claims]
             sent = self._send_start_claims(cursor, claims, rows)
             stored_events = self._claimed_start_times(cursor, claims, rows, sent or 0)
             if stored_events is None:  # every claim is ours: the times we sent

@@ -66,13 +66,15 @@ def register(cursor: Any) -> None:
     cursor.adapters.register_dumper(time_array, time_dumper)
 
 
-def uuid_array(ids: Sequence[uuid.UUID]) -> bytes:
-    """``ids`` as a ``uuid[]`` parameter (one dimension, no nulls)."""
+def uuid_array(ids: Sequence[uuid.UUID | bytes]) -> bytes:
+    """``ids`` (UUIDs, or their 16 bytes) as a ``uuid[]`` parameter (one dimension, no nulls)."""
     cls, _, _, _, oid, _ = _types()
     if not ids:
         return cls(_EMPTY.pack(0, 0, oid))
     head = _HEADER.pack(1, 0, oid, len(ids), 1)
-    return cls(head + b"".join([_LEN16 + u.int.to_bytes(16, "big") for u in ids]))
+    if ids[0].__class__ is bytes:
+        return cls(head + b"".join([_LEN16 + raw for raw in ids]))  # type: ignore[operator]
+    return cls(head + b"".join([_LEN16 + u.int.to_bytes(16, "big") for u in ids]))  # type: ignore[union-attr]
 
 
 def timestamptz_array(cursor: Any, times: Sequence[datetime]) -> bytes:
