@@ -112,6 +112,17 @@ _PG_CLAIM_STARTS = (
 )
 
 
+def _abandon(conn: Any, driver: Any) -> None:
+    """After a failed write: roll back what is open and hand the connection back in transaction
+    mode, or never hand it back (invalidated) when it cannot even do that."""
+    try:
+        if driver.info.transaction_status != 0:  # not IDLE
+            driver.rollback()
+        driver.autocommit = False
+    except Exception:
+        conn.invalidate()
+
+
 def _sqlite_time(value: datetime) -> str:
     """A UTC datetime the way SQLAlchemy's SQLite DateTime stores it (naive, microseconds)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -183,55 +194,81 @@ class SqlExecutions:
     def _insert_pg(self, events: Sequence[ExecutionEvent], delivery: deliveries.DeliveryStamp | None) -> set[uuid.UUID]:
         """The PostgreSQL write (issue 11: few round trips, one pass over the batch).
 
-        The common case -- every event new -- is one transaction of five round trips: the
+        The common case -- every event new -- is one transaction of five round trips: BEGIN, the
         start-time claims and the delivery record in one pipeline (the record can be written
         before the COPY: a direct COPY that succeeds inserted every event), the direct COPY, the
-        rollup upserts, the commit. A collision (a re-sent batch, or an event stored already)
+        rollup upserts, the COMMIT. A collision (a re-sent batch, or an event stored already)
         makes the direct COPY fail: the transaction is rolled back whole and the batch is
         written again through the idempotent staging path, which records exactly what it inserted.
         """
-        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
 
         # Rows and rollup increments in one pass over the batch (issue 10); the start-time claims
         # reuse the rows' datetimes (the very values the rows store).
-        received = events  # as received: a rolled-back attempt's start-time claims are undone too
         acc, rows = self._rows_and_rollups(events)
         times = [r[0] for r in rows]
         lo, hi = min(times), max(times)
         if not self._partitions.covers(lo, hi):
             self._partitions.ensure(set(times))
-        with self.engine.begin() as conn:
-            driver = conn.connection.driver_connection
-            cursor = driver.cursor()  # type: ignore[union-attr]
+        with self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            # Explicit BEGIN and COMMIT (autocommit mode): psycopg's implicit BEGIN would be a
+            # round trip of its own before the first pipeline; here it travels in that pipeline.
+            driver.autocommit = True  # the pool hands out idle connections (the checkout listener sees to it)
             try:
-                with driver.pipeline():  # type: ignore[union-attr]
-                    claimed = self._send_start_claims(cursor, events, rows)
-                    if delivery is not None:
-                        deliveries.record(conn, delivery, None, len(events))
-                if claimed is not None:
-                    stored = self._claimed_start_times(cursor, events, rows, claimed)
-                    if stored is not None:  # some ids were received before: their first start time
-                        events = stored
-                        acc, rows = self._rows_and_rollups(events)
-                _copy_rows(cursor, "heuristic_executions", rows)
-            except psycopg.errors.UniqueViolation:
-                driver.rollback()  # type: ignore[union-attr]  # the whole transaction; SQLAlchemy commits the next
-            else:
-                self._write_rollups(cursor, acc)
-                return {e.event_id for e in events}  # every event was new
-            # A collision: the idempotent path, in a fresh transaction on the same connection.
-            events = received
-            if any(e.started_at_defaulted for e in events):
-                events = self._claim_start_times(cursor, events)
-                acc, rows = self._rows_and_rollups(events)
-            new = self._insert_staged(cursor, events, rows)
-            if len(new) != len(events):  # some were stored already: roll up the new ones only
-                acc = rollups.aggregate([events[i] for i in new])
-            self._write_rollups(cursor, acc)
-            inserted = {events[i].event_id for i in new}
-            if delivery is not None:
-                deliveries.record(conn, delivery, inserted, len(events))
+                inserted = self._write_pg(conn, driver, events, rows, acc, delivery)
+            except BaseException:
+                _abandon(conn, driver)
+                raise
+            driver.autocommit = False  # idle after the COMMIT
             return inserted
+
+    def _write_pg(
+        self,
+        conn: Any,
+        driver: Any,
+        events: Sequence[ExecutionEvent],
+        rows: list[tuple[Any, ...]],
+        acc: dict[rollups.Key, list[Any]],
+        delivery: deliveries.DeliveryStamp | None,
+    ) -> set[uuid.UUID]:
+        """The transaction of :meth:`_insert_pg` (on ``driver`` in autocommit mode)."""
+        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
+
+        received = events  # as received: a rolled-back attempt's start-time claims are undone too
+        cursor = driver.cursor()
+        try:
+            with driver.pipeline():
+                cursor.execute("BEGIN")
+                claimed = self._send_start_claims(cursor, events, rows)
+                if delivery is not None:
+                    deliveries.record(conn, delivery, None, len(events))
+            if claimed is not None:
+                stored = self._claimed_start_times(cursor, events, rows, claimed)
+                if stored is not None:  # some ids were received before: their first start time
+                    events = stored
+                    acc, rows = self._rows_and_rollups(events)
+            _copy_rows(cursor, "heuristic_executions", rows)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK")  # the whole transaction, claims and record included
+        else:
+            self._write_rollups(cursor, acc)
+            cursor.execute("COMMIT")  # raises when the answer is lost: StoreUnavailable above
+            return {e.event_id for e in events}  # every event was new
+        # A collision: the idempotent path, in a fresh transaction on the same connection.
+        events = received
+        cursor.execute("BEGIN")
+        if any(e.started_at_defaulted for e in events):
+            events = self._claim_start_times(cursor, events)
+            acc, rows = self._rows_and_rollups(events)
+        new = self._insert_staged(cursor, events, rows)
+        if len(new) != len(events):  # some were stored already: roll up the new ones only
+            acc = rollups.aggregate([events[i] for i in new])
+        self._write_rollups(cursor, acc)
+        inserted = {events[i].event_id for i in new}
+        if delivery is not None:
+            deliveries.record(conn, delivery, inserted, len(events))
+        cursor.execute("COMMIT")
+        return inserted
 
     def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
         """See :func:`heurmetrics.store.deliveries.claim`."""
