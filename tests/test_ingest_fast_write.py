@@ -104,3 +104,20 @@ def test_the_claims_arrays_are_byte_for_byte_what_psycopg_sends(postgres_url: st
             # And the server reads them back as the same values.
             cursor.execute("SELECT %b::uuid[], %b::timestamptz[]", ours)
             assert cursor.fetchone() == (i, t)
+
+
+def test_a_write_refused_half_way_leaves_nothing_and_a_sane_connection(pg_store: SqlStore) -> None:
+    from heurmetrics.errors import StoreRejectedData
+
+    rv = pg_store.register_rule_version("fast", "3", params={}, source="", created_by="t")[0]
+    good = _events(rv, 5)
+    bad = Ingest.make_execution(rv, duration_seconds=0.01, status="error", error_type="ok", event_id=uuid.uuid4())
+    bad = bad._replace(error_type="nul\x00byte")  # past the builder: only the database refuses it
+    key = uuid.uuid4()
+    with pytest.raises(StoreRejectedData):  # after BEGIN, the claims and the record were sent
+        pg_store.insert_executions([*good, bad], delivery=deliveries.stamp(key, [e.event_id for e in good]))
+    for table in ("heuristic_executions", "execution_start_claims", "heuristic_deliveries", "execution_rollups"):
+        assert _scalar(pg_store, f"SELECT count(*) FROM {table}") == 0, table
+    with pg_store.engine.connect() as conn:  # the pool's only connection: back in transaction mode
+        assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+    assert pg_store.insert_executions(good) == {e.event_id for e in good}
