@@ -194,14 +194,14 @@ class SqlExecutions:
     def _insert_pg(self, events: Sequence[ExecutionEvent], delivery: deliveries.DeliveryStamp | None) -> set[uuid.UUID]:
         """The PostgreSQL write (issue 11: few round trips, one pass over the batch).
 
-        The common case -- every event new -- is one transaction of five round trips: BEGIN, the
-        start-time claims and the delivery record in one pipeline (the record can be written
-        before the COPY: a direct COPY that succeeds inserted every event), the direct COPY, the
-        rollup upserts, the COMMIT. A collision (a re-sent batch, or an event stored already)
-        makes the direct COPY fail: the transaction is rolled back whole and the batch is
-        written again through the idempotent staging path, which records exactly what it inserted.
+        The common case -- every event new -- is one transaction of five round trips after the
+        pool's checkout ping: BEGIN, the start-time claims and the delivery record in one pipeline
+        (the record can be written before the COPY: a direct COPY that succeeds inserted every
+        event), the direct COPY (two), the rollup upserts, the COMMIT. A collision (a re-sent
+        batch, or an event stored already) makes the direct COPY fail: the transaction is rolled
+        back whole and the batch is written again through the idempotent staging path, which
+        records exactly what it inserted.
         """
-
         # Rows and rollup increments in one pass over the batch (issue 10); the start-time claims
         # reuse the rows' datetimes (the very values the rows store).
         acc, rows = self._rows_and_rollups(events)
@@ -243,7 +243,7 @@ class SqlExecutions:
                 if delivery is not None:
                     deliveries.record(conn, delivery, None, len(events))
             if claimed is not None:
-                stored = self._claimed_start_times(cursor, events, rows, claimed)
+                stored = self._claimed_start_times(cursor, events, claimed)
                 if stored is not None:  # some ids were received before: their first start time
                     events = stored
                     acc, rows = self._rows_and_rollups(events)
@@ -296,9 +296,7 @@ class SqlExecutions:
         return len(ids)
 
     @staticmethod
-    def _claimed_start_times(
-        cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]], sent: int
-    ) -> list[ExecutionEvent] | None:
+    def _claimed_start_times(cursor: Any, events: Sequence[ExecutionEvent], sent: int) -> list[ExecutionEvent] | None:
         """None when every claim sent was ours (the events keep their times); otherwise the
         events, those without ``started_at`` given the start time of their id's first receipt."""
         if cursor.fetchone()[0] == sent:
@@ -323,7 +321,7 @@ class SqlExecutions:
         if self.dialect == "postgresql":
             rows = [(_utc(e.started_at), e.event_id.int.to_bytes(16, "big")) for e in claims]
             sent = self._send_start_claims(cursor, claims, rows)
-            stored_events = self._claimed_start_times(cursor, claims, rows, sent or 0)
+            stored_events = self._claimed_start_times(cursor, claims, sent or 0)
             if stored_events is None:  # every claim is ours: the times we sent
                 return list(events)
             stored = {e.event_id: e.started_at for e in stored_events}
