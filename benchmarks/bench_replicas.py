@@ -17,12 +17,19 @@ per execution, and rows == acknowledged.
 On a 2-core machine two replicas compete with PostgreSQL and the load client for the same cores:
 expect the CPU per execution to stay flat (the cost of a replica) and the wall rate to rise only
 as far as idle cores allow.
+
+``--phases`` instead splits the exporter's CPU per execution by phase, in this process and without
+HTTP: the route's work (msgspec decode, the events, ``Ingest.write_executions``) on a scratch
+PostgreSQL database, with ``time.process_time`` timers wrapped around the store's and the
+ingest's steps (the timers add well under 0.1 µs per execution).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import gc
 import json
 import os
 import subprocess
@@ -32,6 +39,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -129,13 +137,102 @@ def measure(url: str, n: int, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def phases(url: str, total: int) -> list[list[str]]:
+    """CPU per execution of each phase of the route's work, in this process (see the module doc)."""
+    from prometheus_client import CollectorRegistry
+
+    from heurmetrics.execution_builder import build_execution
+    from heurmetrics.ids import uuid7
+    from heurmetrics.ingest import Ingest
+    from heurmetrics.metrics.pipeline import PipelineMetrics
+    from heurmetrics.server import execution_decoder
+    from heurmetrics.store import executions as ex
+    from heurmetrics.store.sql_store import SqlStore
+
+    gc.freeze()  # as `serve` does (heurmetrics.cli.main.tune_gc_for_serving)
+    gc.set_threshold(20_000)
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
+
+    def timed(name: str, f: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.process_time() - started
+
+        return wrapper
+
+    store = SqlStore.open(url)
+    ingest = Ingest(store, PipelineMetrics(CollectorRegistry()))
+    ingest.register_rule_version(RULE, VERSION)
+    store.executions.insert_executions = timed("store write, whole", store.executions.insert_executions)  # type: ignore[method-assign]
+    steps = (("  rows + rollup increments", "_rows_and_rollups"), ("  start-time claims", "_send_start_claims"),
+             ("  rollup upserts", "_write_rollups"))  # fmt: skip
+    for name, attr in steps:  # on this store's instance only
+        setattr(store.executions, attr, timed(name, getattr(store.executions, attr)))
+    copy_rows = ex._copy_rows
+    ex._copy_rows = timed("  COPY (format + send)", copy_rows)
+    ingest.claims.settle = timed("claim + metrics (Claims.settle)", ingest.claims.settle)  # type: ignore[method-assign]
+    ingest.metrics.observe_executions = timed("  metrics", ingest.metrics.observe_executions)  # type: ignore[method-assign]
+
+    def route(body: bytes) -> None:  # the route's fast path (heurmetrics.server.routes.executions)
+        t0 = time.process_time()
+        items = execution_decoder.decode(body)
+        assert items is not None
+        t1 = time.process_time()
+        versions: dict[tuple[str, str], Any] = {}
+        events = []
+        for i in items:
+            key = (i.rule, i.rule_version)
+            rv = versions.get(key)
+            if rv is None:
+                rv = versions[key] = ingest.rule_version(*key)
+            events.append(build_execution(
+                rv, i.duration_seconds, i.status, i.outcome, i.signal, i.confidence, i.mode, None, i.error_type,
+                i.event_id, i.backtest_run_id, uuid7,
+            ))  # fmt: skip
+        t2 = time.process_time()
+        ingest.write_executions(events)
+        spent["write_executions, whole"] += time.process_time() - t2
+        spent["msgspec decode"] += t1 - t0
+        spent["events (lookups, build_execution)"] += t2 - t1
+
+    try:
+        for body in mixed_bodies(5000, 1000):  # warm: caches, pool, partitions
+            route(body)
+        spent.clear()
+        bodies = mixed_bodies(total, 1000)
+        started = time.process_time()
+        for body in bodies:
+            route(body)
+        whole = time.process_time() - started
+    finally:
+        ex._copy_rows = copy_rows
+        store.close()
+    order = ["msgspec decode", "events (lookups, build_execution)", "write_executions, whole", "store write, whole",
+             "  rows + rollup increments", "  start-time claims", "  COPY (format + send)", "  rollup upserts",
+             "claim + metrics (Claims.settle)", "  metrics"]  # fmt: skip
+    out = [[name, f"{spent[name] / total * 1e6:.2f}"] for name in order]
+    return [*out, ["total (in process, no HTTP)", f"{whole / total * 1e6:.2f}"]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total", type=int, default=200_000, help="executions per run (default 200,000)")
     parser.add_argument("--batch", type=int, default=1000, help="executions per request (default 1,000)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight in all (default 8)")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="replica counts (default 1 2)")
+    parser.add_argument("--phases", action="store_true", help="CPU per execution by phase, in process, no HTTP")
     args = parser.parse_args()
+    if args.phases:
+        with sigterm_as_exit(), scratch_postgres() as url:
+            engine = create_store_engine(url)
+            migrations.upgrade(engine)
+            engine.dispose()
+            rows = phases(url, args.total)
+        print_table(["phase", "CPU us/execution"], rows, title=f"the route's work, {args.total:,} mixed executions")
+        return 0
     print_environment(
         "bench_replicas: N exporter replicas on one PostgreSQL database",
         {"total": f"{args.total:,}", "batch": f"{args.batch:,}", "concurrency": str(args.concurrency)},

@@ -346,27 +346,26 @@ def _measure(
 
 
 # --- ingest cost of the rollups --------------------------------------------------------------
-_NEVER = datetime.min.replace(tzinfo=UTC)
-
-
 class _NoRollupExecutions(SqlExecutions):
-    """The insert path with no rollup work at all: no watermark, no aggregation, no upserts."""
+    """The insert path with no rollup work at all: no lock, no watermark, no aggregation, no upserts."""
 
     def __init__(self, engine: Any) -> None:
         super().__init__(engine)
         self._roll_up = rollup_job.Schedule(engine, interval=math.inf)
 
-    def _watermark(self, cursor: Any) -> datetime | None:
-        cursor.execute("SAVEPOINT hm_direct_copy")  # what the shipped _watermark sets up, without the lock
-        return _NEVER  # no row is ever "late"
+    @staticmethod
+    def _request_watermark(reader: Any) -> None:
+        reader.execute("SELECT NULL")  # the shipped path's statement slot, without the lock
+
+    def _roll_up_late(self, *_args: Any) -> None:
+        return None
 
 
 class _SameTransactionExecutions(_NoRollupExecutions):
-    """Every batch rolls up all its rows in its own transaction (no watermark: SQLite's way)."""
+    """Every batch rolls up all its new rows in its own transaction (no watermark: SQLite's way)."""
 
-    def _watermark(self, cursor: Any) -> datetime | None:
-        super()._watermark(cursor)
-        return None
+    def _roll_up_late(self, cursor: Any, events: Any, rows: Any, new: Any, _through: Any) -> None:
+        SqlExecutions._roll_up_late(self, cursor, events, rows, new, None)
 
 
 class _JobExecutions(SqlExecutions):

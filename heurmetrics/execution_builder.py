@@ -106,7 +106,8 @@ def build_execution(
     return _new_event(
         ExecutionEvent,
         (
-            new_id() if event_id is None else as_uuid(event_id), rv, started, duration_seconds, status, outcome,
+            new_id() if event_id is None else event_id if event_id.__class__ is uuid.UUID else as_uuid(event_id),
+            rv, started, duration_seconds, status, outcome,
             signal, confidence, mode, error_type, backtest_run_id, event_id is not None and started_at is None,
         ),
     )  # fmt: skip

@@ -22,7 +22,7 @@ from heurmetrics.errors import HeurmetricsError
 
 #: Extra name → (what it enables, the top-level modules it installs). Mirrors pyproject.toml.
 EXTRAS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
-    "server": ("the HTTP exporter (heurmetrics serve)", ("fastapi", "uvicorn")),
+    "server": ("the HTTP exporter (heurmetrics serve)", ("fastapi", "uvicorn", "msgspec")),
     "monitoring": ("the dashboard and alert generators", ("grafanalib", "attr", "promql_parser")),
     "report": ("backtest tearsheets (heurmetrics report)", ("matplotlib",)),
     "postgres": ("PostgreSQL stores", ("psycopg",)),

@@ -266,19 +266,25 @@ class Ingest:
         ``uncounted``: the ids the sender has not counted (None, the default: none was counted;
         the SDK counts the ids it generated at record time and passes the caller-given ones).
         """
-        unique: dict[uuid.UUID, ExecutionEvent] = {}
-        for event in events:
-            unique.setdefault(event.event_id, event)
-        batch = list(unique.values())
-        fresh = batch
+        ids = [e.event_id for e in events]
+        if len({u.int for u in ids}) == len(ids):  # the common case: no id repeated (ints: C hashing)
+            batch = events if isinstance(events, list) else list(events)
+        else:
+            unique: dict[uuid.UUID, ExecutionEvent] = {}
+            for event in events:
+                unique.setdefault(event.event_id, event)
+            batch = list(unique.values())
+            ids = list(unique)
+        fresh, fresh_ids = batch, ids
         if uncounted is not None:
             fresh = [e for e in batch if e.event_id in uncounted] if uncounted else []
+            fresh_ids = [e.event_id for e in fresh]
         if not fresh:  # all counted at record time (SDK-generated ids): nothing to claim
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch))
             self.metrics.ingested.labels(d.KIND_EXECUTION, "accepted").inc(len(inserted))
         else:
             self.claims.retry()
-            stamp = deliveries.stamp(delivery_id or uuid.uuid4(), [e.event_id for e in fresh])
+            stamp = deliveries.stamp(delivery_id or uuid.uuid4(), fresh_ids)
             inserted = self._timed(d.OP_INSERT_EXECUTIONS, lambda: self.store.insert_executions(batch, delivery=stamp))
             # Committed: count what this delivery stored and nobody counted (this write's rows, and
             # those of an earlier attempt whose answer was lost).
@@ -289,7 +295,7 @@ class Ingest:
         duplicates = len(events) - len(inserted)
         if duplicates:
             self.metrics.ingested.labels(d.KIND_EXECUTION, "duplicate").inc(duplicates)
-        return IngestResult(len(inserted), duplicates, tuple(e.event_id for e in batch))
+        return IngestResult(len(inserted), duplicates, tuple(ids))
 
     def count_rejected(self, kind: str, n: int = 1) -> None:
         self.metrics.ingested.labels(kind, "rejected").inc(n)

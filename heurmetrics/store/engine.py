@@ -177,10 +177,14 @@ def _on_checkout(seconds: float) -> Any:
     def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         _WATCHDOG.arm(id(record), dbapi_connection, seconds)
         try:  # the liveness ping SQLAlchemy's pre_ping would do, but bounded by the watchdog
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
             if dbapi_connection.info.transaction_status != 0:  # IDLE: leave it as the pool expects
                 dbapi_connection.rollback()
+            # In autocommit: one round trip (no BEGIN before it, no ROLLBACK after it; issue 11).
+            dbapi_connection.autocommit = True
+            try:
+                dbapi_connection.execute("SELECT 1")
+            finally:
+                dbapi_connection.autocommit = False  # a broken connection raises here too: discarded
         except Exception as exc:
             _WATCHDOG.disarm(id(record))
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 
 from heurmetrics.domain import ExecutionEvent
-from heurmetrics.store import deliveries, partitions, rollup_job, rollups
+from heurmetrics.store import deliveries, partitions, pg_arrays, rollup_job, rollups
 from heurmetrics.store.codes import MODE_CODES, STATUS_CODES
 from heurmetrics.store.errors import translated
 from heurmetrics.store.schema import ExecutionRow
@@ -40,10 +40,13 @@ _EXECUTION_COLUMNS = (
     "error_type",
     "backtest_run_id",
 )
-# Binary COPY needs the Postgres type of every column, in order.
+# Binary COPY needs the Postgres type of every column, in order: the type psycopg dumps each value
+# with. The server reads every field with its *column's* type, so the two uuid columns travel as
+# bytea of their 16 bytes (what uuid_send writes): psycopg's C bytea dumper instead of its Python
+# UUID dumper per row (issue 11). _execution_tuple gives those columns as bytes accordingly.
 _EXECUTION_PG_TYPES = (
     "timestamptz",
-    "uuid",
+    "bytea",
     "float8",
     "float8",
     "float8",
@@ -52,11 +55,10 @@ _EXECUTION_PG_TYPES = (
     "int2",
     "text",
     "text",
-    "uuid",
+    "bytea",
 )
 
 
-_SAVEPOINT = "SAVEPOINT hm_direct_copy"
 _SQLITE_INSERT_EXECUTIONS = (
     f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
@@ -64,10 +66,12 @@ _SQLITE_INSERT_EXECUTIONS = (
 
 
 def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tuple[Any, ...]:
-    """One row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and mode)."""
+    """One COPY row of ``heuristic_executions`` in ``_EXECUTION_COLUMNS`` order (codes for status and
+    mode, the uuids as their 16 bytes: see ``_EXECUTION_PG_TYPES``)."""
+    run = e.backtest_run_id
     return (
         _utc(e.started_at) if started is None else started,
-        e.event_id,
+        e.event_id.int.to_bytes(16, "big"),
         e.duration_seconds,
         e.signal,
         e.confidence,
@@ -76,7 +80,7 @@ def _execution_tuple(e: ExecutionEvent, started: datetime | None = None) -> tupl
         MODE_CODES[e.mode],
         e.outcome,
         e.error_type,
-        e.backtest_run_id,
+        None if run is None else run.int.to_bytes(16, "big"),
     )
 
 
@@ -100,6 +104,24 @@ def _first_of_each(
             seen.add(key)
             new.append(i)
     return new
+
+
+_PG_CLAIM_STARTS = (
+    "WITH new AS (INSERT INTO execution_start_claims (event_id, started_at) "
+    "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT count(*) FROM new"
+)
+
+
+def _abandon(conn: Any, driver: Any) -> None:
+    """After a failed write: roll back what is open and hand the connection back in transaction
+    mode, or never hand it back (invalidated) when it cannot even do that."""
+    try:
+        if driver.info.transaction_status != 0:  # not IDLE
+            driver.rollback()
+        driver.autocommit = False
+    except Exception:
+        conn.invalidate()
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -160,39 +182,166 @@ class SqlExecutions:
         """
         if not events:
             return set()
-        if len({e.event_id for e in events}) != len(events):  # an id repeated in the batch: first wins
+        if len({e.event_id.int for e in events}) != len(events):  # an id repeated in the batch: first wins
             events = list({e.event_id: e for e in reversed(events)}.values())[::-1]
         with translated(f"writing {len(events)} executions"):
             if self.dialect == "postgresql":
-                times = [e.started_at for e in events]
-                if not self._partitions.covers(_utc(min(times)), _utc(max(times))):
-                    self._partitions.ensure({_utc(t) for t in times})
+                inserted = self._insert_pg(events, delivery)
+                self._roll_up.maybe_run()  # in the background, at most every few seconds
+                return inserted
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 if any(e.started_at_defaulted for e in events):
                     events = self._claim_start_times(cursor, events)
-                if self.dialect == "postgresql":
-                    rows = [_execution_tuple(e, datetime.fromtimestamp(e.started_at, UTC)) for e in events]
-                    through = self._watermark(cursor)
-                    new = self._insert_executions_pg(cursor, events, rows)
-                    # Late rows only (below the roll-up job's watermark): the job rolls up the rest.
-                    late = new if through is None else [i for i in new if rows[i][0] < through]
-                    if late:
-                        self._write_rollups(cursor, rollups.aggregate([events[i] for i in late]))
-                else:
-                    started = [_utc(e.started_at) for e in events]
-                    new = self._insert_executions_sqlite(cursor, events, started)
-                    self._add_rollups(cursor, events, new)
+                started = [_utc(e.started_at) for e in events]
+                new = self._insert_executions_sqlite(cursor, events, started)
+                self._add_rollups(cursor, events, new)
                 inserted = {events[i].event_id for i in new}
                 if delivery is not None:
                     deliveries.record(conn, delivery, inserted, len(events))
-        if self.dialect == "postgresql":
-            self._roll_up.maybe_run()
+                return inserted
+
+    def _insert_pg(self, events: Sequence[ExecutionEvent], delivery: deliveries.DeliveryStamp | None) -> set[uuid.UUID]:
+        """The PostgreSQL write (issue 11: few round trips, one pass over the batch).
+
+        The common case -- every event new, none below the roll-up watermark -- is one
+        transaction of four round trips after the pool's checkout ping: BEGIN, the writers'
+        roll-up lock and watermark, the start-time claims and the delivery record in one pipeline
+        (the record can be written before the COPY: a direct COPY that succeeds inserted every
+        event), the direct COPY (two), the COMMIT. Late rows (below the watermark) add one rollup
+        write. A collision (a re-sent batch, or an event stored already) makes the direct COPY
+        fail: the transaction is rolled back whole and the batch is written again through the
+        idempotent staging path, which records exactly what it inserted.
+        """
+        # The start-time claims reuse the rows' datetimes (the very values the rows store).
+        rows = self._rows(events)
+        times = [r[0] for r in rows]
+        lo, hi = min(times), max(times)
+        if not self._partitions.covers(lo, hi):
+            self._partitions.ensure(set(times))
+        with self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            # Explicit BEGIN and COMMIT (autocommit mode): psycopg's implicit BEGIN would be a
+            # round trip of its own before the first pipeline; here it travels in that pipeline.
+            driver.autocommit = True  # the pool hands out idle connections (the checkout listener sees to it)
+            try:
+                inserted = self._write_pg(conn, driver, events, rows, delivery)
+            except BaseException:
+                _abandon(conn, driver)
+                raise
+            driver.autocommit = False  # idle after the COMMIT
+            return inserted
+
+    def _write_pg(
+        self,
+        conn: Any,
+        driver: Any,
+        events: Sequence[ExecutionEvent],
+        rows: list[tuple[Any, ...]],
+        delivery: deliveries.DeliveryStamp | None,
+    ) -> set[uuid.UUID]:
+        """The transaction of :meth:`_insert_pg` (on ``driver`` in autocommit mode)."""
+        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
+
+        received = events  # as received: a rolled-back attempt's start-time claims are undone too
+        cursor, reader = driver.cursor(), driver.cursor()
+        try:
+            with driver.pipeline():
+                cursor.execute("BEGIN")
+                self._request_watermark(reader)
+                claimed = self._send_start_claims(cursor, events, rows)
+                if delivery is not None:
+                    deliveries.record(conn, delivery, None, len(events))
+            through = rollup_job.fetch_watermark(reader)
+            if claimed is not None:
+                stored = self._claimed_start_times(cursor, events, claimed)
+                if stored is not None:  # some ids were received before: their first start time
+                    events = stored
+                    rows = self._rows(events)
+            _copy_rows(cursor, "heuristic_executions", rows)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK")  # the whole transaction, claims, record and lock included
+        else:
+            self._roll_up_late(cursor, events, rows, range(len(events)), through)
+            cursor.execute("COMMIT")  # raises when the answer is lost: StoreUnavailable above
+            return {e.event_id for e in events}  # every event was new
+        # A collision: the idempotent path, in a fresh transaction on the same connection.
+        events = received
+        with driver.pipeline():
+            cursor.execute("BEGIN")
+            self._request_watermark(reader)
+        through = rollup_job.fetch_watermark(reader)
+        if any(e.started_at_defaulted for e in events):
+            events = self._claim_start_times(cursor, events)
+            rows = self._rows(events)
+        new = self._insert_staged(cursor, events, rows)
+        self._roll_up_late(cursor, events, rows, new, through)
+        inserted = {events[i].event_id for i in new}
+        if delivery is not None:
+            deliveries.record(conn, delivery, inserted, len(events))
+        cursor.execute("COMMIT")
         return inserted
+
+    @staticmethod
+    def _rows(events: Sequence[ExecutionEvent]) -> list[tuple[Any, ...]]:
+        """The COPY rows of ``events``."""
+        fromtimestamp = datetime.fromtimestamp
+        return [_execution_tuple(e, fromtimestamp(e.started_at, UTC)) for e in events]
+
+    @staticmethod
+    def _request_watermark(reader: Any) -> None:
+        """Queue the writers' roll-up lock and the watermark read (:mod:`heurmetrics.store.rollup_job`)."""
+        rollup_job.request_writer_watermark(reader)
+
+    def _roll_up_late(
+        self, cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]], new: Iterable[int],
+        through: datetime | None,
+    ) -> None:
+        """Roll up, in this transaction, the new rows below the watermark (every new row without
+        one); the roll-up job adds the others once their minute has closed."""
+        late = list(new) if through is None else [i for i in new if rows[i][0] < through]
+        if late:
+            self._write_rollups(cursor, rollups.aggregate([events[i] for i in late]))
 
     def claim_delivery(self, delivery_id: uuid.UUID, token: uuid.UUID) -> list[deliveries.ClaimedRecord]:
         """See :func:`heurmetrics.store.deliveries.claim`."""
         return deliveries.claim(self.engine, delivery_id, token)
+
+    @staticmethod
+    def _send_start_claims(
+        cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]
+    ) -> int | None:
+        """Queue the start-time claims of the events received without ``started_at`` (in the
+        caller's pipeline); returns how many were sent, None when there are none."""
+        if all(e.started_at_defaulted for e in events):  # the common case: ids without start times
+            ids, times = [r[1] for r in rows], [r[0] for r in rows]
+        else:
+            picked = [r for e, r in zip(events, rows, strict=True) if e.started_at_defaulted]
+            if not picked:
+                return None
+            ids, times = [r[1] for r in picked], [r[0] for r in picked]
+        # One statement over two arrays, not executemany: a row per round in the driver's
+        # pipeline cost more CPU than everything else on the ingest path (issue 11). The arrays
+        # are built in one pass each from the rows' values (pg_arrays): psycopg's list dumper
+        # cost 0.3-0.5 µs per id.
+        pg_arrays.register(cursor)
+        cursor.execute(_PG_CLAIM_STARTS, (pg_arrays.uuid_array(ids), pg_arrays.timestamptz_array(cursor, times)))
+        return len(ids)
+
+    @staticmethod
+    def _claimed_start_times(cursor: Any, events: Sequence[ExecutionEvent], sent: int) -> list[ExecutionEvent] | None:
+        """None when every claim sent was ours (the events keep their times); otherwise the
+        events, those without ``started_at`` given the start time of their id's first receipt."""
+        if cursor.fetchone()[0] == sent:
+            return None
+        ids = [e.event_id for e in events if e.started_at_defaulted]
+        # A separate statement: it sees the claims a concurrent first receipt committed.
+        cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
+        stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+        return [
+            e._replace(started_at=stored[e.event_id], started_at_defaulted=False) if e.started_at_defaulted else e
+            for e in events
+        ]
 
     def _claim_start_times(self, cursor: Any, events: Sequence[ExecutionEvent]) -> list[ExecutionEvent]:
         """The events, those received without ``started_at`` given the start time of their id's
@@ -203,23 +352,12 @@ class SqlExecutions:
         """
         claims = [e for e in events if e.started_at_defaulted]
         if self.dialect == "postgresql":
-            ids = [e.event_id for e in claims]
-            times = [_utc(e.started_at) for e in claims]
-            # One statement over two arrays, not executemany: a row per round in the driver's
-            # pipeline cost more CPU than everything else on the ingest path (issue 11).
-            cursor.execute(
-                "WITH new AS (INSERT INTO execution_start_claims (event_id, started_at) "
-                "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING 1) "
-                "SELECT count(*) FROM new",
-                (ids, times),
-            )
-            if cursor.fetchone()[0] == len(claims):  # every claim is ours: the times we sent
-                # The events as they are: nothing after the claims reads started_at_defaulted, and
-                # a _replace per event cost ~1 µs (issue 11).
+            rows = [(_utc(e.started_at), e.event_id.int.to_bytes(16, "big")) for e in claims]
+            sent = self._send_start_claims(cursor, claims, rows)
+            stored_events = self._claimed_start_times(cursor, claims, sent or 0)
+            if stored_events is None:  # every claim is ours: the times we sent
                 return list(events)
-            # A separate statement: it sees the claims a concurrent first receipt committed.
-            cursor.execute("SELECT event_id, started_at FROM execution_start_claims WHERE event_id = ANY(%b)", (ids,))
-            stored = {eid: t.timestamp() for eid, t in cursor.fetchall()}
+            stored = {e.event_id: e.started_at for e in stored_events}
         else:
             if not cursor.connection.in_transaction:
                 cursor.execute("BEGIN")
@@ -237,15 +375,6 @@ class SqlExecutions:
             for e in events
         ]
 
-    def _watermark(self, cursor: Any) -> datetime | None:
-        """The roll-up watermark under the writers' shared lock (:mod:`heurmetrics.store.rollup_job`),
-        and the savepoint :meth:`_insert_executions_pg` starts from: one round trip for both."""
-        reader = cursor.connection.cursor()
-        with cursor.connection.pipeline():
-            rollup_job.request_writer_watermark(reader)
-            cursor.execute(_SAVEPOINT)
-        return rollup_job.fetch_watermark(reader)
-
     def _write_rollups(self, cursor: Any, acc: dict[rollups.Key, list[Any]]) -> None:
         """Upsert rollup increments into every level, in the insert's transaction."""
         rollups.write(cursor, acc, sqlite=self.dialect == "sqlite")
@@ -255,22 +384,10 @@ class SqlExecutions:
         acc = rollups.aggregate(events if len(new) == len(events) else [events[i] for i in new])
         self._write_rollups(cursor, acc)
 
-    def _insert_executions_pg(
-        self, cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]
-    ) -> list[int]:
-        import psycopg  # the [postgres] extra: only PostgreSQL stores get here
-
-        # New events are the common case: COPY straight into the table (raw COPY speed). A
-        # collision -- a re-sent batch, or an id repeated inside one -- raises, rolls back to the
-        # savepoint (made by _watermark, in its round trip), and the batch takes the idempotent
-        # staging path below.
-        try:
-            _copy_rows(cursor, "heuristic_executions", rows)
-        except psycopg.errors.UniqueViolation:
-            cursor.execute("ROLLBACK TO SAVEPOINT hm_direct_copy")
-        else:
-            cursor.execute("RELEASE SAVEPOINT hm_direct_copy")
-            return list(range(len(events)))
+    @staticmethod
+    def _insert_staged(cursor: Any, events: Sequence[ExecutionEvent], rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """The idempotent insert: COPY into a per-connection staging table, then one
+        ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``; the indexes of the new events."""
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS _hm_stage_executions "
             "(LIKE heuristic_executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
