@@ -53,6 +53,7 @@ class Replica:
             return inserted
 
         self.ingest.store = _StoreView(store, insert)
+        self.ingest.claims.store = self.ingest.store  # type: ignore[assignment]  # claims see the faults too
 
     @property
     def counted(self) -> float:
@@ -137,6 +138,57 @@ def test_a_lost_claim_answer_is_settled_with_the_same_token(store: SqlStore, rv:
     replica.ingest.write_executions(first)  # stored; counting deferred (the claim's answer was lost)
     replica.ingest.write_executions(second)  # settles the deferred claim (or the background retry did)
     assert replica.counted == 15 == store.count_executions()
+
+
+def test_closing_drains_deferred_claims_and_names_what_stays_uncounted(
+    store: SqlStore, rv: RuleVersion, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim deferred by an outage is counted on close when the database answers again; while it
+    cannot be, close gives up after its timeout and logs how many stored executions stay uncounted."""
+    replica = Replica(store)
+    real_claim = store.claim_delivery
+    down = {"on": True}
+
+    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
+        if down["on"]:
+            raise StoreUnavailable("database is down")
+        return real_claim(delivery_id, token)
+
+    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    replica.ingest.write_executions(events(rv, 7))  # committed; the count waits for the claim
+    assert replica.counted == 0 and len(replica.ingest.claims) == 1
+    with caplog.at_level("ERROR", logger="heurmetrics.ingest"):
+        replica.ingest.close(timeout=0.2)  # still down: nothing counted, the loss named
+    assert replica.counted == 0
+    assert "7 executions are stored but this process's counters miss them" in caplog.text
+    down["on"] = False
+    replica.ingest.close(timeout=5)  # back: counted before the process stops
+    assert replica.counted == 7 == store.count_executions() and len(replica.ingest.claims) == 0
+
+
+def test_a_claim_deferred_after_the_claimer_stopped_starts_it_again(store: SqlStore, rv: RuleVersion) -> None:
+    import time
+
+    replica = Replica(store)
+    real_claim = store.claim_delivery
+    failures = {"left": 1}
+
+    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreUnavailable("database is down")
+        return real_claim(delivery_id, token)
+
+    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    claims = replica.ingest.claims
+    for n in (3, 4):  # each batch's claim fails once; the background claimer settles it, then stops
+        failures["left"] = 1
+        replica.ingest.write_executions(events(rv, n))
+        deadline = time.monotonic() + 10
+        while (len(claims) or claims._claimer is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(claims) == 0 and claims._claimer is None
+    assert replica.counted == 7 == store.count_executions()
 
 
 def test_the_idempotency_key_header_is_validated(migrated_url: str) -> None:

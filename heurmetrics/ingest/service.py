@@ -87,6 +87,11 @@ class Ingest:
         self._lock = threading.Lock()
         self.claims = Claims(store, metrics)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Count what is still countable before the process stops: deferred delivery claims are
+        retried for up to ``timeout`` seconds (the store stays open; its owner closes it)."""
+        self.claims.drain(timeout)
+
     # --- rule versions ----------------------------------------------------------------------
     def register_rule_version(
         self,

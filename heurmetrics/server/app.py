@@ -117,6 +117,7 @@ def _lifespan(settings: Settings, owns_store: bool) -> Any:
         yield
         if snapshots is not None:
             snapshots.stop()
+        app.state.ingest.close()  # deferred delivery claims: counted now if the database answers
         if owns_store:
             store.close()
 
