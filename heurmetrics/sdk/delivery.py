@@ -51,6 +51,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
@@ -289,7 +290,30 @@ class DeliveryLoop(Generic[T]):
             return True
         return self._put_full(item)
 
-    def _put_full(self, item: T) -> bool:
+    def put_many(self, items: Sequence[T]) -> int:
+        """Enqueue ``items`` in order, in one step while there is room (the producers' batch APIs).
+
+        Returns how many were accepted: always a prefix of ``items``. Past a full queue, the
+        remaining items go through the full-queue policy one by one, as :meth:`put` would; the
+        first one dropped ends the batch (the rest are dropped and counted with it), so what was
+        accepted stays a prefix and keeps its order.
+        """
+        room = self._max_queue - len(self.queue)
+        if len(items) <= room:
+            self.queue.extend(items)
+            return len(items)
+        accepted = max(room, 0)
+        if accepted:
+            self.queue.extend(items[:accepted])
+        for item in items[accepted:]:
+            if not self._put_full(item, drop=False):
+                break
+            accepted += 1
+        if accepted < len(items):
+            self._drop(len(items) - accepted, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
+        return accepted
+
+    def _put_full(self, item: T, drop: bool = True) -> bool:
         self._wake.set()
         if self._policy == "block" and not self._stopping:
             with self._lock:
@@ -304,7 +328,8 @@ class DeliveryLoop(Generic[T]):
                 if len(self.queue) < self._max_queue:
                     self.queue.append(item)
                     return True
-        self._drop(1, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
+        if drop:
+            self._drop(1, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
         return False
 
     def _drop(self, n: int, reason: str, why: str | None = None) -> None:
