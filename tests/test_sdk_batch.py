@@ -88,10 +88,18 @@ def test_a_batch_is_one_metrics_update_and_one_queue_step(
 ) -> None:
     updates: list[int] = []
     observe_one, observe_many = rec.metrics.observe_execution, rec.metrics.observe_executions
-    monkeypatch.setattr(rec.metrics, "observe_execution", lambda e: (updates.append(1), observe_one(e)))
-    monkeypatch.setattr(
-        rec.metrics, "observe_executions", lambda es: (updates.append(len(es := list(es))), observe_many(es))
-    )
+
+    def one(event: Any) -> None:
+        updates.append(1)
+        observe_one(event)
+
+    def many(events: Any) -> None:
+        events = list(events)
+        updates.append(len(events))
+        observe_many(events)
+
+    monkeypatch.setattr(rec.metrics, "observe_execution", one)
+    monkeypatch.setattr(rec.metrics, "observe_executions", many)
     own = uuid.uuid4()
     items: list[dict[str, Any]] = [{"duration_seconds": 0.002, "outcome": "bullish"} for _ in range(700)]
     items.append({"duration_seconds": 0.002, "event_id": own, "started_at": 1.7e9})
