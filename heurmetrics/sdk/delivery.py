@@ -301,6 +301,8 @@ class DeliveryLoop(Generic[T]):
         room = self._max_queue - len(self.queue)
         if len(items) <= room:
             self.queue.extend(items)
+            if len(self.queue) >= self._batch_size:  # a whole batch is waiting: start it now
+                self._wake.set()
             return len(items)
         accepted = max(room, 0)
         if accepted:
