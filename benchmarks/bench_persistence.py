@@ -619,7 +619,7 @@ def sqlite_section(n: int, reps: int, budget: Budget) -> dict[str, tuple[float, 
                 for phase in phases:
                     empty_tables()
                     if phase == "recorder":
-                        total, loop = run_recorder(rec, rv, durs)
+                        total, loop, _cpu = run_recorder(rec, rv, durs)
                         samples[recorder_path].append(total)
                         record_loop.append(loop)
                         written, expected = count("heuristic_executions"), n
