@@ -126,3 +126,21 @@ def test_a_batch_past_a_full_queue_keeps_a_prefix_and_counts_the_rest_as_dropped
         assert total(rec, EXECUTIONS) == 100  # counts equal rows: the dropped ones are not counted
         dropped = d.DROPPED_EVENTS.sample_name
         assert total(rec, dropped, reason="queue_full") == 150
+
+
+def test_the_collector_is_left_as_it_was_also_when_a_batch_is_refused(rec: Recorder, rv: RuleVersion) -> None:
+    import gc
+
+    assert gc.isenabled()
+    rec.record_executions(rv, [{"duration_seconds": 0.01}])
+    assert gc.isenabled()
+    with pytest.raises(InvalidEvent):
+        rec.record_executions(rv, [{"duration_seconds": 0.01}, {"duration_seconds": -1.0}])
+    assert gc.isenabled()
+    gc.disable()  # the caller's own choice is kept
+    try:
+        rec.record_executions(rv, [{"duration_seconds": 0.01}])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert rec.flush(timeout=30).complete and rec.store.count_executions() == 2
