@@ -526,7 +526,7 @@ class WholeRuns:
                 "record µs/ev",
                 "CPU caller thread µs/ev",
                 "writer thread",
-                "other threads",
+                "other (process - caller - writer)",
                 "PostgreSQL",
             ],
             rows,
