@@ -235,7 +235,7 @@ class Recorder(LifecycleCalls, BacktestCalls):
             self.metrics.observe_executions(events if accepted == len(events) else events[:accepted])
             return ids
         # A caller's id is counted after its insert (it may be a retry): queue it marked uncounted.
-        queued: list[QueuedExecution] = [e if own else Uncounted(e) for e, own in zip(events, own, strict=True)]
+        queued: list[QueuedExecution] = [e if sdk_id else Uncounted(e) for e, sdk_id in zip(events, own, strict=True)]
         accepted = self._put_many(queued)
         self.metrics.observe_executions(e for e in queued[:accepted] if e.__class__ is not Uncounted)  # type: ignore[misc]
         return ids
