@@ -169,7 +169,6 @@ class CpuMeter:
 def run_recorder(rec: Recorder, rv: RuleVersion, durs: Sequence[float]) -> tuple[float, float, float]:
     """record_execution x N then flush(): (total seconds, of which the record loop, caller thread CPU)."""
     record = rec.record_execution
-    gc.collect()
     c0 = time.thread_time()
     t0 = time.perf_counter()
     for dur in durs:
@@ -195,7 +194,6 @@ def run_recorder_batches(
 ) -> tuple[float, float, float]:
     """record_executions per call of BATCH items, then flush(): as :func:`run_recorder`."""
     record = rec.record_executions
-    gc.collect()
     c0 = time.thread_time()
     t0 = time.perf_counter()
     for items in calls:
@@ -619,6 +617,7 @@ def sqlite_section(n: int, reps: int, budget: Budget) -> dict[str, tuple[float, 
                 for phase in phases:
                     empty_tables()
                     if phase == "recorder":
+                        gc.collect()
                         total, loop, _cpu = run_recorder(rec, rv, durs)
                         samples[recorder_path].append(total)
                         record_loop.append(loop)
