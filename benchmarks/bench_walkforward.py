@@ -12,7 +12,8 @@ per bar; everything is stored on an SQLite file — is run three ways:
   included: what a one-off run pays);
 - ``pool, warm``: a pool of 2 started before timing (what a runner reusing its pool pays);
 - ``dask``: ``client.get_executor()`` of a ``LocalCluster(n_workers=2, threads_per_worker=1,
-  processes=True)`` started before timing (when ``distributed`` is installed: the ``dask`` extra).
+  processes=True)`` started before timing (when ``distributed`` is installed: the ``dask`` extra),
+  with the workers' statistical profiler off (``--dask-profile`` keeps Dask's default, on).
 
 The modes run interleaved, in a new random order every repetition, and best and median wall
 times are printed. Besides wall time, each run's CPU time is printed: the parent's
@@ -178,19 +179,28 @@ def cold_pool(
 _DASK: list[Any] = []
 
 
-def start_dask() -> Executor | None:
-    """A LocalCluster of 2 single-threaded worker processes (None without ``distributed``)."""
+def start_dask(profile: bool = False) -> Executor | None:
+    """A LocalCluster of 2 single-threaded worker processes (None without ``distributed``).
+
+    ``profile`` False (the default here) turns off the workers' statistical profiler
+    (``distributed.worker.profile.enabled``), which samples the running task's stack every 10 ms:
+    about 1 to 1.5 s of worker CPU per run of these CPU-bound folds (docs/benchmarks.md).
+    """
     try:
+        import dask
         import distributed
     except ImportError:
         print("distributed is not installed (pip install 'heurmetrics[dask]'): no Dask run")
         return None
+    dask.config.set({"distributed.worker.profile.enabled": profile})
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
     )
     client = distributed.Client(cluster)
     _DASK.extend([client, cluster])
     client.submit(time.sleep, 0).result()  # the workers are up before timing
+    seen = set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values())
+    print(f"Dask workers' statistical profiler enabled: {', '.join(map(str, sorted(seen)))}")
     return client.get_executor()
 
 
@@ -217,6 +227,11 @@ def main() -> None:
     parser.add_argument(
         "--max-wait", type=float, default=120.0, help="seconds to wait for idle CPUs before each run (0: never)"
     )
+    parser.add_argument(
+        "--dask-profile",
+        action="store_true",
+        help="keep the Dask workers' statistical profiler on (Dask's default; off here: see start_dask)",
+    )
     args = parser.parse_args()
     oos = args.bars_per_fold
     in_sample = 2 * oos
@@ -233,7 +248,7 @@ def main() -> None:
         },
     )
     timings: dict[str, list[float]] = {"serial": [], "pool, cold": [], "pool, warm": []}
-    dask_executor = start_dask()
+    dask_executor = start_dask(args.dask_profile)
     if dask_executor is not None:
         timings["dask"] = []
     notes: dict[str, list[str]] = {mode: [] for mode in timings}
