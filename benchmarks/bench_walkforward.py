@@ -12,11 +12,15 @@ per bar; everything is stored on an SQLite file — is run three ways:
   included: what a one-off run pays);
 - ``pool, warm``: a pool of 2 started before timing (what a runner reusing its pool pays);
 - ``dask``: ``client.get_executor()`` of a ``LocalCluster(n_workers=2, threads_per_worker=1,
-  processes=True)`` started before timing (when ``distributed`` is installed: the ``dask`` extra).
+  processes=True)`` started before timing (when ``distributed`` is installed: the ``dask`` extra),
+  with the workers' statistical profiler off (``--dask-profile`` keeps Dask's default, on).
 
-Besides wall time, the parent's CPU time per run (``time.process_time``: recording every
-execution, the writer thread, stitching, storing) is printed: on a shared machine it is the
-figure that does not depend on what else runs, and it bounds the speed-up (Amdahl).
+The modes run interleaved, in a new random order every repetition, and best and median wall
+times are printed. Besides wall time, each run's CPU time is printed: the parent's
+(``time.process_time``: recording every execution, the writer thread, stitching, storing) and the
+workers' (pool: ``/proc/<pid>/stat`` of its processes; Dask: ``Client.run(time.process_time)``).
+On a shared machine these do not depend on what else runs, and they bound the speed-up two free
+cores allow: serial CPU / (parent + workers CPU) / 2 ("CPU bound" column).
 
 Each timing is end to end: folds, stitching, metrics, storing the run, recording every execution
 in the parent and waiting until they are durable. Prints best-of-``--repeat`` wall times and the
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -120,13 +126,27 @@ def bars(n: int, seed: int = 11) -> pd.DataFrame:
     return pd.DataFrame({"close": close}, index=pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"))
 
 
-PARENT_CPU: dict[str, list[float]] = {}
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process from /proc (0 where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def pool_cpu(pool: Executor) -> float:
+    """CPU seconds used so far by the worker processes of a ``ProcessPoolExecutor``."""
+    processes = getattr(pool, "_processes", None) or {}
+    return sum(proc_cpu(pid) for pid in list(processes))
 
 
 def run_once(
     url: str, data: pd.DataFrame, splitter: WalkForwardSplitter, executor: Executor, thresholds: int, record: bool
 ) -> tuple[float, int, int]:
-    cpu = time.process_time()
     with Recorder(url) as rec:
         rv = rec.register_rule_version("zscore", "1.0.0", {"window": WINDOW, "threshold": 1.5})
         started = time.perf_counter()
@@ -139,42 +159,49 @@ def run_once(
         flushed = rec.flush()
         elapsed = time.perf_counter() - started
         assert flushed.complete
-    PARENT_CPU.setdefault(type(executor).__name__, []).append(time.process_time() - cpu)
     return elapsed, len(result.folds), result.executions
 
 
 def cold_pool(
     url: str, data: pd.DataFrame, splitter: WalkForwardSplitter, thresholds: int, record: bool
-) -> tuple[float, int, int]:
+) -> tuple[float, int, int, float]:
+    """A pool created (and its workers started) inside the timed region; returns its workers' CPU too."""
     started = time.perf_counter()
     pool = default_executor(2)
     try:
         _elapsed, folds, executions = run_once(url, data, splitter, pool, thresholds, record)
+        workers = pool_cpu(pool)
     finally:
         pool.shutdown(wait=True)
-    return time.perf_counter() - started, folds, executions
+    return time.perf_counter() - started, folds, executions, workers
 
 
 _DASK: list[Any] = []
 
 
-def start_dask() -> Executor | None:
-    """A LocalCluster of 2 single-threaded worker processes (None without ``distributed``)."""
+def start_dask(profile: bool = False) -> Executor | None:
+    """A LocalCluster of 2 single-threaded worker processes (None without ``distributed``).
+
+    ``profile`` False (the default here) turns off the workers' statistical profiler
+    (``distributed.worker.profile.enabled``), which samples the running task's stack every 10 ms:
+    about 1 to 1.5 s of worker CPU per run of these CPU-bound folds (docs/benchmarks.md).
+    """
     try:
+        import dask
         import distributed
     except ImportError:
         print("distributed is not installed (pip install 'heurmetrics[dask]'): no Dask run")
         return None
+    dask.config.set({"distributed.worker.profile.enabled": profile})
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
     )
     client = distributed.Client(cluster)
     _DASK.extend([client, cluster])
     client.submit(time.sleep, 0).result()  # the workers are up before timing
+    seen = set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values())
+    print(f"Dask workers' statistical profiler enabled: {', '.join(map(str, sorted(seen)))}")
     return client.get_executor()
-
-
-WORKER_CPU: list[float] = []
 
 
 def dask_worker_cpu() -> float:
@@ -200,6 +227,11 @@ def main() -> None:
     parser.add_argument(
         "--max-wait", type=float, default=120.0, help="seconds to wait for idle CPUs before each run (0: never)"
     )
+    parser.add_argument(
+        "--dask-profile",
+        action="store_true",
+        help="keep the Dask workers' statistical profiler on (Dask's default; off here: see start_dask)",
+    )
     args = parser.parse_args()
     oos = args.bars_per_fold
     in_sample = 2 * oos
@@ -216,54 +248,95 @@ def main() -> None:
         },
     )
     timings: dict[str, list[float]] = {"serial": [], "pool, cold": [], "pool, warm": []}
-    dask_executor = start_dask()
+    dask_executor = start_dask(args.dask_profile)
     if dask_executor is not None:
         timings["dask"] = []
     notes: dict[str, list[str]] = {mode: [] for mode in timings}
+    parent: dict[str, list[float]] = {mode: [] for mode in timings}
+    workers: dict[str, list[float]] = {mode: [] for mode in timings}
+    loads: dict[str, list[float]] = {mode: [] for mode in timings}
     folds = executions = 0
     warm = default_executor(2)
     warm.submit(time.sleep, 0).result()  # the workers are up before timing
+    rng = random.Random(11)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.repeat):
-                for k, mode in enumerate(timings):
+                order = list(timings)
+                rng.shuffle(order)  # interleaved, in a new order each repetition
+                for k, mode in enumerate(order):
                     url = f"sqlite:///{Path(tmp) / f'bench-{k}-{r}.db'}"
                     notes[mode].append(wait_for_idle(args.max_wait) if args.max_wait > 0 else "not checked")
+                    loads[mode].append(os.getloadavg()[0])
+                    cpu = time.process_time()
+                    used = 0.0
                     if mode == "serial":
                         elapsed, folds, executions = run_once(
                             url, data, splitter, SerialExecutor(), args.thresholds, args.record
                         )
                     elif mode == "pool, cold":
-                        elapsed, folds, executions = cold_pool(url, data, splitter, args.thresholds, args.record)
+                        elapsed, folds, executions, used = cold_pool(
+                            url, data, splitter, args.thresholds, args.record
+                        )
                     elif mode == "dask":
                         assert dask_executor is not None
                         before = dask_worker_cpu()
                         elapsed, folds, executions = run_once(
                             url, data, splitter, dask_executor, args.thresholds, args.record
                         )
-                        WORKER_CPU.append(dask_worker_cpu() - before)
+                        used = dask_worker_cpu() - before
                     else:
+                        before = pool_cpu(warm)
                         elapsed, folds, executions = run_once(url, data, splitter, warm, args.thresholds, args.record)
+                        used = pool_cpu(warm) - before
+                    parent[mode].append(time.process_time() - cpu)
+                    workers[mode].append(used)
                     timings[mode].append(elapsed)
+                print(f"  repetition {r + 1}/{args.repeat} done ({', '.join(order)})", file=sys.stderr)
     finally:
         warm.shutdown(wait=True)
         stop_dask()
     serial = min(timings["serial"])
-    rows = [
-        (mode, 1 if mode == "serial" else 2, f"{min(t):.2f}", f"{min(t) / folds:.3f}", f"{serial / min(t):.2f}x")
-        for mode, t in timings.items()
-    ]
+    serial_median = statistics.median(timings["serial"])
+    serial_cpu = min(parent["serial"])
+    rows = []
+    for mode, t in timings.items():
+        total_cpu = [p + w for p, w in zip(parent[mode], workers[mode], strict=True)]
+        # On two free cores a run cannot take less than half its total CPU time: the speed-up it
+        # allows is serial CPU / (total CPU / 2), whatever else ran on the machine meanwhile.
+        bound = serial_cpu / (min(total_cpu) / 2) if mode != "serial" else 1.0
+        rows.append(
+            (
+                mode,
+                1 if mode == "serial" else 2,
+                f"{min(t):.2f}",
+                f"{statistics.median(t):.2f}",
+                f"{serial / min(t):.2f}x",
+                f"{serial_median / statistics.median(t):.2f}x",
+                f"{statistics.median(parent[mode]):.2f}",
+                f"{statistics.median(workers[mode]):.2f}" if mode != "serial" else "-",
+                f"{bound:.2f}x" if mode != "serial" else "-",
+            )
+        )
     print_table(
-        ("executor", "workers", "wall s (best)", "s / fold", "speed-up"),
+        (
+            "executor",
+            "workers",
+            "wall s (best)",
+            "wall s (median)",
+            "speed-up (best)",
+            "speed-up (median)",
+            "parent CPU s",
+            "workers CPU s",
+            "CPU bound on 2 free cores",
+        ),
         rows,
-        title=f"{folds} folds, {executions:,} executions recorded per run (best of {args.repeat})",
+        title=f"{folds} folds, {executions:,} executions recorded per run ({args.repeat} repetitions, interleaved)",
     )
     print("all runs (s): " + "; ".join(f"{mode} {[round(x, 2) for x in t]}" for mode, t in timings.items()))
     print("CPU before each run: " + "; ".join(f"{mode} {n}" for mode, n in notes.items()))
+    print("1-min load average at each start: " + "; ".join(f"{m} {[round(x, 1) for x in v]}" for m, v in loads.items()))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("parent CPU per run (s): " + "; ".join(f"{k} {[round(x, 2) for x in v]}" for k, v in PARENT_CPU.items()))
-    if WORKER_CPU:
-        print(f"Dask workers' CPU per run (s, both workers): {[round(x, 2) for x in WORKER_CPU]}")
     for mode in [m for m in timings if m != "serial"]:
         speedup = serial / min(timings[mode])
         print(f"{mode}: speed-up {speedup:.2f}x {'meets' if speedup >= 1.8 else 'MISSES'} the 1.8x target")

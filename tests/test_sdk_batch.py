@@ -81,3 +81,66 @@ def test_a_callers_id_without_a_start_time_stays_one_row_when_resent(rec: Record
         rec.record_executions(rv, [{"duration_seconds": 0.01, "event_id": own}])
         assert rec.flush(timeout=30).complete
     assert rec.store.count_executions() == 1 and total(rec, EXECUTIONS) == 1
+
+
+def test_a_batch_is_one_metrics_update_and_one_queue_step(
+    rec: Recorder, rv: RuleVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    updates: list[int] = []
+    observe_one, observe_many = rec.metrics.observe_execution, rec.metrics.observe_executions
+
+    def one(event: Any) -> None:
+        updates.append(1)
+        observe_one(event)
+
+    def many(events: Any) -> None:
+        events = list(events)
+        updates.append(len(events))
+        observe_many(events)
+
+    monkeypatch.setattr(rec.metrics, "observe_execution", one)
+    monkeypatch.setattr(rec.metrics, "observe_executions", many)
+    own = uuid.uuid4()
+    items: list[dict[str, Any]] = [{"duration_seconds": 0.002, "outcome": "bullish"} for _ in range(700)]
+    items.append({"duration_seconds": 0.002, "event_id": own, "started_at": 1.7e9})
+    rec.record_executions(rv, items, mode="backtest")
+    # One update for the 700 SDK ids; the caller's id is counted once stored, by the writer.
+    assert updates[0] == 700
+    assert rec.flush(timeout=30).complete
+    assert rec.store.count_executions() == 701 and total(rec, EXECUTIONS) == 701
+
+
+def test_a_batch_past_a_full_queue_keeps_a_prefix_and_counts_the_rest_as_dropped(migrated_url: str) -> None:
+    with Recorder(migrated_url, max_queue=100, full_policy="drop") as rec:
+        rv = rec.register_rule_version("range_bias", "1.0.0")
+        writer = rec._writer
+        writer._take = lambda: None  # type: ignore[method-assign]  # the writer takes nothing while we look
+        ids = rec.record_executions(rv, [{"duration_seconds": 0.001 * i} for i in range(250)])
+        queued = [e.event_id for e in writer.queue]  # type: ignore[union-attr]
+        del writer._take  # the class's method again
+        assert len(ids) == 250
+        assert queued == ids[:100]  # the accepted part is the batch's prefix, in order
+        result = rec.flush(timeout=30)
+        assert result.complete and result.dropped == 150
+        assert rec.store.count_executions() == 100
+        assert total(rec, EXECUTIONS) == 100  # counts equal rows: the dropped ones are not counted
+        dropped = d.DROPPED_EVENTS.sample_name
+        assert total(rec, dropped, reason="queue_full") == 150
+
+
+def test_the_collector_is_left_as_it_was_also_when_a_batch_is_refused(rec: Recorder, rv: RuleVersion) -> None:
+    import gc
+
+    assert gc.isenabled()
+    rec.record_executions(rv, [{"duration_seconds": 0.01}])
+    assert gc.isenabled()
+    with pytest.raises(InvalidEvent):
+        rec.record_executions(rv, [{"duration_seconds": 0.01}, {"duration_seconds": -1.0}])
+    assert gc.isenabled()
+    gc.disable()  # the caller's own choice is kept
+    try:
+        rec.record_executions(rv, [{"duration_seconds": 0.01}])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert rec.flush(timeout=30).complete and rec.store.count_executions() == 2

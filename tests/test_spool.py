@@ -506,19 +506,75 @@ def test_a_refusing_spool_does_not_stop_the_loop_from_trying_the_target(
         loop.close(5)
 
 
-def test_a_batch_larger_than_the_whole_spool_is_split_and_replayed(
+def test_a_batch_larger_than_the_whole_spool_and_never_sent_is_split_and_replayed(
     tmp_path: Path, registry: CollectorRegistry
 ) -> None:
     sink = FlakySink()
     sink.down = True
     loop = loop_for(sink, registry, spool=Spool(tmp_path, max_bytes=4096), batch_size=1000, spool_after=0.05)
     try:
-        for i in range(1000):  # ~5 KB as one record: more than the whole spool
+        for i in range(10):  # tried, then spooled whole: the loop is in outage mode from now on
+            loop.put(i)
+        assert loop.flush(2).spooled == 10
+        for i in range(10, 1010):  # ~5 KB as one record: more than the whole spool; never tried
             loop.put(i)
         during = loop.flush(2)
-        assert during.spooled > 0
+        assert during.spooled > 10  # a half of it went to the spool (the other half waits for room)
         sink.down = False
         assert loop.flush(10).complete
-        assert sorted(sink.got) == list(range(1000))
+        assert sorted(sink.got) == list(range(1010))
     finally:
         loop.close(5)
+
+
+def test_a_batch_sent_once_is_never_split_for_the_spool_so_its_rows_are_counted(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """A batch whose first attempt committed but whose answer was lost, then too large for the
+    spool, must reach the database whole under its delivery id: halves under derived ids insert
+    nothing new, record nothing, and the first attempt's rows would never be counted."""
+    with Recorder(
+        migrated_url, spool_dir=tmp_path / "spool", spool_after=0.05, batch_size=4, spool_max_bytes=700
+    ) as rec:
+        rv = rec.register_rule_version("split", "1.0.0")
+        store = rec.ingest.store
+        real = store.insert_executions
+        state = {"lose_answer": True, "down": False}
+
+        def insert(batch: Any, **kwargs: Any) -> Any:
+            if state["down"]:
+                raise StoreUnavailable("simulated outage")
+            inserted = real(batch, **kwargs)
+            if state["lose_answer"]:  # committed; the answer never arrives, and the database goes away
+                state["lose_answer"], state["down"] = False, True
+                raise StoreUnavailable("server closed the connection unexpectedly")
+            return inserted
+
+        rec.ingest.store = _StoreView(store, insert)  # type: ignore[assignment]
+        items = [
+            {"duration_seconds": 0.001, "status": "error", "error_type": "E" * 120, "event_id": uuid.uuid4()}
+            for _ in range(4)
+        ]  # the callers' ids: counted once stored; 4 of them do not fit in a 700-byte spool
+        rec.record_executions(rv, items)
+        deadline = time.monotonic() + 10
+        while state["lose_answer"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # past spool_after: the batch has given up on the target
+        state["down"] = False
+        assert rec.flush(30).complete
+        assert store.count_executions() == 4
+        counted = sum(
+            s.value for f in rec.registry.collect() for s in f.samples if s.name == d.HEURISTIC_EXECUTIONS.sample_name
+        )
+        assert counted == 4
+
+
+class _StoreView:
+    """A store with its own (fault-injecting) insert; everything else is the real store's."""
+
+    def __init__(self, store: Any, insert: Any) -> None:
+        self._store = store
+        self.insert_executions = insert
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

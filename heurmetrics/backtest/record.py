@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from heurmetrics.domain import BacktestRun, EquityPoint, RuleVersion
@@ -29,13 +30,18 @@ def equity_points(equity: pd.Series, fold_index: int | None = None) -> list[Equi
     from heurmetrics.backtest import drawdown_series
 
     drawdown = drawdown_series(equity)
-    valid = equity.notna()
+    valid = equity.notna().to_numpy()
     index = pd.DatetimeIndex(equity.index)
     if index.tz is None:
         index = index.tz_localize("UTC")
+    # Whole-array conversions (one call each), not a pandas Timestamp per point: this runs on the
+    # walk-forward's serial tail, for every stitched and per-fold point.
+    times = index[valid].to_pydatetime()
+    values = [float(v) for v in equity.to_numpy()[valid]]
+    drawdowns = np.asarray(drawdown.to_numpy()[valid], dtype=np.float64).tolist()
     return [
-        EquityPoint(ts.to_pydatetime(), float(value), float(dd) if dd == dd else 0.0, fold_index)
-        for ts, value, dd in zip(index[valid.to_numpy()], equity[valid], drawdown[valid], strict=True)
+        EquityPoint(ts, value, dd if dd == dd else 0.0, fold_index)
+        for ts, value, dd in zip(times, values, drawdowns, strict=True)
     ]
 
 

@@ -33,7 +33,10 @@ Contract
 * When the spool refuses a batch (full, a short write, a read-only disk), the batch is held in
   memory and the loop keeps trying the *target* with backoff (it does not wait for a spool that
   has nothing to replay); producers meanwhile meet the full-queue policy (reason
-  ``spool_full``). A batch whose record could never fit in the spool is split in halves.
+  ``spool_full``). A batch whose record could never fit in the spool is split in halves
+  (each with a derived delivery id), unless it was sent to the target before: then it is held
+  like a refused one, because only a re-send of the whole batch under its own delivery id lets
+  the target count what an earlier attempt may have stored.
   A spool limit smaller than one batch of typical events is refused at construction.
 * A batch the target refuses for good (the sink raises :class:`Rejected`, e.g. an unknown rule
   version) is dropped with reason ``rejected`` and logged as an error, so that one poison batch
@@ -51,6 +54,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
@@ -262,6 +266,9 @@ class DeliveryLoop(Generic[T]):
         self._spool_out = 0  # events acknowledged from the spool (delivered or dropped)
         self._dropped = 0
         self._held: list[tuple[list[T], uuid.UUID]] = []  # taken batches that could go nowhere yet
+        # Delivery ids of batches sent to the target at least once and not settled yet: such a
+        # batch is never split (see _to_spool).
+        self._attempted: set[uuid.UUID] = set()
         self._full_since: float | None = None
         self._flush_waiters = 0
         self._failures = 0  # failed delivery attempts (direct or replay), for flush()
@@ -289,7 +296,32 @@ class DeliveryLoop(Generic[T]):
             return True
         return self._put_full(item)
 
-    def _put_full(self, item: T) -> bool:
+    def put_many(self, items: Sequence[T]) -> int:
+        """Enqueue ``items`` in order, in one step while there is room (the producers' batch APIs).
+
+        Returns how many were accepted: always a prefix of ``items``. Past a full queue, the
+        remaining items go through the full-queue policy one by one, as :meth:`put` would; the
+        first one dropped ends the batch (the rest are dropped and counted with it), so what was
+        accepted stays a prefix and keeps its order.
+        """
+        room = self._max_queue - len(self.queue)
+        if len(items) <= room:
+            self.queue.extend(items)
+            if len(self.queue) >= self._batch_size:  # a whole batch is waiting: start it now
+                self._wake.set()
+            return len(items)
+        accepted = max(room, 0)
+        if accepted:
+            self.queue.extend(items[:accepted])
+        for item in items[accepted:]:
+            if not self._put_full(item, drop=False):
+                break
+            accepted += 1
+        if accepted < len(items):
+            self._drop(len(items) - accepted, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
+        return accepted
+
+    def _put_full(self, item: T, drop: bool = True) -> bool:
         self._wake.set()
         if self._policy == "block" and not self._stopping:
             with self._lock:
@@ -304,7 +336,8 @@ class DeliveryLoop(Generic[T]):
                 if len(self.queue) < self._max_queue:
                     self.queue.append(item)
                     return True
-        self._drop(1, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
+        if drop:
+            self._drop(1, REASON_SPOOL_FULL if self._spool_blocked else REASON_QUEUE_FULL)
         return False
 
     def _drop(self, n: int, reason: str, why: str | None = None) -> None:
@@ -437,9 +470,11 @@ class DeliveryLoop(Generic[T]):
         if time.monotonic() < self._next_probe and not self._stopping:
             self._held.insert(0, (batch, delivery_id))
             return False
+        self._attempted.add(delivery_id)
         try:
             refused = self._sink.deliver(batch, delivery_id)
         except Rejected as exc:
+            self._attempted.discard(delivery_id)
             return self._refused_for_good(batch, exc)
         except Exception as exc:
             self._note_failure(exc)
@@ -447,6 +482,7 @@ class DeliveryLoop(Generic[T]):
             return self._to_spool(batch, delivery_id)  # perhaps there is room again
         if refused:
             self._drop(refused, REASON_REJECTED, "refused by the target")
+        self._attempted.discard(delivery_id)
         log.info("target reachable again while the spool was refusing batches")
         self._spool_blocked = False
         self._down = False
@@ -553,9 +589,11 @@ class DeliveryLoop(Generic[T]):
             before_sleep=before_sleep,
             after=failed,
         )
+        self._attempted.add(delivery_id)
         try:
             refused = retrying(self._sink.deliver, batch, delivery_id)
         except Rejected as exc:
+            self._attempted.discard(delivery_id)
             return self._refused_for_good(batch, exc)
         except Exception as exc:  # given up: see give_up()
             if self.spool is None:  # closing: the batch stays pending and is reported by close()
@@ -566,6 +604,7 @@ class DeliveryLoop(Generic[T]):
             self._probe.reset()
             self._next_probe = time.monotonic() + self._probe.next()
             return self._to_spool(batch, delivery_id)
+        self._attempted.discard(delivery_id)
         if refused:
             self._drop(refused, REASON_REJECTED, "refused by the target")
         self._down = False
@@ -587,9 +626,13 @@ class DeliveryLoop(Generic[T]):
         spool = self.spool
         assert spool is not None
         payload = wrap_record(delivery_id, self._sink.encode(batch))
-        if not spool.can_ever_hold(len(payload)) and len(batch) > 1:
+        if not spool.can_ever_hold(len(payload)) and len(batch) > 1 and delivery_id not in self._attempted:
             # Larger than the whole spool (unusually long events): spool it in halves, each a batch
             # of its own (derived delivery ids), so the limit never holds a batch back for good.
+            # Not a batch sent before: an attempt may have committed with its answer lost, and the
+            # target counts that attempt's rows only when the same delivery id is sent again with
+            # the same events; halves would insert nothing new and leave those rows uncounted. Such
+            # a batch meets the spool's refusal below instead: held in memory, the target probed.
             half = len(batch) // 2
             parts = [
                 (batch[:half], derived_delivery_id(delivery_id, "a")),
@@ -611,5 +654,6 @@ class DeliveryLoop(Generic[T]):
             self._held.insert(0, (batch, delivery_id))
             return False
         self._spool_blocked = False
+        self._attempted.discard(delivery_id)  # replayed whole, under its delivery id
         self._settle(resolved=len(batch), spooled_in=len(batch))
         return True
