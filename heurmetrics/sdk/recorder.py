@@ -317,6 +317,7 @@ class Recorder(LifecycleCalls, BacktestCalls):
             return FlushResult(0)
         self._closed = True
         result = self._writer.close(timeout)
+        self.ingest.close()  # deferred delivery claims: counted now if the database answers
         self.store.close()
         return result
 
