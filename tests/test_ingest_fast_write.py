@@ -74,6 +74,12 @@ def test_a_collision_takes_the_staging_path_and_records_exactly_what_it_inserted
     assert pg_store.insert_executions(resent, delivery=stamp) == {e.event_id for e in fresh}
     assert _scalar(pg_store, "SELECT count(*) FROM heuristic_executions") == 65
     assert _scalar(pg_store, "SELECT count(*) FROM execution_start_claims") == 65
+    # Rows of this minute are the roll-up job's: run it past them, then every level holds each once.
+    from datetime import UTC, datetime, timedelta
+
+    from heurmetrics.store import rollup_job
+
+    rollup_job.advance(pg_store.engine, (datetime.now(UTC) + timedelta(minutes=2)).replace(second=0, microsecond=0))
     for table in ("execution_rollups", "execution_rollups_hour", "execution_rollups_day"):
         assert _scalar(pg_store, f"SELECT sum(executions) FROM {table}") == 65
     (record,) = pg_store.claim_delivery(key, uuid.uuid4())

@@ -189,13 +189,18 @@ def test_writers_and_the_job_interleaved_count_every_row_once(pg: SqlStore, vers
 
 
 def test_the_writer_runs_the_job_after_a_commit_when_it_is_due(pg: SqlStore, versions: list[RuleVersion]) -> None:
-    pg.executions._roll_up = rollup_job.Schedule(pg.engine, interval=0.0)
+    import time
+
+    pg.executions._roll_up = rollup_job.Schedule(pg.engine, interval=0.05)
     recent = rollup_job.closed_until() - timedelta(minutes=3)
     _set_watermark(pg, recent - timedelta(minutes=2))
     pg.insert_executions(_events(versions, [recent + timedelta(seconds=s) for s in (1, 30, 61, 125)]))
-    pg.executions._roll_up.join(timeout=30)
-    # The batch was above the watermark; the run it started after the commit rolled it up.
+    deadline = time.monotonic() + 30
+    while _rolled_total(pg) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The batch was above the watermark; the periodic runs it started rolled it up.
     assert _rolled_total(pg) == 4
+    pg.executions._roll_up.close()
     through = pg.maintenance.rollup_watermark()
     assert through is not None and through >= recent + timedelta(minutes=3)
 
@@ -231,6 +236,43 @@ def test_the_migration_starts_the_watermark_after_every_rolled_up_minute(postgre
             assert rollup_job.watermark(conn) == future + timedelta(minutes=1)
     finally:
         engine.dispose()
+
+
+def test_an_empty_database_starts_the_watermark_at_the_current_minute(postgres_url: str) -> None:
+    """Nothing is rolled up yet: the rows of this very minute are the job's, not late rows."""
+    engine = create_store_engine(postgres_url)
+    try:
+        before = datetime.now(UTC).replace(second=0, microsecond=0)
+        migrations.upgrade(engine)
+        after = datetime.now(UTC).replace(second=0, microsecond=0)
+        with engine.connect() as conn:
+            assert before <= rollup_job.watermark(conn) <= after  # type: ignore[operator]
+    finally:
+        engine.dispose()
+
+
+def test_a_writer_from_before_0009_is_refused_above_the_watermark_and_retries(
+    pg: SqlStore, versions: list[RuleVersion]
+) -> None:
+    """Code that rolls up in its transaction without the lock (before 0009) would count rows above
+    the watermark twice: the guard refuses them as transient; below the watermark they pass."""
+    import psycopg
+
+    from heurmetrics.errors import StoreUnavailable
+    from heurmetrics.store.errors import translated
+
+    zeros = ", ".join(["0"] * 17)
+    old_upsert = (f"INSERT INTO execution_rollups VALUES (:v, 1, :b, 1, '', 1, 0.1, 0, 0, {zeros}) "
+                  "ON CONFLICT (rule_version_id, mode, bucket_start, status, outcome) DO UPDATE "
+                  "SET executions = execution_rollups.executions + 1")
+    above, below = W0 + timedelta(minutes=3), W0 - timedelta(minutes=3)
+    with pytest.raises(StoreUnavailable, match="predates migration 0009"), translated("an old writer"):
+        with pg.engine.begin() as conn:
+            conn.execute(text(old_upsert), {"v": versions[0].id, "b": above})
+    with pg.engine.begin() as conn:  # a late row of an old writer: below the watermark, counted once
+        conn.execute(text(old_upsert), {"v": versions[0].id, "b": below})
+    assert _rolled_total(pg) == 1
+    assert psycopg.errors.lookup("55000").__mro__[1].__name__ == "OperationalError"  # transient to old code
 
 
 def test_the_sqlite_store_has_no_job(sqlite_url: str) -> None:

@@ -240,7 +240,7 @@ def test_migration_and_schema_define_the_same_function() -> None:
     import importlib.util
     from pathlib import Path
 
-    from heurmetrics.store.schema import ROLLUPS_BETWEEN_FUNCTION
+    from heurmetrics.store.schema import ROLLUP_GUARD, ROLLUPS_BETWEEN_FUNCTION
 
     path = Path(migrations.migrations_dir()) / "versions" / "0009_rollup_watermark.py"
     spec = importlib.util.spec_from_file_location("m0009", path)
@@ -248,3 +248,4 @@ def test_migration_and_schema_define_the_same_function() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert " ".join(module.FUNCTION.split()) == " ".join(ROLLUPS_BETWEEN_FUNCTION.split())
+    assert " ".join(module.GUARD.split()) == " ".join(ROLLUP_GUARD.split())

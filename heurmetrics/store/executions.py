@@ -59,6 +59,9 @@ _EXECUTION_PG_TYPES = (
 )
 
 
+#: The batch transaction: statement snapshots, which the roll-up lock protocol relies on
+#: (:mod:`heurmetrics.store.rollup_job`), whatever default isolation the database or role sets.
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _SQLITE_INSERT_EXECUTIONS = (
     f"INSERT INTO heuristic_executions ({', '.join(_EXECUTION_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EXECUTION_COLUMNS))}) ON CONFLICT (started_at, event_id) DO NOTHING"
@@ -144,7 +147,7 @@ class SqlExecutions:
 
     def close(self) -> None:
         """Let a roll-up run in progress finish (bounded: an unfinished one rolls back with its connection)."""
-        self._roll_up.join(timeout=10.0)
+        self._roll_up.close(timeout=10.0)
 
     def prepare_partitions(self) -> list[str]:
         """Create the current and next partitions of ``heuristic_executions`` (PostgreSQL; no-op on SQLite).
@@ -187,7 +190,7 @@ class SqlExecutions:
         with translated(f"writing {len(events)} executions"):
             if self.dialect == "postgresql":
                 inserted = self._insert_pg(events, delivery)
-                self._roll_up.maybe_run()  # in the background, at most every few seconds
+                self._roll_up.maybe_run()  # starts the periodic roll-up job (once)
                 return inserted
             with self.engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -247,7 +250,7 @@ class SqlExecutions:
         cursor, reader = driver.cursor(), driver.cursor()
         try:
             with driver.pipeline():
-                cursor.execute("BEGIN")
+                cursor.execute(_BEGIN)
                 self._request_watermark(reader)
                 claimed = self._send_start_claims(cursor, events, rows)
                 if delivery is not None:
@@ -268,7 +271,7 @@ class SqlExecutions:
         # A collision: the idempotent path, in a fresh transaction on the same connection.
         events = received
         with driver.pipeline():
-            cursor.execute("BEGIN")
+            cursor.execute(_BEGIN)
             self._request_watermark(reader)
         through = rollup_job.fetch_watermark(reader)
         if any(e.started_at_defaulted for e in events):

@@ -25,18 +25,24 @@ snapshot), so a count is exact at any moment; the rollup tables alone are exact 
 ``through``. ``through = NULL`` (SQLite, or a database without the job): writers roll up every
 row in their transaction and the job does nothing.
 
-Who runs it. Every PostgreSQL writer (``heurmetrics serve``, the SDK's store writer) starts it
-in a background thread after a committed batch at most every :data:`INTERVAL` seconds, one
-process at a time (:data:`JOB_LOCK`, tried without waiting); ``heurmetrics db rollup`` runs it
-on demand and retention before it checks coverage. A run rolls up minutes that closed at least :data:`GRACE`
-ago, at most :data:`MAX_SPAN` per transaction, so writers are held back for one short statement.
+Who runs it. Every PostgreSQL writer process (``heurmetrics serve``, the SDK's store writer)
+runs it every :data:`INTERVAL` seconds in a background thread from its first committed batch
+until it closes, one process at a time (:data:`JOB_LOCK`, tried without waiting);
+``heurmetrics db rollup`` runs it on demand and retention before it checks coverage. A run
+rolls up minutes that closed at least :data:`GRACE` ago, at most :data:`MAX_SPAN` per
+transaction, so writers are held back for one short statement.
+
+Upgrades. A writer still running code from before migration 0009 would roll up its rows in its
+transaction whatever the watermark, and the job would count those above it a second time. The
+guard trigger of 0009 refuses such rollup rows unless the transaction set
+:data:`WRITER_SETTING`, which only this version's writers and job do: an old writer's batch fails
+(and is retried or spooled) instead of being counted twice.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +56,10 @@ log = logging.getLogger("heurmetrics.store")
 
 #: Advisory lock (64-bit key) between writers (shared) and the job (exclusive).
 ROLLUP_LOCK = 0x686D_726F_6C6C_7570  # "hmrollup"
+#: Set (``on``) by every transaction of this version that writes rollups: the guard trigger of
+#: migration 0009 refuses rollup rows at or above the watermark from any other writer -- an
+#: exporter or SDK process still running code from before 0009, which would count them twice.
+WRITER_SETTING = "heurmetrics.rollup_writer"
 #: Advisory lock held by the one job run at a time (tried, never waited for).
 JOB_LOCK = 0x686D_726F_6C6C_6A62  # "hmrolljb"
 #: Seconds between a writer's job runs.
@@ -74,9 +84,11 @@ def request_writer_watermark(cursor: Any) -> None:
     PostgreSQL cursor (in a pipeline, with the writer's other first statements: one round trip);
     :func:`fetch_watermark` reads the answer.
 
-    Two statements on purpose: the second one's snapshot is taken after the lock is held, so it
-    sees the watermark of any job that committed while this writer waited.
+    Two statements on purpose: in a READ COMMITTED transaction (the writer begins one
+    explicitly) the second one's snapshot is taken after the lock is held, so it sees the
+    watermark of any job that committed while this writer waited.
     """
+    cursor.execute(f"SET LOCAL {WRITER_SETTING} = 'on'")
     cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
     cursor.execute("SELECT through FROM rollup_watermark")
 
@@ -93,7 +105,10 @@ def closed_until(now: datetime | None = None) -> datetime:
     return (now - GRACE).replace(second=0, microsecond=0)
 
 
-def advance(engine: Engine, until: datetime | None = None, *, max_span: timedelta = MAX_SPAN) -> datetime | None:
+def advance(
+    engine: Engine, until: datetime | None = None, *, max_span: timedelta = MAX_SPAN,
+    stop: threading.Event | None = None,
+) -> datetime | None:  # fmt: skip
     """Roll up every raw execution with ``through <= started_at < until``; returns the new ``through``.
 
     ``until`` (minute-aligned; default :func:`closed_until`) is reached in transactions of at
@@ -106,8 +121,12 @@ def advance(engine: Engine, until: datetime | None = None, *, max_span: timedelt
     until = closed_until() if until is None else until
     if until != until.replace(second=0, microsecond=0):
         raise ValueError(f"the roll-up job moves by whole minutes: {until.isoformat()} is not one")
-    while True:
+    while stop is None or not stop.is_set():
         with translated("rolling up executions"), engine.begin() as conn:
+            # Statement snapshots: the aggregation must see every row committed before the lock was
+            # granted, whatever default isolation the database or role sets.
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+            conn.execute(text(f"SET LOCAL {WRITER_SETTING} = 'on'"))
             if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": JOB_LOCK}).scalar_one():
                 return watermark(conn)  # another process is at it
             conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
@@ -131,47 +150,49 @@ def advance(engine: Engine, until: datetime | None = None, *, max_span: timedelt
             conn.execute(text("UPDATE rollup_watermark SET through = :t"), {"t": new})
         if new >= until:
             return new
+    return None  # stopped (the store is closing)
 
 
 class Schedule:
-    """Runs :func:`advance` beside a writer, at most every :data:`INTERVAL` seconds.
+    """Runs :func:`advance` every :data:`INTERVAL` seconds in a background thread of a writer process.
 
-    A commit calls :meth:`maybe_run`; when a run is due and none is going on in this process, it
-    starts one in a background thread (its own connection), so no batch waits for it. A failed
-    run is logged and left to the next one: rollups stay exact either way (readers add the raw
-    rows above the watermark).
+    The first committed batch starts the thread (a process that never writes runs no job); it
+    keeps the watermark following the clock while the store is open, writes or not, so a version
+    that ran for a few seconds is rolled up a minute later without waiting for the next batch. A
+    failed run is logged and left to the next one: rollups stay exact either way (readers add the
+    raw rows above the watermark). :meth:`close` stops it between two transactions.
     """
 
     def __init__(self, engine: Engine, interval: float = INTERVAL) -> None:
         self.engine = engine
         self.interval = interval
-        self._next = time.monotonic() + interval  # not on the first batch: a process's start stays quick
+        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def maybe_run(self) -> None:
-        """Start a run in the background if one is due and none is running."""
-        if time.monotonic() < self._next:
+        """Start the periodic runs (once; never with an infinite interval or after :meth:`close`)."""
+        if self._thread is not None or self.interval == float("inf"):
             return
         with self._lock:
-            if time.monotonic() < self._next or (self._thread is not None and self._thread.is_alive()):
-                return
-            self._next = time.monotonic() + self.interval
-            self._thread = threading.Thread(target=self._run, name="heurmetrics-rollup", daemon=True)
-            self._thread.start()
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._loop, name="heurmetrics-rollup", daemon=True)
+                self._thread.start()
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for a run in progress (``close``, tests); a run still going after ``timeout`` is
-        rolled back with its connection."""
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the runs; a run in progress ends after its current transaction (or rolls back
+        with its connection when ``timeout`` passes first)."""
+        self._stop.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
 
-    def _run(self) -> None:
-        try:
-            advance(self.engine)
-        except Exception as exc:  # the batches are committed; the next run retries
-            log.warning("the roll-up job did not run: %s", exc)
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                advance(self.engine, stop=self._stop)
+            except Exception as exc:  # the batches are committed; the next run retries
+                log.warning("the roll-up job did not run: %s", exc)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -180,5 +201,5 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-__all__ = ["GRACE", "INTERVAL", "JOB_LOCK", "MAX_SPAN", "ROLLUP_LOCK", "Schedule", "advance", "closed_until",
-           "fetch_watermark", "request_writer_watermark", "watermark"]
+__all__ = ["GRACE", "INTERVAL", "JOB_LOCK", "MAX_SPAN", "ROLLUP_LOCK", "WRITER_SETTING", "Schedule", "advance",
+           "closed_until", "fetch_watermark", "request_writer_watermark", "watermark"]

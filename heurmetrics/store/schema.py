@@ -374,6 +374,24 @@ event.listen(
     "after_create",
     DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),
 )
+#: The guard of migration 0009 (see there and :mod:`heurmetrics.store.rollup_job`): refuses minute
+#: rollup rows at or above the watermark from writers that do not set ``heurmetrics.rollup_writer``.
+ROLLUP_GUARD = """
+CREATE OR REPLACE FUNCTION heurmetrics_rollup_guard() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF current_setting('heurmetrics.rollup_writer', true) IS DISTINCT FROM 'on'
+     AND NEW.bucket_start >= (SELECT w.through FROM rollup_watermark AS w) THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format(
+      'heurmetrics: rollup row for %s is at or above the roll-up watermark: this writer predates '
+      'migration 0009 and must be upgraded (its batch is retried meanwhile)', NEW.bucket_start);
+  END IF;
+  RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER execution_rollups_guard BEFORE INSERT OR UPDATE ON execution_rollups
+  FOR EACH ROW EXECUTE FUNCTION heurmetrics_rollup_guard();
+"""
+event.listen(Base.metadata, "after_create", DDL(ROLLUP_GUARD).execute_if(dialect="postgresql"))
 # A schema made by ``create_all`` (tests) rolls up in the insert transaction: no watermark.
 event.listen(Base.metadata, "after_create", DDL("INSERT INTO rollup_watermark (id, through) VALUES (1, NULL)"))
 

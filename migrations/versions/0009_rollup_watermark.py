@@ -1,13 +1,16 @@
 """Roll-up job with a watermark (PostgreSQL): writers no longer upsert rollups for every batch.
 
 - ``rollup_watermark`` (one row): every execution with ``started_at < through`` is in the rollups.
-  PostgreSQL starts at the minute after both now and the newest rollup row, so every row stored so
-  far (rolled up in its insert transaction) is below it and nothing is rolled up twice. From then
+  PostgreSQL starts at the minute after the newest rollup row (an empty database: the current
+  minute), so every row stored so far (rolled up in its insert transaction) is below it and
+  nothing is rolled up twice. From then
   on writers roll up only late rows (below the watermark) in their transaction, and the roll-up
   job (``heurmetrics.store.rollup_job``) adds each closed minute once and moves the watermark.
   SQLite keeps ``NULL``: every execution rolled up in its insert transaction, as before.
 - ``execution_rollups_between(lo, hi)`` adds the raw rows at or above the watermark, aggregated
   per minute, to the rollup rows below it (one statement: exact while the job runs).
+- A guard trigger on ``execution_rollups`` refuses rollup rows at or above the watermark from
+  writers that predate this revision (they would count them twice); they retry until upgraded.
 
 Revision ID: 0009
 Revises: 0008
@@ -72,6 +75,27 @@ def _rollups_between_sql() -> str:
 
 FUNCTION = _rollups_between_sql()
 
+#: Refuses minute rollup rows at or above the watermark from a writer that did not set
+#: ``heurmetrics.rollup_writer`` (code from before 0009, which would count them a second time).
+#: SQLSTATE 55000 (object not in prerequisite state): such a writer treats it as transient and
+#: retries or spools its batch, so nothing is lost while it waits for its upgrade. The hour and
+#: day buckets of a row are never later than its minute, so guarding the minute level suffices.
+GUARD = """
+CREATE OR REPLACE FUNCTION heurmetrics_rollup_guard() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF current_setting('heurmetrics.rollup_writer', true) IS DISTINCT FROM 'on'
+     AND NEW.bucket_start >= (SELECT w.through FROM rollup_watermark AS w) THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format(
+      'heurmetrics: rollup row for %s is at or above the roll-up watermark: this writer predates '
+      'migration 0009 and must be upgraded (its batch is retried meanwhile)', NEW.bucket_start);
+  END IF;
+  RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER execution_rollups_guard BEFORE INSERT OR UPDATE ON execution_rollups
+  FOR EACH ROW EXECUTE FUNCTION heurmetrics_rollup_guard();
+"""
+
 
 def upgrade() -> None:
     bind = op.get_bind()
@@ -85,12 +109,16 @@ def upgrade() -> None:
     if bind.dialect.name != "postgresql":
         op.execute("INSERT INTO rollup_watermark (id, through) VALUES (1, NULL)")
         return
+    # Every stored execution has its rollup (0007 filled the levels, writers rolled up in their
+    # transaction): the minute after the newest rollup row is past every rolled-up row. An empty
+    # database starts at the current minute.
     op.execute(
-        "INSERT INTO rollup_watermark (id, through) SELECT 1, greatest("
-        "date_trunc('minute', now(), 'UTC') + interval '1 minute', "
-        "(SELECT max(bucket_start) + interval '1 minute' FROM execution_rollups))"
+        "INSERT INTO rollup_watermark (id, through) SELECT 1, coalesce("
+        "(SELECT max(bucket_start) + interval '1 minute' FROM execution_rollups), "
+        "date_trunc('minute', now(), 'UTC'))"
     )
     op.execute(FUNCTION)
+    op.execute(GUARD)
 
 
 def downgrade() -> None:
