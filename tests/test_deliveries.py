@@ -191,6 +191,32 @@ def test_a_claim_deferred_after_the_claimer_stopped_starts_it_again(store: SqlSt
     assert replica.counted == 7 == store.count_executions()
 
 
+def test_a_claim_failing_with_another_error_is_kept_and_the_claimer_survives(store: SqlStore, rv: RuleVersion) -> None:
+    """Not an outage but some other database error (e.g. a read-only standby after a failover):
+    the write's answer stands, the claim is kept and retried, and the claimer keeps running."""
+    import time
+
+    from heurmetrics.errors import StoreError
+
+    replica = Replica(store)
+    real_claim = store.claim_delivery
+    failures = {"left": 2}
+
+    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreError("cannot execute UPDATE in a read-only transaction")
+        return real_claim(delivery_id, token)
+
+    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    result = replica.ingest.write_executions(events(rv, 6))
+    assert result.accepted == 6 and replica.counted == 0
+    deadline = time.monotonic() + 15
+    while replica.counted < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert replica.counted == 6 == store.count_executions() and len(replica.ingest.claims) == 0
+
+
 def test_the_idempotency_key_header_is_validated(migrated_url: str) -> None:
     with TestClient(create_app(Settings(database_url=migrated_url, performance_snapshot_seconds=0))) as client:
         client.post("/v1/rule-versions", json={"rule": "keyed", "version": "1"})

@@ -45,22 +45,27 @@ class Claims:
         self._lock = threading.Lock()
         self._pending: list[Claim] = []  # committed batches not counted yet (the claim failed)
         self._claimer: threading.Thread | None = None
+        self._in_flight = 0  # claims taken by retry() and not settled yet
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + self._in_flight
 
     def settle(self, claim: Claim) -> bool:
         """Claim and count; on failure keep the claim for :meth:`retry`. True when settled."""
         try:
+            if self._claim(claim):
+                return True
+        except Exception as exc:  # the batch is committed: its answer stands; the count is retried
+            log.error("counting delivery %s deferred: %s", claim.delivery_id, exc)
+        self._defer(claim)
+        return False
+
+    def _claim(self, claim: Claim) -> bool:
+        """Claim the delivery's records and count what they list; False while the database is unreachable."""
+        try:
             records = self.store.claim_delivery(claim.delivery_id, claim.token)
         except StoreUnavailable as exc:
-            with self._lock:
-                self._pending.append(claim)
-                if len(self._pending) > MAX_PENDING_CLAIMS:
-                    lost = self._pending.pop(0)
-                    log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
             log.warning("counting delivery %s deferred (claim failed: %s)", claim.delivery_id, exc)
-            self._start_claimer()
             return False
         counted = 0
         for rec in records:
@@ -79,6 +84,17 @@ class Claims:
         self.metrics.ingested.labels(d.KIND_EXECUTION, "accepted").inc(counted)
         return True
 
+    def _defer(self, claim: Claim, *, front: bool = False) -> None:
+        with self._lock:
+            if front:
+                self._pending.insert(0, claim)
+            else:
+                self._pending.append(claim)
+            if len(self._pending) > MAX_PENDING_CLAIMS:
+                lost = self._pending.pop(0)
+                log.error("too many unsettled delivery claims: %d events stay uncounted", len(lost.events))
+        self._start_claimer()
+
     def _start_claimer(self) -> None:
         """Retry deferred claims in the background too, so the last batch before a quiet period
         is counted without waiting for the next write."""
@@ -90,43 +106,65 @@ class Claims:
 
     def _claim_until_settled(self) -> None:
         delay = 0.5
+        try:
+            while True:
+                time.sleep(delay)
+                try:
+                    self.retry()
+                except Exception as exc:  # kept by retry(); logged here, tried again later
+                    log.error("counting deferred deliveries failed: %s", exc)
+                # Stop only under the lock claims are deferred under: a claim deferred meanwhile
+                # either is seen here or finds no claimer and starts one.
+                with self._lock:
+                    if not self._pending:
+                        self._claimer = None
+                        return
+                delay = min(delay * 2, 10.0)
+        finally:
+            with self._lock:  # whatever ended the loop, a later deferral starts a new claimer
+                if self._claimer is threading.current_thread():
+                    self._claimer = None
+
+    def retry(self) -> None:
+        """Settle claims that failed earlier (the database was unreachable right after a commit),
+        oldest first, until one still fails; a claim being settled counts as pending meanwhile."""
         while True:
-            time.sleep(delay)
-            self.retry()
-            # Stop only under the lock that settle() appends under: a claim deferred meanwhile
-            # either is seen here or finds no claimer and starts one.
             with self._lock:
                 if not self._pending:
-                    self._claimer = None
                     return
-            delay = min(delay * 2, 10.0)
+                claim = self._pending.pop(0)
+                self._in_flight += 1
+            try:
+                settled = self._claim(claim)
+            except BaseException:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._pending.insert(0, claim)
+                raise
+            with self._lock:
+                self._in_flight -= 1
+                if not settled:  # still unreachable: keep it (first) for later
+                    self._pending.insert(0, claim)
+                    return
 
     def drain(self, timeout: float = 5.0) -> int:
         """Retry the deferred claims until none is left or ``timeout`` passed (a process that
         stops); returns the executions left uncounted, logged as an error."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
-            self.retry()
-            if self._pending:
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        while len(self) and time.monotonic() < deadline:
+            try:
+                self.retry()
+            except Exception as exc:
+                log.error("counting deferred deliveries failed: %s", exc)
+            if len(self):
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         with self._lock:
             left = sum(len(c.events) for c in self._pending)
-        if left:
+            claims = len(self._pending) + self._in_flight
+        if claims:
             log.error(
                 "stopping with %d unsettled delivery claims: %d executions are stored but this process's counters "
                 "miss them (only a re-send of their batches under the same delivery id would count them)",
-                len(self._pending), left,
+                claims, left,
             )  # fmt: skip
         return left
-
-    def retry(self) -> None:
-        """Settle claims that failed earlier (the database was unreachable right after a commit)."""
-        if not self._pending:
-            return
-        with self._lock:
-            claims, self._pending = self._pending, []
-        for i, claim in enumerate(claims):
-            if not self.settle(claim):  # still unreachable: keep the rest for later, in order
-                with self._lock:
-                    self._pending[0:0] = claims[i + 1 :]
-                return
