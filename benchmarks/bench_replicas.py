@@ -167,8 +167,8 @@ def phases(url: str, total: int) -> list[list[str]]:
     ingest = Ingest(store, PipelineMetrics(CollectorRegistry()))
     ingest.register_rule_version(RULE, VERSION)
     store.executions.insert_executions = timed("store write, whole", store.executions.insert_executions)  # type: ignore[method-assign]
-    steps = (("  rows + rollup increments", "_rows_and_rollups"), ("  start-time claims", "_send_start_claims"),
-             ("  rollup upserts", "_write_rollups"))  # fmt: skip
+    steps = (("  rows", "_rows"), ("  start-time claims", "_send_start_claims"),
+             ("  late rows' rollups (below the watermark)", "_roll_up_late"))  # fmt: skip
     for name, attr in steps:  # on this store's instance only
         setattr(store.executions, attr, timed(name, getattr(store.executions, attr)))
     copy_rows = ex._copy_rows
@@ -211,7 +211,7 @@ def phases(url: str, total: int) -> list[list[str]]:
         ex._copy_rows = copy_rows
         store.close()
     order = ["msgspec decode", "events (lookups, build_execution)", "write_executions, whole", "store write, whole",
-             "  rows + rollup increments", "  start-time claims", "  COPY (format + send)", "  rollup upserts",
+             "  rows", "  start-time claims", "  COPY (format + send)", "  late rows' rollups (below the watermark)",
              "claim + metrics (Claims.settle)", "  metrics"]  # fmt: skip
     out = [[name, f"{spent[name] / total * 1e6:.2f}"] for name in order]
     return [*out, ["total (in process, no HTTP)", f"{whole / total * 1e6:.2f}"]]
