@@ -109,3 +109,13 @@ def store(migrated_url: str) -> Iterator[SqlStore]:
     s = SqlStore.open(migrated_url)
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_rollup_jobs() -> Iterator[None]:
+    """No roll-up job thread outlives its test: a store a test left open must not move the next
+    test's watermark (every test's PostgreSQL schema is the same database, reset)."""
+    yield
+    from heurmetrics.store import rollup_job
+
+    rollup_job.stop_all()

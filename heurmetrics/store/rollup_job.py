@@ -41,8 +41,10 @@ guard trigger of 0009 refuses such rollup rows unless the transaction set
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -169,6 +171,7 @@ class Schedule:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        _SCHEDULES.add(self)
 
     def maybe_run(self) -> None:
         """Start the periodic runs (once; never with an infinite interval or after :meth:`close`)."""
@@ -195,6 +198,17 @@ class Schedule:
                 log.warning("the roll-up job did not run: %s", exc)
 
 
+#: Every schedule of this process, so that :func:`stop_all` reaches those whose store was never closed.
+_SCHEDULES: weakref.WeakSet[Schedule] = weakref.WeakSet()
+
+
+@atexit.register
+def stop_all(timeout: float = 5.0) -> None:
+    """Stop every schedule of this process between two transactions (at exit; between tests)."""
+    for schedule in list(_SCHEDULES):
+        schedule.close(timeout)
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -202,4 +216,4 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 __all__ = ["GRACE", "INTERVAL", "JOB_LOCK", "MAX_SPAN", "ROLLUP_LOCK", "WRITER_SETTING", "Schedule", "advance",
-           "closed_until", "fetch_watermark", "request_writer_watermark", "watermark"]
+           "closed_until", "fetch_watermark", "request_writer_watermark", "stop_all", "watermark"]
