@@ -140,28 +140,36 @@ def test_a_lost_claim_answer_is_settled_with_the_same_token(store: SqlStore, rv:
     assert replica.counted == 15 == store.count_executions()
 
 
+def _claims_failing(replica: Replica, store: SqlStore, error: Exception) -> dict[str, int]:
+    """Make the replica's delivery claims raise ``error`` while ``left`` > 0 (each failure counts it down)."""
+    real_claim = store.claim_delivery
+    failures = {"left": 0}
+
+    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise error
+        return real_claim(delivery_id, token)
+
+    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    return failures
+
+
 def test_closing_drains_deferred_claims_and_names_what_stays_uncounted(
     store: SqlStore, rv: RuleVersion, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A claim deferred by an outage is counted on close when the database answers again; while it
     cannot be, close gives up after its timeout and logs how many stored executions stay uncounted."""
     replica = Replica(store)
-    real_claim = store.claim_delivery
-    down = {"on": True}
-
-    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
-        if down["on"]:
-            raise StoreUnavailable("database is down")
-        return real_claim(delivery_id, token)
-
-    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    down = _claims_failing(replica, store, StoreUnavailable("database is down"))
+    down["left"] = 10**9
     replica.ingest.write_executions(events(rv, 7))  # committed; the count waits for the claim
     assert replica.counted == 0 and len(replica.ingest.claims) == 1
     with caplog.at_level("ERROR", logger="heurmetrics.ingest"):
         replica.ingest.close(timeout=0.2)  # still down: nothing counted, the loss named
     assert replica.counted == 0
     assert "7 executions are stored but this process's counters miss them" in caplog.text
-    down["on"] = False
+    down["left"] = 0
     replica.ingest.close(timeout=5)  # back: counted before the process stops
     assert replica.counted == 7 == store.count_executions() and len(replica.ingest.claims) == 0
 
@@ -170,16 +178,7 @@ def test_a_claim_deferred_after_the_claimer_stopped_starts_it_again(store: SqlSt
     import time
 
     replica = Replica(store)
-    real_claim = store.claim_delivery
-    failures = {"left": 1}
-
-    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise StoreUnavailable("database is down")
-        return real_claim(delivery_id, token)
-
-    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    failures = _claims_failing(replica, store, StoreUnavailable("database is down"))
     claims = replica.ingest.claims
     for n in (3, 4):  # each batch's claim fails once; the background claimer settles it, then stops
         failures["left"] = 1
@@ -199,16 +198,8 @@ def test_a_claim_failing_with_another_error_is_kept_and_the_claimer_survives(sto
     from heurmetrics.errors import StoreError
 
     replica = Replica(store)
-    real_claim = store.claim_delivery
-    failures = {"left": 2}
-
-    def claim(delivery_id: uuid.UUID, token: uuid.UUID) -> Any:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise StoreError("cannot execute UPDATE in a read-only transaction")
-        return real_claim(delivery_id, token)
-
-    replica.ingest.store.claim_delivery = claim  # type: ignore[union-attr]
+    failures = _claims_failing(replica, store, StoreError("cannot execute UPDATE in a read-only transaction"))
+    failures["left"] = 2
     result = replica.ingest.write_executions(events(rv, 6))
     assert result.accepted == 6 and replica.counted == 0
     deadline = time.monotonic() + 15
