@@ -266,9 +266,12 @@ def test_a_writer_from_before_0009_is_refused_above_the_watermark_and_retries(
                   "ON CONFLICT (rule_version_id, mode, bucket_start, status, outcome) DO UPDATE "
                   "SET executions = execution_rollups.executions + 1")
     above, below = W0 + timedelta(minutes=3), W0 - timedelta(minutes=3)
-    with pytest.raises(StoreUnavailable, match="predates migration 0009"), translated("an old writer"):
-        with pg.engine.begin() as conn:
-            conn.execute(text(old_upsert), {"v": versions[0].id, "b": above})
+    with (
+        pytest.raises(StoreUnavailable, match="predates migration 0009"),
+        translated("an old writer"),
+        pg.engine.begin() as conn,
+    ):
+        conn.execute(text(old_upsert), {"v": versions[0].id, "b": above})
     with pg.engine.begin() as conn:  # a late row of an old writer: below the watermark, counted once
         conn.execute(text(old_upsert), {"v": versions[0].id, "b": below})
     assert _rolled_total(pg) == 1
