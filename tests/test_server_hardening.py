@@ -107,3 +107,27 @@ def test_store_outage_is_503_with_retry_after_then_recovers(postgres_url: str) -
     assert up.status_code == 202 and up.json()["accepted"] == 1
     assert client.get("/readyz").status_code == 200
     assert rejected(client, "unavailable") == 1
+
+
+def test_a_refused_batch_gives_no_version_its_series(sqlite_url: str) -> None:
+    """Series (and a place in the cardinality budget) only for versions of a batch that is written:
+    a batch refused for one bad item admits none of the versions it names, on either decode path."""
+    from heurmetrics.store.sql_store import SqlStore
+
+    client = _client(sqlite_url, max_rule_versions=5)
+    store = SqlStore.open(sqlite_url)  # registered by another process: this exporter never saw them
+    try:
+        for version in ("1", "2"):
+            store.register_rule_version("r", version, params={}, source="", created_by="t")
+    finally:
+        store.close()
+    bad_value = {**execution("r", "2"), "duration_seconds": -1.0}  # refused by the builder
+    bad_field = {**execution("r", "2"), "outcome": "not a label value!"}  # refused by the request model
+    for bad in (bad_value, bad_field):
+        response = client.post("/v1/executions", json={"executions": [execution("r", "1"), bad]})
+        assert response.status_code == 422, response.text
+    page = client.get("/metrics").text
+    assert not {s.labels[d.RULE_VERSION] for s in samples(page, d.HEURISTIC_EXECUTIONS)}
+    assert client.post("/v1/executions", json={"executions": [execution("r", "1")]}).status_code == 202
+    page = client.get("/metrics").text
+    assert {s.labels[d.RULE_VERSION] for s in samples(page, d.HEURISTIC_EXECUTIONS)} == {"1"}

@@ -200,8 +200,9 @@ class Ingest:
         self.metrics.ingested.labels(d.KIND_RESOLUTION, "duplicate").inc(result.duplicates)
         return result
 
-    def rule_version(self, rule: str, version: str) -> RuleVersion:
-        """The registered version ``rule@version``, admitted to the metrics.
+    def rule_version(self, rule: str, version: str, *, admit: bool = True) -> RuleVersion:
+        """The registered version ``rule@version``, admitted to the metrics (unless not ``admit``:
+        a batch checks all its items first, then admits its versions with :meth:`admit`).
 
         Raises :class:`UnknownRuleVersion` when it was never registered and
         :class:`CardinalityBudgetExceeded` when it would add series beyond the budget.
@@ -213,7 +214,7 @@ class Ingest:
                 raise UnknownRuleVersion(rule, version)
             with self._lock:
                 self._versions[(rule, version)] = rv
-        if rv.id not in self._with_series:
+        if admit and rv.id not in self._with_series:
             self.admit(rv)
         return rv
 

@@ -99,7 +99,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                 if rv is None:
                     check_label_value("rule", item.rule)  # the pattern msgspec did not check
                     check_label_value("rule_version", item.rule_version)
-                    rv = versions[key] = ingest.rule_version(item.rule, item.rule_version)
+                    rv = versions[key] = ingest.rule_version(item.rule, item.rule_version, admit=False)
                 started_at = item.started_at
                 append(
                     build_execution(
@@ -108,6 +108,9 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
                         item.error_type, item.event_id, item.backtest_run_id, new_id,
                     )
                 )  # fmt: skip
+            # Series only for a batch that will be written: a refused one admits no version.
+            for rv in versions.values():
+                ingest.admit(rv)
         except (HeurmetricsError, ValidationError):
             return None
         return events
@@ -130,7 +133,7 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
             rv = versions.get(key)
             if rv is None:
                 try:
-                    rv = versions[key] = ingest.rule_version(item.rule, item.rule_version)
+                    rv = versions[key] = ingest.rule_version(item.rule, item.rule_version, admit=False)
                 except UnknownRuleVersion as exc:
                     ingest.count_rejected(d.KIND_EXECUTION, len(items))
                     raise unknown_rule_version(f"executions[{i}].rule_version", exc) from None
@@ -147,6 +150,8 @@ def build_router(ingest: Ingest, authorize: Callable[..., None]) -> APIRouter:
             except InvalidEvent as exc:
                 ingest.count_rejected(d.KIND_EXECUTION, len(items))
                 raise exc.at(f"executions[{i}]") from None
+        for rv in versions.values():  # the whole batch is valid: now its versions get their series
+            ingest.admit(rv)
         result = ingest.write_executions(events, delivery_id=delivery_id)
         return ExecutionBatchOut(accepted=result.accepted, duplicates=result.duplicates)
 
