@@ -208,6 +208,21 @@ def test_a_claim_failing_with_another_error_is_kept_and_the_claimer_survives(sto
     assert replica.counted == 6 == store.count_executions() and len(replica.ingest.claims) == 0
 
 
+def test_a_deferred_claim_that_keeps_failing_never_fails_the_next_write(store: SqlStore, rv: RuleVersion) -> None:
+    """The next write retries the deferred claim first; its error is logged and the claim kept,
+    the write itself goes through."""
+    from heurmetrics.errors import StoreError
+
+    replica = Replica(store)
+    failures = _claims_failing(replica, store, StoreError("canceling statement due to user request"))
+    failures["left"] = 2  # the first write's claim, then the second write's retry of it
+    replica.ingest.write_executions(events(rv, 3))
+    second = replica.ingest.write_executions(events(rv, 4))
+    assert second.accepted == 4 and store.count_executions() == 7
+    replica.ingest.close(timeout=10)
+    assert replica.counted == 7 and len(replica.ingest.claims) == 0
+
+
 def test_the_idempotency_key_header_is_validated(migrated_url: str) -> None:
     with TestClient(create_app(Settings(database_url=migrated_url, performance_snapshot_seconds=0))) as client:
         client.post("/v1/rule-versions", json={"rule": "keyed", "version": "1"})

@@ -238,6 +238,42 @@ def test_the_migration_starts_the_watermark_after_every_rolled_up_minute(postgre
         engine.dispose()
 
 
+def test_the_migration_waits_for_a_batch_of_an_older_writer_in_flight(postgres_url: str) -> None:
+    """A pre-0009 writer mid-batch when 0009 runs: the watermark starts after the minute it rolled up
+    (the migration waits for it), so the job never counts that minute again."""
+    import psycopg
+
+    from tests.conftest import _libpq
+
+    engine = create_store_engine(postgres_url)
+    try:
+        migrations.upgrade(engine, "0008")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO rules (name, created_at) VALUES ('r', now())"))
+            conn.execute(text(
+                "INSERT INTO rule_versions (rule_id, version, content_hash, params, source, created_at, created_by, "
+                "chain_position, prev_hash, row_hash) SELECT id, '1', 'h', '{}', '', now(), 't', 1, :z, :z FROM rules"),
+                {"z": "0" * 64})
+            vid = conn.execute(text("SELECT id FROM rule_versions")).scalar_one()
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        zeros = ", ".join(["0"] * 17)
+        old_writer = psycopg.connect(_libpq(postgres_url))  # a transaction, like the old insert path's
+        old_writer.execute(f"INSERT INTO execution_rollups VALUES (%s, 1, %s, 1, '', 1, 0.1, 0, 0, {zeros})",
+                           (vid, minute))
+        upgrade = threading.Thread(target=migrations.upgrade, args=(engine,))
+        upgrade.start()
+        upgrade.join(timeout=1.5)
+        assert upgrade.is_alive()  # waiting for the old writer's batch
+        old_writer.commit()
+        old_writer.close()
+        upgrade.join(timeout=30)
+        with engine.connect() as conn:
+            through = rollup_job.watermark(conn)
+        assert through is not None and through > minute
+    finally:
+        engine.dispose()
+
+
 def test_an_empty_database_starts_the_watermark_at_the_current_minute(postgres_url: str) -> None:
     """Nothing is rolled up yet: the rows of this very minute are the job's, not late rows."""
     engine = create_store_engine(postgres_url)

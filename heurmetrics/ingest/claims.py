@@ -101,8 +101,12 @@ class Claims:
         with self._lock:
             if self._claimer is not None:  # running: it sees the new claim before it stops
                 return
-            self._claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
-            self._claimer.start()
+            claimer = threading.Thread(target=self._claim_until_settled, name="heurmetrics-claims", daemon=True)
+            try:
+                claimer.start()
+            except RuntimeError:  # interpreter shutdown (Python 3.12+): the next write or drain() retries
+                return
+            self._claimer = claimer
 
     def _claim_until_settled(self) -> None:
         delay = 0.5
@@ -136,16 +140,18 @@ class Claims:
                 self._in_flight += 1
             try:
                 settled = self._claim(claim)
-            except BaseException:
+            except Exception as exc:  # not an outage: kept all the same; never fails the caller's write
+                log.error("counting delivery %s deferred: %s", claim.delivery_id, exc)
+                settled = False
+            if settled:
                 with self._lock:
                     self._in_flight -= 1
-                    self._pending.insert(0, claim)
-                raise
-            with self._lock:
+                continue
+            with self._lock:  # still not countable: keep it (first) for later
                 self._in_flight -= 1
-                if not settled:  # still unreachable: keep it (first) for later
-                    self._pending.insert(0, claim)
-                    return
+                self._pending.insert(0, claim)
+            self._start_claimer()  # a claimer that saw no pending claim meanwhile may have stopped
+            return
 
     def drain(self, timeout: float = 5.0) -> int:
         """Retry the deferred claims until none is left or ``timeout`` passed (a process that

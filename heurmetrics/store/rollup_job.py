@@ -44,6 +44,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,13 +180,20 @@ class Schedule:
             return
         with self._lock:
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._loop, name="heurmetrics-rollup", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, name="heurmetrics-rollup", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # interpreter shutdown (Python 3.12+): db rollup or the next process
+                    return
+                self._thread = thread
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the runs; a run in progress ends after its current transaction (or rolls back
         with its connection when ``timeout`` passes first)."""
         self._stop.set()
+        self.join(timeout)
+
+    def join(self, timeout: float | None) -> None:
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -205,8 +213,12 @@ _SCHEDULES: weakref.WeakSet[Schedule] = weakref.WeakSet()
 @atexit.register
 def stop_all(timeout: float = 5.0) -> None:
     """Stop every schedule of this process between two transactions (at exit; between tests)."""
-    for schedule in list(_SCHEDULES):
-        schedule.close(timeout)
+    schedules = list(_SCHEDULES)
+    for schedule in schedules:  # all told first, then waited for within one deadline
+        schedule._stop.set()
+    deadline = time.monotonic() + timeout
+    for schedule in schedules:
+        schedule.join(max(0.0, deadline - time.monotonic()))
 
 
 def _aware(value: datetime | None) -> datetime | None:

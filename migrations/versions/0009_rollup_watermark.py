@@ -109,6 +109,10 @@ def upgrade() -> None:
     if bind.dialect.name != "postgresql":
         op.execute("INSERT INTO rollup_watermark (id, through) VALUES (1, NULL)")
         return
+    # Writers of the previous revision may be mid-batch: wait for them and hold new ones back until
+    # this migration commits (then the guard refuses what they would count twice), so the newest
+    # rollup row read below includes every batch they committed.
+    op.execute("LOCK TABLE execution_rollups IN SHARE ROW EXCLUSIVE MODE")
     # Every stored execution has its rollup (0007 filled the levels, writers rolled up in their
     # transaction): the minute after the newest rollup row is past every rolled-up row. An empty
     # database starts at the current minute.
