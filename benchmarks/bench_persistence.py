@@ -169,16 +169,13 @@ class CpuMeter:
 def run_recorder(rec: Recorder, rv: RuleVersion, durs: Sequence[float]) -> tuple[float, float, float]:
     """record_execution x N then flush(): (total seconds, of which the record loop, caller thread CPU)."""
     record = rec.record_execution
-    c0 = time.thread_time()
-    t0 = time.perf_counter()
-    for dur in durs:
-        record(rv, duration_seconds=dur, status="ok", outcome="bullish", confidence=0.7)
-    t1 = time.perf_counter()
-    result = rec.flush(120)
-    t2 = time.perf_counter()
-    if not result.complete:
-        raise RuntimeError(f"flush incomplete: {result}")
-    return t2 - t0, t1 - t0, time.thread_time() - c0
+
+    def loop() -> None:
+        call, version = record, rv  # locals, not closure cells, in the timed loop
+        for dur in durs:
+            call(version, duration_seconds=dur, status="ok", outcome="bullish", confidence=0.7)
+
+    return _timed_then_flushed(rec, loop)
 
 
 def batch_items(durs: Sequence[float]) -> list[list[dict[str, object]]]:
@@ -194,10 +191,20 @@ def run_recorder_batches(
 ) -> tuple[float, float, float]:
     """record_executions per call of BATCH items, then flush(): as :func:`run_recorder`."""
     record = rec.record_executions
+
+    def loop() -> None:
+        call, version = record, rv
+        for items in calls:
+            call(version, items)
+
+    return _timed_then_flushed(rec, loop)
+
+
+def _timed_then_flushed(rec: Recorder, loop: Callable[[], None]) -> tuple[float, float, float]:
+    """Run the record loop, then flush(): (total seconds, of which the loop, caller thread CPU)."""
     c0 = time.thread_time()
     t0 = time.perf_counter()
-    for items in calls:
-        record(rv, items)
+    loop()
     t1 = time.perf_counter()
     result = rec.flush(120)
     t2 = time.perf_counter()

@@ -2,10 +2,10 @@
 
 Why a job. Upserting a batch's rollup increments in its own transaction costs one rollup row
 update per (rule version, mode, status, outcome) the batch touches, at three levels: with 200
-versions and mixed labels, ~760 rows three times per batch of 1,000, which cut ingest to 0.32
-times the raw insert (``bench_storage.py --section ingest --ingest-versions 200``). The job
-aggregates a closed minute once, in SQL, whatever its label set: 0.87 times the raw insert,
-the job's own work included.
+versions and mixed labels, ~760 rows three times per batch of 1,000, which cut ingest to
+0.28-0.35 times the raw insert (``bench_storage.py --section ingest --ingest-versions 200``). The
+job aggregates a closed minute once, in SQL, whatever its label set: 0.84-0.93 times the raw
+insert, the job's own work included.
 
 Why exact (PostgreSQL). ``rollup_watermark.through`` splits time in two: every execution with
 ``started_at < through`` is in the rollups, none at or above it is.
@@ -54,6 +54,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from heurmetrics.store import rollups
 from heurmetrics.store.errors import translated
+from heurmetrics.store.schema import ROLLUP_WRITER_SETTING
 
 log = logging.getLogger("heurmetrics.store")
 
@@ -62,7 +63,7 @@ ROLLUP_LOCK = 0x686D_726F_6C6C_7570  # "hmrollup"
 #: Set (``on``) by every transaction of this version that writes rollups: the guard trigger of
 #: migration 0009 refuses rollup rows at or above the watermark from any other writer -- an
 #: exporter or SDK process still running code from before 0009, which would count them twice.
-WRITER_SETTING = "heurmetrics.rollup_writer"
+WRITER_SETTING = ROLLUP_WRITER_SETTING
 #: Advisory lock held by the one job run at a time (tried, never waited for).
 JOB_LOCK = 0x686D_726F_6C6C_6A62  # "hmrolljb"
 #: Seconds between a writer's job runs.

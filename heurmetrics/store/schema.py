@@ -374,12 +374,15 @@ event.listen(
     "after_create",
     DDL(ROLLUPS_BETWEEN_FUNCTION).execute_if(dialect="postgresql"),
 )
+#: Set (``on``) by every transaction of this version that writes rollups (the writers and the
+#: roll-up job, :mod:`heurmetrics.store.rollup_job`); :data:`ROLLUP_GUARD` checks it.
+ROLLUP_WRITER_SETTING = "heurmetrics.rollup_writer"
 #: The guard of migration 0009 (see there and :mod:`heurmetrics.store.rollup_job`): refuses minute
-#: rollup rows at or above the watermark from writers that do not set ``heurmetrics.rollup_writer``.
-ROLLUP_GUARD = """
+#: rollup rows at or above the watermark from writers that do not set :data:`ROLLUP_WRITER_SETTING`.
+ROLLUP_GUARD = f"""
 CREATE OR REPLACE FUNCTION heurmetrics_rollup_guard() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-  IF current_setting('heurmetrics.rollup_writer', true) IS DISTINCT FROM 'on'
+  IF current_setting('{ROLLUP_WRITER_SETTING}', true) IS DISTINCT FROM 'on'
      AND NEW.bucket_start >= (SELECT w.through FROM rollup_watermark AS w) THEN
     RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format(
       'heurmetrics: rollup row for %s is at or above the roll-up watermark: this writer predates '
